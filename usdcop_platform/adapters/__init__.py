@@ -1,0 +1,1 @@
+"""The outside world behind small interfaces: sources, lake, SQL store, cache, tracking."""

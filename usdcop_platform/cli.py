@@ -1,0 +1,46 @@
+"""The `usdcop` command. Each domain registers its commands from usdcop_platform/commands/."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="usdcop",
+    help="USD/COP RL trading platform: ingest, features, training, backtests, approvals, live signals.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+# Modules under usdcop_platform.commands, each exposing register(app: typer.Typer).
+COMMAND_MODULES = (
+    "config_cmd",
+    "db",
+    "data",
+    "features",
+    "training",
+    "evaluation",
+    "api",
+    "live",
+    "monitoring",
+    "bench",
+    "demo",
+)
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"usdcop_platform.commands.{_name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"usdcop_platform.commands.{_name}":
+            raise
+        continue  # a domain not built yet registers nothing
+    _module.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,28 @@
+"""Shared CLI helpers: one console, one way to turn domain errors into a clear message + exit code."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from usdcop_platform.contracts.errors import ConfigError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserFacingError(RuntimeError):
+    """An error whose message is complete on its own: printed without a traceback."""
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Print ConfigError / UserFacingError / ValueError as one red line and exit 1, no traceback wall."""
+    try:
+        yield
+    except (ConfigError, UserFacingError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None

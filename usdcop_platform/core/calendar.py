@@ -1,0 +1,184 @@
+"""Trading calendar: the one home of sessions, holidays, the bar grid and annualization.
+
+A session is a Bogota weekday that is not a Colombian public holiday. Bars are labelled by
+their start time; 08:00..12:55 Bogota (UTC-5, no DST) is 13:00..17:55 UTC, 60 bars.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import holidays
+import numpy as np
+
+from usdcop_platform.contracts.instrument import InstrumentConfig
+
+UTC = timezone.utc
+
+
+@dataclass(frozen=True)
+class TradingCalendar:
+    instrument: InstrumentConfig
+    _tz: ZoneInfo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_tz", ZoneInfo(self.instrument.timezone))
+
+    # ---- holidays -------------------------------------------------------------------------
+    @property
+    def tz(self) -> ZoneInfo:
+        return self._tz
+
+    def _holidays(self, year: int) -> holidays.HolidayBase:
+        return _country_holidays(self.instrument.holiday_country, year)
+
+    def is_holiday(self, d: date) -> bool:
+        return d in self._holidays(d.year)
+
+    def holiday_name(self, d: date) -> str | None:
+        return self._holidays(d.year).get(d)
+
+    def is_fed_holiday(self, d: date) -> bool:
+        """US Federal Reserve holiday: the COP market runs in next-day settlement mode (flag only)."""
+        return d in _financial_holidays(self.instrument.fed_holiday_market, d.year)
+
+    # ---- sessions -------------------------------------------------------------------------
+    def is_session(self, d: date) -> bool:
+        return d.weekday() < 5 and not self.is_holiday(d)
+
+    def sessions(self, start: date, end: date) -> list[date]:
+        """Trading sessions in [start, end], inclusive, ascending."""
+        out: list[date] = []
+        d = start
+        while d <= end:
+            if self.is_session(d):
+                out.append(d)
+            d += timedelta(days=1)
+        return out
+
+    def next_session(self, d: date) -> date:
+        n = d + timedelta(days=1)
+        while not self.is_session(n):
+            n += timedelta(days=1)
+        return n
+
+    def previous_session(self, d: date) -> date:
+        p = d - timedelta(days=1)
+        while not self.is_session(p):
+            p -= timedelta(days=1)
+        return p
+
+    def excluded_dates(self, start: date, end: date) -> list[date]:
+        """Weekdays in [start, end] that are not sessions (Colombian holidays)."""
+        out: list[date] = []
+        d = start
+        while d <= end:
+            if d.weekday() < 5 and self.is_holiday(d):
+                out.append(d)
+            d += timedelta(days=1)
+        return out
+
+    # ---- the bar grid ---------------------------------------------------------------------
+    @property
+    def bars_per_session(self) -> int:
+        return self.instrument.bars_per_session
+
+    @property
+    def bar_delta(self) -> timedelta:
+        return timedelta(minutes=self.instrument.bar_minutes)
+
+    def session_open_utc(self, d: date) -> datetime:
+        return datetime.combine(d, self.instrument.first_bar_start, tzinfo=self._tz).astimezone(UTC)
+
+    def session_close_utc(self, d: date) -> datetime:
+        return datetime.combine(d, self.instrument.session_close, tzinfo=self._tz).astimezone(UTC)
+
+    def session_grid_utc(self, d: date) -> list[datetime]:
+        """The bar start instants (UTC, tz-aware) of session d: 60 bars for the default instrument."""
+        first = self.session_open_utc(d)
+        return [first + i * self.bar_delta for i in range(self.bars_per_session)]
+
+    def session_of(self, instant: datetime) -> date:
+        """The Bogota calendar date of an instant (the session it would belong to)."""
+        if instant.tzinfo is None:
+            raise ValueError(f"naive timestamp {instant!r}: instants must carry a timezone")
+        return instant.astimezone(self._tz).date()
+
+    def bar_index(self, instant: datetime) -> int | None:
+        """Index 0..59 of a bar start within its session, or None when off the grid."""
+        local = instant.astimezone(self._tz)
+        first = datetime.combine(local.date(), self.instrument.first_bar_start, tzinfo=self._tz)
+        offset = (local - first).total_seconds()
+        step = self.instrument.bar_minutes * 60
+        if offset < 0 or offset % step != 0:
+            return None
+        idx = int(offset // step)
+        return idx if idx < self.bars_per_session else None
+
+    def is_on_grid(self, instant: datetime) -> bool:
+        """True when instant is a bar start of a trading session."""
+        return self.bar_index(instant) is not None and self.is_session(self.session_of(instant))
+
+    def is_open(self, instant: datetime) -> bool:
+        """True while the market is open: a session day, between the open and the close."""
+        if instant.tzinfo is None:
+            raise ValueError(f"naive timestamp {instant!r}: instants must carry a timezone")
+        d = self.session_of(instant)
+        return self.is_session(d) and self.session_open_utc(d) <= instant < self.session_close_utc(d)
+
+    def last_closed_bar(self, now: datetime) -> datetime | None:
+        """Start instant of the newest bar that has closed at `now`, within today's session."""
+        d = self.session_of(now)
+        if not self.is_session(d):
+            return None
+        closed = [t for t in self.session_grid_utc(d) if t + self.bar_delta <= now]
+        return closed[-1] if closed else None
+
+    # ---- annualization --------------------------------------------------------------------
+    def sessions_per_year(self, start: date | None = None, end: date | None = None) -> float:
+        """Average sessions per calendar year, counted from the calendar over [start, end]
+        (default: the five full years 2020-2024)."""
+        start = start or date(2020, 1, 1)
+        end = end or date(2024, 12, 31)
+        n = len(self.sessions(start, end))
+        years = ((end - start).days + 1) / 365.25
+        return n / years
+
+    def annualization_factor(self, per: str = "bar") -> float:
+        """sqrt(sessions_per_year * bars_per_session) for per-bar stats, sqrt(sessions_per_year)
+        for per-session stats. The one place this number is made."""
+        spy = self.sessions_per_year()
+        if per == "bar":
+            return math.sqrt(spy * self.bars_per_session)
+        if per == "session":
+            return math.sqrt(spy)
+        raise ValueError(f"per must be 'bar' or 'session', got {per!r}")
+
+    def periods_per_year(self, per: str = "bar") -> float:
+        return self.annualization_factor(per) ** 2
+
+    def session_grid_array(self, sessions: list[date]) -> np.ndarray:
+        """All bar instants of the given sessions as datetime64[us] UTC (naive, UTC by convention)."""
+        out = [t.replace(tzinfo=None) for d in sessions for t in self.session_grid_utc(d)]
+        return np.array(out, dtype="datetime64[us]")
+
+
+@lru_cache(maxsize=256)
+def _country_holidays(country: str, year: int) -> holidays.HolidayBase:
+    return holidays.country_holidays(country, years=year)
+
+
+@lru_cache(maxsize=256)
+def _financial_holidays(market: str, year: int) -> holidays.HolidayBase:
+    return holidays.financial_holidays(market, years=year)
+
+
+@lru_cache(maxsize=4)
+def default_calendar(config_dir: str | None = None) -> TradingCalendar:
+    from usdcop_platform.contracts.platform import get_config
+
+    return TradingCalendar(get_config(config_dir).instrument)

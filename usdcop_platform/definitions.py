@@ -1,0 +1,35 @@
+"""Dagster entry point: the domain definitions under defs/ plus the shared resources. Nothing else."""
+
+from __future__ import annotations
+
+import importlib
+
+import dagster as dg
+
+from usdcop_platform.defs.resources import build_resources
+
+# Each module exposes `defs: dg.Definitions` (assets, checks, jobs, schedules, sensors).
+DOMAIN_MODULES = (
+    "usdcop_platform.defs.market_data.definitions",
+    "usdcop_platform.defs.features.definitions",
+    "usdcop_platform.defs.training.definitions",
+    "usdcop_platform.defs.evaluation.definitions",
+    "usdcop_platform.defs.live.definitions",
+    "usdcop_platform.defs.monitoring.definitions",
+)
+
+
+def _domain_defs() -> list[dg.Definitions]:
+    out = []
+    for name in DOMAIN_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if not name.startswith(str(exc.name)):
+                raise
+            continue  # domain not built yet
+        out.append(module.defs)
+    return out
+
+
+defs = dg.Definitions.merge(*_domain_defs(), dg.Definitions(resources=build_resources()))

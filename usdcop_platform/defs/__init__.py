@@ -1,0 +1,1 @@
+"""The Dagster layer, one folder per domain. Assets call core/ and adapters/; no maths here."""

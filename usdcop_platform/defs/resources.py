@@ -1,0 +1,75 @@
+"""Shared Dagster resources, defined once and imported (two objects under one key break merges).
+
+`platform` gives every asset the typed config, the calendar, the parquet lake, the SQL store and
+the models dir, all from Settings (env vars). Domain resources (sources, MLflow, cache) are
+registered here too so every key has exactly one definition.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from usdcop_platform.adapters.lake import ParquetLake
+from usdcop_platform.contracts.platform import PlatformConfig, get_config
+from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.settings import Settings, get_settings
+
+
+class PlatformResource(dg.ConfigurableResource):
+    """Paths and URLs of the platform's storage; defaults come from Settings (env vars)."""
+
+    data_dir: str
+    models_dir: str
+    config_dir: str
+    database_url: str
+    state_dir: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "PlatformResource":
+        s = settings or get_settings()
+        return cls(
+            data_dir=str(s.data_dir),
+            models_dir=str(s.models_dir),
+            config_dir=str(s.config_dir),
+            database_url=s.resolved_database_url,
+            state_dir=str(s.state_dir),
+        )
+
+    @property
+    def config(self) -> PlatformConfig:
+        return get_config(self.config_dir)
+
+    @property
+    def calendar(self) -> TradingCalendar:
+        return TradingCalendar(self.config.instrument)
+
+    @property
+    def lake(self) -> ParquetLake:
+        return ParquetLake(self.data_dir)
+
+    @property
+    def models_path(self) -> Path:
+        return Path(self.models_dir)
+
+    def store(self) -> Any:
+        """The SQL store (migrated to head on first use in this process)."""
+        from usdcop_platform.adapters.store import get_store
+
+        return get_store(self.database_url)
+
+
+def build_resources(settings: Settings | None = None) -> dict[str, Any]:
+    """Every resource key of the code location, built from settings."""
+    s = settings or get_settings()
+    resources: dict[str, Any] = {"platform": PlatformResource.from_settings(s)}
+    for extra in _DOMAIN_RESOURCE_BUILDERS:
+        resources.update(extra(s))
+    return resources
+
+
+# Domain modules append builders: (Settings) -> {resource_key: resource}.
+_DOMAIN_RESOURCE_BUILDERS: list[Any] = []

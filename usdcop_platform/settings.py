@@ -1,0 +1,82 @@
+"""One typed Settings object, read from environment variables. Secrets come only from here."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Environment-driven settings. Defaults give the embedded single-laptop setup."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    # where things live
+    data_dir: Path = Field(default=PROJECT_ROOT / ".usdcop" / "lake", alias="USDCOP_DATA_DIR")
+    models_dir: Path = Field(default=PROJECT_ROOT / "models", alias="USDCOP_MODELS_DIR")
+    config_dir: Path = Field(default=PROJECT_ROOT / "config", alias="USDCOP_CONFIG_DIR")
+    state_dir: Path = Field(default=PROJECT_ROOT / ".usdcop", alias="USDCOP_STATE_DIR")
+
+    # storage and services
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    mlflow_tracking_uri: str | None = Field(default=None, alias="MLFLOW_TRACKING_URI")
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    dagster_home: Path | None = Field(default=None, alias="DAGSTER_HOME")
+    dagster_webserver_url: str | None = Field(default=None, alias="USDCOP_DAGSTER_URL")
+
+    # data sources
+    market_source: Literal["synthetic", "file", "twelvedata"] = Field(
+        default="synthetic", alias="USDCOP_MARKET_SOURCE"
+    )
+    macro_source: Literal["synthetic", "file", "fred"] = Field(default="synthetic", alias="USDCOP_MACRO_SOURCE")
+    bars_file: Path | None = Field(default=None, alias="USDCOP_BARS_FILE")
+    macro_file: Path | None = Field(default=None, alias="USDCOP_MACRO_FILE")
+    synthetic_seed: int = Field(default=42, alias="USDCOP_SYNTHETIC_SEED")
+    twelvedata_api_key: SecretStr | None = Field(default=None, alias="TWELVEDATA_API_KEY")
+    twelvedata_base_url: str = Field(default="https://api.twelvedata.com", alias="TWELVEDATA_BASE_URL")
+    fred_api_key: SecretStr | None = Field(default=None, alias="FRED_API_KEY")
+    fred_base_url: str = Field(default="https://api.stlouisfed.org", alias="FRED_BASE_URL")
+
+    # API sidecar
+    api_host: str = Field(default="127.0.0.1", alias="USDCOP_API_HOST")
+    api_port: int = Field(default=8000, alias="USDCOP_API_PORT")
+    api_public_url: str | None = Field(default=None, alias="USDCOP_API_PUBLIC_URL")
+    cors_origins: str = Field(default="http://localhost:8000,http://127.0.0.1:8000", alias="USDCOP_CORS_ORIGINS")
+    write_rate_limit_per_minute: int = Field(default=60, alias="USDCOP_WRITE_RATE_LIMIT")
+    alert_webhook_url: str | None = Field(default=None, alias="USDCOP_ALERT_WEBHOOK_URL")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """DATABASE_URL, or the embedded SQLite file under the state dir."""
+        return self.database_url or f"sqlite:///{(self.state_dir / 'usdcop.db').as_posix()}"
+
+    @property
+    def resolved_mlflow_uri(self) -> str:
+        """MLFLOW_TRACKING_URI, or a local sqlite:/// store (MLflow 3 refuses the file store)."""
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.state_dir / 'mlflow.db').as_posix()}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return self.state_dir / "mlartifacts"
+
+    @property
+    def resolved_dagster_home(self) -> Path:
+        return self.dagster_home or (self.state_dir / "dagster_home")
+
+    @property
+    def public_api_url(self) -> str:
+        return self.api_public_url or f"http://{self.api_host}:{self.api_port}"
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
