@@ -15,6 +15,10 @@ class ConflictError(StoreError):
     """The request conflicts with the current state (already decided, expired, concurrent promotion)."""
 
 
+class DatabaseBusy(ConflictError):
+    """A concurrent writer held the lock too long (SQLite busy timeout, PostgreSQL deadlock); retryable."""
+
+
 class NotFoundError(StoreError, LookupError):
     """A requested row does not exist."""
 

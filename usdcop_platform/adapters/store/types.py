@@ -66,34 +66,34 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Make a value JSON-safe: numpy scalars/arrays to Python, dates to ISO, non-finite floats to None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, (Decimal,)):
-        return _jsonable(float(value))
+        return jsonable(float(value))
     if isinstance(value, PurePath):
         return value.as_posix()
     if hasattr(value, "model_dump"):  # pydantic models
-        return _jsonable(value.model_dump(mode="json"))
+        return jsonable(value.model_dump(mode="json"))
     if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     raise TypeError(f"value of type {type(value).__name__} cannot be stored in a JSON column")
 
 
 def json_serializer(value: Any) -> str:
     """The engine's JSON serializer (both dialects)."""
-    return json.dumps(_jsonable(value), allow_nan=False, separators=(",", ":"))
+    return json.dumps(jsonable(value), allow_nan=False, separators=(",", ":"))
 
 
 class Record(dict[str, Any]):

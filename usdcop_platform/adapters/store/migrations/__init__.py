@@ -1,0 +1,1 @@
+"""Alembic migrations of the application tables (run programmatically by store.migrate)."""
