@@ -73,3 +73,43 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
 
 # Domain modules append builders: (Settings) -> {resource_key: resource}.
 _DOMAIN_RESOURCE_BUILDERS: list[Any] = []
+
+
+def _mlflow_resources(s: Settings) -> dict[str, Any]:
+    """The "mlflow" resource: tracking URI and artifact root from settings (training domain)."""
+    from usdcop_platform.adapters.tracking import MlflowResource
+
+    return {"mlflow": MlflowResource.from_settings(s)}
+
+
+_DOMAIN_RESOURCE_BUILDERS.append(_mlflow_resources)
+
+
+def _alerts_resources(s: Settings) -> dict[str, Any]:
+    """The "alerts" resource: the alert webhook URL from settings (monitoring domain)."""
+    from usdcop_platform.defs.monitoring.resources import alerts_resources
+
+    return alerts_resources(s)
+
+
+_DOMAIN_RESOURCE_BUILDERS.append(_alerts_resources)
+
+
+def _live_resources(s: Settings) -> dict[str, Any]:
+    """The "live_feed" (market source the live sensor polls) and "feature_cache" resources (live domain)."""
+    from usdcop_platform.defs.live.resources import live_resources
+
+    return live_resources(s)
+
+
+_DOMAIN_RESOURCE_BUILDERS.append(_live_resources)
+
+
+def _market_data_resources(s: Settings) -> dict[str, Any]:
+    """The "market_source" and "macro_source" resources (market_data domain)."""
+    from usdcop_platform.defs.market_data.resources import build_source_resources
+
+    return build_source_resources(s)
+
+
+_DOMAIN_RESOURCE_BUILDERS.append(_market_data_resources)

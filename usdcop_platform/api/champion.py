@@ -1,0 +1,59 @@
+"""The MLflow alias `champion` follows the production model (best effort, after the commit).
+
+The SQL registry is the source of truth for stages; MLflow only mirrors it. So the alias is set
+after the approval transaction has committed, in a background task, and a failure (MLflow down,
+model never registered in MLflow) is logged and never undoes or fails the approval.
+
+Which MLflow model version: the registered model is named by the training resource
+(`MlflowResource.registered_model_name(experiment)`), the version is the registry row's
+`mlflow_model_version`; when only `mlflow_run_id` is known, the version created from that run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from usdcop_platform.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+
+
+def _resolve_version(client: Any, name: str, model: Any) -> str | None:
+    if model.get("mlflow_model_version"):
+        return str(model["mlflow_model_version"])
+    run_id = model.get("mlflow_run_id")
+    if not run_id:
+        return None
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    named = [v for v in versions if v.name == name] or list(versions)
+    return str(named[0].version) if named else None
+
+
+def sync_champion(settings: Settings, store: Any) -> str | None:
+    """Point `champion` at the current production model's MLflow version.
+
+    Returns "<registered name>/<version>" when the alias was set, None when there is nothing to
+    point at (no production model, or it has no MLflow identity). Never raises.
+    """
+    try:
+        model = store.models.production()
+        if model is None or not (model.get("mlflow_model_version") or model.get("mlflow_run_id")):
+            return None
+        from usdcop_platform.adapters.tracking import MlflowResource
+
+        resource = MlflowResource.from_settings(settings)
+        client = resource.client()
+        name = resource.registered_model_name(model["experiment_name"])
+        version = _resolve_version(client, name, model)
+        if version is None:
+            log.warning("champion alias not moved: model %s has no MLflow model version", model["model_id"])
+            return None
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+        log.info("MLflow alias %s -> %s version %s (model %s)", CHAMPION_ALIAS, name, version, model["model_id"])
+        return f"{name}/{version}"
+    except Exception:  # noqa: BLE001 - best effort by design (see module docstring)
+        log.exception("could not move the MLflow alias %r to the production model", CHAMPION_ALIAS)
+        return None

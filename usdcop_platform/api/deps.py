@@ -1,0 +1,146 @@
+"""Reusable FastAPI dependencies: settings, the store, the lake, authentication, roles, rate limits.
+
+Authentication: an API key in the `X-API-Key` header (JSON API), or — for the server-rendered
+pages only — the same key in the HttpOnly `usdcop_key` cookie set by the login form. Keys are
+verified against their stored hash (`store.api_keys.verify`); the caller's identity is the key's
+owner (`name`), never a value from the request body.
+
+Roles are ordered viewer < reviewer < admin: viewers read, reviewers also decide, admins also
+manage (keys, rollbacks). Missing/invalid key → 401, insufficient role → 403.
+
+Other routers (e.g. the inference API) reuse `get_store`, `require_role(...)` and `write_role(...)`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from usdcop_platform.adapters.lake import ParquetLake
+from usdcop_platform.api.errors import ApiError
+from usdcop_platform.api.ratelimit import TokenBucketLimiter
+from usdcop_platform.settings import Settings
+
+API_KEY_HEADER = "X-API-Key"
+SESSION_COOKIE = "usdcop_key"
+Role = Literal["viewer", "reviewer", "admin"]
+ROLE_RANK: dict[str, int] = {"viewer": 0, "reviewer": 1, "admin": 2}
+
+api_key_header = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="API key from `usdcop keys create --name N --role viewer|reviewer|admin`.",
+)
+
+
+class AppState:
+    """What the app factory puts on `app.state.usdcop`: settings, a lazily opened store, limiter."""
+
+    def __init__(self, settings: Settings, store: Any | None = None) -> None:
+        self.settings = settings
+        self._store = store
+        self._lock = threading.Lock()
+        self.limiter = TokenBucketLimiter(settings.write_rate_limit_per_minute)
+        self.lake = ParquetLake(settings.data_dir)
+        self.templates: Any = None  # set by the app factory (pages.make_templates)
+
+    @property
+    def store(self) -> Any:
+        """The SQL store, opened (and migrated) on first use so importing the app touches no DB."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    from usdcop_platform.adapters.store import get_store as open_store
+
+                    self._store = open_store(self.settings.resolved_database_url)
+        return self._store
+
+
+def app_state(request: Request) -> AppState:
+    return request.app.state.usdcop
+
+
+def get_settings(request: Request) -> Settings:
+    return app_state(request).settings
+
+
+def get_store(request: Request) -> Any:
+    """The SQL store of this app (see adapters/store)."""
+    return app_state(request).store
+
+
+def get_lake(request: Request) -> ParquetLake:
+    return app_state(request).lake
+
+
+def verify_key(store: Any, key: str | None) -> Any | None:
+    """The key's row (name, role, ...) when `key` is a valid, unrevoked key; else None."""
+    if not key or not key.isprintable():  # control characters are never part of a key
+        return None
+    return store.api_keys.verify(key)
+
+
+def authenticate(
+    key: str | None = Security(api_key_header),
+    store: Any = Depends(get_store),
+) -> Any:
+    """The caller's key row; 401 when the header is missing or the key is unknown/revoked."""
+    if not key:
+        raise ApiError(
+            401,
+            f"missing API key: send it in the {API_KEY_HEADER} header",
+            headers={"WWW-Authenticate": API_KEY_HEADER},
+        )
+    row = verify_key(store, key)
+    if row is None:
+        raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": API_KEY_HEADER})
+    return row
+
+
+def has_role(principal: Any, role: str) -> bool:
+    return ROLE_RANK.get(principal["role"], -1) >= ROLE_RANK[role]
+
+
+def require_role(role: Role) -> Callable[..., Any]:
+    """Dependency: the authenticated key row, if its role is at least `role` (else 403)."""
+    if role not in ROLE_RANK:
+        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLE_RANK)}")
+
+    def dependency(principal: Any = Depends(authenticate)) -> Any:
+        if not has_role(principal, role):
+            raise ApiError(
+                403, f"key {principal['name']!r} has role {principal['role']!r}; this needs {role!r} or higher"
+            )
+        return principal
+
+    dependency.__name__ = f"require_{role}"
+    return dependency
+
+
+def enforce_rate_limit(request: Request, principal: Any) -> None:
+    """Take a write token for this key; 429 with Retry-After when its bucket is empty."""
+    decision = app_state(request).limiter.take(str(principal["name"]))
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            f"rate limit exceeded for key {principal['name']!r}: at most "
+            f"{app_state(request).settings.write_rate_limit_per_minute} writes per minute; "
+            f"retry in {decision.retry_after_s} s",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
+
+
+def write_role(role: Role) -> Callable[..., Any]:
+    """Like require_role, plus the per-key write rate limit (for state-changing endpoints)."""
+    base = require_role(role)
+
+    def dependency(request: Request, principal: Any = Depends(base)) -> Any:
+        enforce_rate_limit(request, principal)
+        return principal
+
+    dependency.__name__ = f"write_{role}"
+    return dependency

@@ -1,0 +1,181 @@
+"""Backtest series and trades of a proposal, read from the lake and shaped for display.
+
+The evaluation step writes, per model id,
+  series: lake dataset "evaluation/backtests/<experiment>", partition "<model_id>"
+          (time, session, close, position, equity, drawdown, bar_return, ...)
+  trades: lake dataset "evaluation/trades/<experiment>", partition "<model_id>"
+The proposal's `series_path` is used when it points at an existing parquet file elsewhere.
+
+Long series are downsampled for display with a min/max bucket rule: the n points are split into
+b = max_points // 2 equal buckets and each bucket keeps its lowest and highest point (in time
+order). Unlike plain striding this keeps every peak and every trough, so the drawn maximum
+drawdown equals the computed one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import polars as pl
+
+from usdcop_platform.adapters.lake import ParquetLake
+from usdcop_platform.core.metrics import drawdown_series
+
+BACKTEST_DATASET = "evaluation/backtests/{experiment}"
+TRADES_DATASET = "evaluation/trades/{experiment}"
+# Default cap on points returned per series (API) and drawn per chart (page).
+DEFAULT_MAX_POINTS = 2000
+# Trade columns tried, in order, for the realised PnL of a trade.
+PNL_COLUMNS = ("pnl", "net_pnl", "pnl_usd", "profit", "return", "pnl_pct")
+
+
+def _read_parquet(path: str | None) -> pl.DataFrame | None:
+    if not path:
+        return None
+    p = Path(path)
+    if p.is_file() and p.suffix == ".parquet":
+        return pl.read_parquet(p)
+    return None
+
+
+def load_series(lake: ParquetLake, proposal: Mapping[str, Any]) -> pl.DataFrame | None:
+    """The proposal's mark-to-market series sorted by time, or None when it was not written."""
+    df = lake.read(BACKTEST_DATASET.format(experiment=proposal["experiment_name"]), proposal["model_id"])
+    if df is None:
+        df = _read_parquet(proposal.get("series_path"))
+    if df is None or df.height == 0:
+        return None
+    return df.sort("time") if "time" in df.columns else df
+
+
+def load_trades(lake: ParquetLake, proposal: Mapping[str, Any]) -> pl.DataFrame | None:
+    df = lake.read(TRADES_DATASET.format(experiment=proposal["experiment_name"]), proposal["model_id"])
+    if df is None or df.height == 0:
+        return None
+    for col in ("entry_time", "exit_time", "time"):
+        if col in df.columns:
+            return df.sort(col)
+    return df
+
+
+def pnl_column(trades: pl.DataFrame) -> str | None:
+    return next((c for c in PNL_COLUMNS if c in trades.columns), None)
+
+
+def minmax_indices(values: Sequence[float] | np.ndarray, max_points: int) -> np.ndarray:
+    """Indices kept by the min/max bucket rule (see module docstring); all of them when n ≤ max_points.
+
+    The first and last points are always kept so the curve starts and ends where the data does.
+    """
+    v = np.asarray(values, dtype=float)
+    n = v.size
+    if n <= max_points:
+        return np.arange(n)
+    buckets = max(1, (max_points - 2) // 2)
+    edges = np.linspace(0, n, buckets + 1).astype(int)
+    keep = {0, n - 1}
+    filled = np.where(np.isfinite(v), v, np.nan)
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b <= a:
+            continue
+        chunk = filled[a:b]
+        if np.all(np.isnan(chunk)):
+            keep.add(a)
+            continue
+        keep.add(a + int(np.nanargmin(chunk)))
+        keep.add(a + int(np.nanargmax(chunk)))
+    return np.array(sorted(keep))
+
+
+@dataclass(frozen=True)
+class DisplaySeries:
+    """Equity and drawdown at the kept indices (union of both series' extremes)."""
+
+    time: list[datetime]
+    equity: list[float | None]
+    drawdown: list[float | None]
+    points: int
+    total_points: int
+
+
+def _finite_or_none(xs: np.ndarray) -> list[float | None]:
+    return [float(x) if np.isfinite(x) else None for x in xs]
+
+
+def display_series(df: pl.DataFrame | None, max_points: int = DEFAULT_MAX_POINTS) -> DisplaySeries:
+    """Downsample equity and drawdown together so both charts share the same x positions."""
+    if df is None or df.height == 0 or "equity" not in df.columns:
+        return DisplaySeries([], [], [], 0, 0 if df is None else df.height)
+    equity = df["equity"].cast(pl.Float64).to_numpy()
+    if "drawdown" in df.columns:
+        drawdown = df["drawdown"].cast(pl.Float64).to_numpy()
+    else:  # older series: derive it the one way the platform defines it
+        drawdown = drawdown_series(equity, float(equity[0]))
+    half = max(2, max_points // 2)
+    idx = np.union1d(minmax_indices(equity, half), minmax_indices(drawdown, half))
+    if idx.size > max_points:  # union can exceed the cap by a few points: stride it down
+        idx = idx[np.linspace(0, idx.size - 1, max_points).astype(int)]
+    times = df["time"].to_list() if "time" in df.columns else [None] * df.height
+    return DisplaySeries(
+        time=[times[i] for i in idx],
+        equity=_finite_or_none(equity[idx]),
+        drawdown=_finite_or_none(drawdown[idx]),
+        points=int(idx.size),
+        total_points=df.height,
+    )
+
+
+def monthly_returns(df: pl.DataFrame | None, tz: ZoneInfo) -> list[tuple[str, float]]:
+    """Return of each calendar month from the mark-to-market equity:
+
+        r_m = E(last bar of m) / E(last bar of m−1) − 1,
+    and for the first month E(first bar) stands in for the previous month's close.
+    Months are those of the session date (or of the bar time in the market time zone).
+    """
+    if df is None or df.height == 0 or "equity" not in df.columns:
+        return []
+    if "session" in df.columns:
+        month = pl.col("session").cast(pl.Date).dt.strftime("%Y-%m")
+    else:
+        month = pl.col("time").dt.convert_time_zone(str(tz)).dt.strftime("%Y-%m")
+    last = (
+        df.with_columns(month.alias("_month"))
+        .group_by("_month", maintain_order=True)
+        .agg(pl.col("equity").last().alias("close"))
+        .sort("_month")
+    )
+    closes = last["close"].cast(pl.Float64).to_list()
+    prev = float(df["equity"][0])
+    out: list[tuple[str, float]] = []
+    for label, close in zip(last["_month"].to_list(), closes):
+        out.append((label, close / prev - 1.0 if prev else 0.0))
+        prev = close
+    return out
+
+
+def iso(value: Any) -> Any:
+    """JSON-friendly instants and dates."""
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return value
+
+
+def trade_records(trades: pl.DataFrame | None, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` trades as JSON-ready dicts (non-finite floats → None)."""
+    if trades is None:
+        return []
+    out = []
+    for row in trades.head(limit).iter_rows(named=True):
+        rec = {}
+        for k, v in row.items():
+            if isinstance(v, float) and not np.isfinite(v):
+                v = None
+            rec[k] = iso(v)
+        out.append(rec)
+    return out

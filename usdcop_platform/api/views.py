@@ -1,0 +1,244 @@
+"""Assembles what the API and the review page show about one proposal (no HTTP here).
+
+Sources: the proposal row (metrics, criteria as written by core.promotion, baseline comparison,
+lineage), the model registry row, the lake (series and trades), the audit log and the
+backtest requests. `experiment_detail` is the one place this is gathered; the JSON endpoint
+and the HTML page both render from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from usdcop_platform.adapters.lake import ParquetLake
+from usdcop_platform.adapters.store import NotFoundError
+from usdcop_platform.api import series as S
+from usdcop_platform.settings import Settings
+
+# Metric display: key -> (label, kind); kinds: num, pct (fraction shown as %), int, money.
+METRIC_DISPLAY: dict[str, tuple[str, str]] = {
+    "sharpe": ("Sharpe (annualized)", "num"),
+    "sortino": ("Sortino", "num"),
+    "total_return": ("Total return", "pct"),
+    "annual_return": ("Annual return", "pct"),
+    "max_drawdown": ("Max drawdown", "pct"),
+    "win_rate": ("Win rate", "pct"),
+    "trades": ("Trades", "int"),
+    "profit_factor": ("Profit factor", "num"),
+    "avg_trade": ("Average trade (USD)", "money"),
+    "exposure": ("Exposure", "pct"),
+    "turnover": ("Turnover (units)", "num"),
+    "psr": ("PSR(0)", "pct"),
+    "dsr": ("Deflated Sharpe", "pct"),
+    "final_equity": ("Final equity (USD)", "money"),
+}
+# Metrics where smaller is better (the delta is coloured accordingly).
+LOWER_IS_BETTER = frozenset({"max_drawdown", "turnover"})
+# Criteria metrics shown as percentages.
+PCT_CRITERIA = frozenset({"max_drawdown", "win_rate"})
+
+
+def fmt_value(value: Any, kind: str = "num") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if not isinstance(value, (int, float)):
+        return str(value)
+    v = float(value)
+    if not math.isfinite(v):
+        return "∞" if v > 0 else "−∞" if v < 0 else "n/a"
+    if kind == "pct":
+        return f"{v * 100:.2f}%"
+    if kind == "int":
+        return f"{int(round(v)):,}"
+    if kind == "money":
+        return f"{v:,.2f}"
+    return f"{v:,.0f}" if abs(v) >= 10000 else f"{v:.3f}"
+
+
+def criteria_rows(criteria: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Rows of the criteria table from core.promotion's `criteria_dict()` form."""
+    rows = []
+    for name, c in (criteria or {}).items():
+        if not isinstance(c, Mapping):
+            rows.append({"name": name, "label": name, "status": str(c), "value_text": "—", "threshold_text": "—"})
+            continue
+        metric = str(c.get("metric", name))
+        kind = "pct" if metric in PCT_CRITERIA else "int" if metric in ("trades", "test_bars") else "num"
+        status = c.get("status") or ("PASS" if c.get("passed") else "FAIL")
+        comparator = c.get("comparator", "")
+        rows.append(
+            {
+                "name": name,
+                "label": f"{name} ({metric})",
+                "status": status,
+                "value": c.get("value"),
+                "threshold": c.get("threshold"),
+                "value_text": fmt_value(c.get("value"), kind),
+                "threshold_text": f"{comparator} {fmt_value(c.get('threshold'), kind)}".strip(),
+            }
+        )
+    return rows
+
+
+def _comparison_source(proposal: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(label, {metric: {candidate, baseline|benchmark, delta}}) of the best available reference."""
+    bc = proposal.get("baseline_comparison") or {}
+    deltas = bc.get("deltas") or {}
+    if deltas:
+        base_id = bc.get("baseline_model_id")
+        return (f"the production model {base_id}" if base_id else "the production baseline"), deltas
+    comparison = (proposal.get("metrics") or {}).get("comparison") or bc.get("comparison") or {}
+    for name in ("baseline", "buy_and_hold", "flat"):
+        if comparison.get(name):
+            return name.replace("_", "-") + " benchmark", comparison[name]
+    return "baseline (none: no production model yet)", {}
+
+
+def baseline_rows(proposal: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """Rows of the metrics-versus-baseline table and the label of the reference."""
+    label, table = _comparison_source(proposal)
+    metrics = proposal.get("metrics") or {}
+    rows = []
+    keys = [k for k in METRIC_DISPLAY if k in metrics or k in table]
+    for key in keys:
+        name, kind = METRIC_DISPLAY[key]
+        entry = table.get(key) or {}
+        cand = entry.get("candidate", metrics.get(key))
+        base = entry.get("baseline", entry.get("benchmark"))
+        delta = entry.get("delta")
+        if delta is None and isinstance(cand, (int, float)) and isinstance(base, (int, float)):
+            delta = float(cand) - float(base)
+        better = None
+        if isinstance(delta, (int, float)) and delta != 0 and math.isfinite(float(delta)):
+            better = (delta < 0) if key in LOWER_IS_BETTER else (delta > 0)
+        rows.append(
+            {
+                "metric": key,
+                "label": name,
+                "candidate": cand,
+                "baseline": base,
+                "delta": delta,
+                "candidate_text": fmt_value(cand, kind),
+                "baseline_text": fmt_value(base, kind),
+                "delta_text": ("+" if isinstance(delta, (int, float)) and delta > 0 else "") + fmt_value(delta, kind),
+                "delta_class": "" if better is None else ("pos" if better else "neg"),
+            }
+        )
+    return label, rows
+
+
+def mlflow_run_url(settings: Settings, run_id: str | None) -> str | None:
+    """Link to the run in the MLflow UI when the tracking server is an http(s) URL."""
+    uri = settings.mlflow_tracking_uri
+    if not run_id or not uri or not uri.startswith(("http://", "https://")):
+        return None
+    return f"{uri.rstrip('/')}/#/runs/{quote(run_id, safe='')}"
+
+
+_DATASET_KEYS = ("dataset_hash", "feature_order_hash", "norm_stats_hash", "config_hash", "dataset_id", "train_period")
+_MODEL_KEYS = ("model_id", "model_hash", "onnx_hash", "reward_config_hash", "mlflow_run_id", "mlflow_model_version", "seed")
+_BACKTEST_KEYS = ("backtest_hash", "test_period", "test_start", "test_end", "series_path", "cost_bps")
+
+
+def _is_hash(key: str, value: Any) -> bool:
+    return key.endswith("_hash") or (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value))
+
+
+def lineage_chain(proposal: Mapping[str, Any], model: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """dataset → model → backtest nodes, each a list of (label, value, is_hash).
+
+    Values come from the proposal's lineage first, then the registry row, then the proposal;
+    lineage keys that fit no node are listed under a fourth node so nothing recorded is hidden.
+    """
+    lineage = dict(proposal.get("lineage") or {})
+    sources: list[Mapping[str, Any]] = [lineage, model or {}, proposal]
+
+    def pick(key: str) -> Any:
+        for src in sources:
+            v = src.get(key)
+            if v not in (None, "", {}, []):
+                return v
+        return None
+
+    def node(title: str, keys: tuple[str, ...]) -> dict[str, Any]:
+        items = []
+        for k in keys:
+            v = pick(k)
+            if v is not None:
+                items.append((k, v if isinstance(v, (str, int, float)) else str(v), _is_hash(k, v)))
+        return {"title": title, "items": items}
+
+    chain = [node("Dataset", _DATASET_KEYS), node("Model", _MODEL_KEYS), node("Backtest", _BACKTEST_KEYS)]
+    placed = set(_DATASET_KEYS + _MODEL_KEYS + _BACKTEST_KEYS)
+    rest = [(k, v if isinstance(v, (str, int, float)) else str(v), _is_hash(k, v))
+            for k, v in sorted(lineage.items()) if k not in placed and v is not None]
+    if rest:
+        chain.append({"title": "Other", "items": rest})
+    return chain
+
+
+def find_proposal(store: Any, ident: str) -> Any:
+    """A proposal by its id, or by its model id (one proposal per model); 404 otherwise."""
+    if not ident.isprintable():
+        raise NotFoundError(f"no proposal with id or model id {ident!r}")
+    row = store.proposals.get(ident)
+    if row is None:
+        row = store.proposals.by_model(ident)
+    if row is None:
+        raise NotFoundError(f"no proposal with id or model id {ident!r}")
+    return row
+
+
+@dataclass
+class ExperimentDetail:
+    proposal: Any
+    model: Any | None
+    series: S.DisplaySeries
+    trades: list[dict[str, Any]]
+    trades_total: int
+    trade_pnl: list[float]
+    monthly: list[tuple[str, float]]
+    criteria: list[dict[str, Any]]
+    baseline_label: str
+    baseline: list[dict[str, Any]]
+    lineage: list[dict[str, Any]]
+    mlflow_run_id: str | None
+    mlflow_url: str | None
+    history: list[Any] = field(default_factory=list)
+    backtest_requests: list[Any] = field(default_factory=list)
+
+
+def experiment_detail(
+    store: Any, lake: ParquetLake, settings: Settings, ident: str, tz: Any, max_points: int = S.DEFAULT_MAX_POINTS
+) -> ExperimentDetail:
+    proposal = find_proposal(store, ident)
+    model = store.models.get(proposal["model_id"])
+    df = S.load_series(lake, proposal)
+    trades = S.load_trades(lake, proposal)
+    pnl_col = S.pnl_column(trades) if trades is not None else None
+    pnl = [] if pnl_col is None else [float(x) for x in trades[pnl_col].to_list() if x is not None]
+    label, rows = baseline_rows(proposal)
+    run_id = (proposal.get("lineage") or {}).get("mlflow_run_id") or (model or {}).get("mlflow_run_id")
+    return ExperimentDetail(
+        proposal=proposal,
+        model=model,
+        series=S.display_series(df, max_points),
+        trades=S.trade_records(trades, max_points),
+        trades_total=0 if trades is None else trades.height,
+        trade_pnl=pnl,
+        monthly=S.monthly_returns(df, tz),
+        criteria=criteria_rows(proposal.get("criteria")),
+        baseline_label=label,
+        baseline=rows,
+        lineage=lineage_chain(proposal, model),
+        mlflow_run_id=run_id,
+        mlflow_url=mlflow_run_url(settings, run_id),
+        history=store.audit.list(limit=100, proposal_id=proposal["proposal_id"]),
+        backtest_requests=[r for r in store.backtest_requests.list(model_id=proposal["model_id"])],
+    )

@@ -1,0 +1,393 @@
+"""Bar and macro cleaning: pure functions from raw vendor frames to publishable frames + counts.
+
+Bars, in this order (every raw row ends in exactly one bucket, so
+raw_rows = bars_published + off_session_dropped + holiday_bars_dropped + duplicates_dropped + quarantined):
+
+1. Timezone repair. A backfill job wrote Bogota wall-clock times labelled "+00:00". A bar whose
+   labelled instant is off the session grid but whose wall-clock reading, taken as instrument-local
+   time, is on it (08:00..12:55 "UTC" -> 13:00..17:55 UTC) is shifted to that instant. Nobody
+   trades USD/COP at 03:00..07:55 Bogota, so the rule is deterministic and needs no vendor hint.
+2. Calendar. Bars still off the grid (wrong time of day, weekends, misaligned minutes) are dropped
+   as off-session; on-grid bars on a Colombian weekday holiday (indicative quotes) as holiday bars.
+3. De-duplication per instant. Correctly labelled rows are preferred over repaired ones; rows are
+   duplicates when their closes agree within float32 precision (the backfill carries full candles
+   where the live feed stored close-only ticks, so O/H/L may differ: the preferred row is kept).
+   A repaired row whose close disagrees with the labelled one is quarantined; labelled rows that
+   disagree among themselves are all quarantined (conflicting_duplicate): there is no basis to
+   pick one, so the bar stays a gap.
+4. Row rules (core.quality.apply_bar_rules): failures go to quarantine with the rule and value.
+5. Sort by time; columns and dtypes of core.schema.BAR_SCHEMA.
+
+Macro: wide daily frame (date + one column per SSOT source column) -> long frame
+(date, variable, value, available_date = date + publication_delay_days) with flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+import polars as pl
+
+from usdcop_platform.contracts.macro import MacroSSOT
+from usdcop_platform.contracts.quality import BarQuality
+from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.core.quality import (
+    CONFLICTING_DUPLICATE,
+    PRICE_COLUMNS,
+    apply_bar_rules,
+    flag_macro,
+    grid_index_expr,
+    local_date_expr,
+    quarantine_frame,
+    session_dates,
+    session_metrics,
+    text,
+)
+from usdcop_platform.core.schema import BAR_SCHEMA, MACRO_SCHEMA, QUARANTINE_SCHEMA
+
+BARS_DATASET = "raw/usdcop_m5_ohlcv"
+MACRO_DATASET = "raw/macro_daily"
+MACRO_PARTITION = "all"
+
+# Published macro frame: MACRO_SCHEMA plus the flags the feature code filters on.
+MACRO_FLAGGED_SCHEMA: dict[str, pl.DataType] = {**MACRO_SCHEMA, "flagged": pl.Boolean(), "flag_reason": pl.Utf8()}
+
+# Vendor prices are float32 (2^-24 ~ 6e-8 relative); a repaired backfill row and its true-UTC twin
+# differ by <= 1.4e-8 in the real export. Anything above 1e-6 relative is a different price.
+PRICE_EQUALITY_RTOL = 1e-6
+
+_REQUIRED_BAR_COLUMNS = ("time", *PRICE_COLUMNS)
+
+
+class CleaningError(ValueError):
+    """The raw frame cannot be cleaned (wrong columns or dtypes, naive timestamps)."""
+
+
+@dataclass(frozen=True)
+class CleanReport:
+    """Every count of one cleaning pass. `quarantine_by_rule` maps rule -> rows."""
+
+    raw_rows: int
+    timezone_repaired: int
+    off_session_dropped: int
+    holiday_bars_dropped: int
+    duplicates_dropped: int
+    quarantined: int
+    quarantine_by_rule: dict[str, int]
+    bars_published: int
+    sessions: int
+    incomplete_sessions: int
+    sessions_expected: int | None
+    sessions_missing: int | None
+    first_bar: datetime | None
+    last_bar: datetime | None
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        for k in ("first_bar", "last_bar"):
+            d[k] = d[k].isoformat() if d[k] is not None else None
+        return d
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    bars: pl.DataFrame  # BAR_SCHEMA, sorted, on-grid session bars only
+    report: CleanReport
+    quarantined: pl.DataFrame  # QUARANTINE_SCHEMA
+    sessions: pl.DataFrame  # core.quality.session_metrics of the published bars
+    repaired_by_session: dict[str, int] = field(default_factory=dict)
+
+
+def _normalize_bars(raw: pl.DataFrame) -> pl.DataFrame:
+    """Check columns and dtypes; UTC microsecond instants and Float64 prices (volume 0 if absent)."""
+    missing = [c for c in _REQUIRED_BAR_COLUMNS if c not in raw.columns]
+    if missing:
+        raise CleaningError(f"raw bars lack column(s) {missing}; found {raw.columns}")
+    t = raw.schema["time"]
+    if not isinstance(t, pl.Datetime):
+        raise CleaningError(f"column 'time' must be a timezone-aware datetime, got {t}")
+    if t.time_zone is None:
+        raise CleaningError("column 'time' holds naive timestamps; bars must carry a timezone (UTC)")
+    for c in (*PRICE_COLUMNS, "volume"):
+        if c in raw.columns and not raw.schema[c].is_numeric():
+            raise CleaningError(f"column {c!r} must be numeric, got {raw.schema[c]}")
+    volume = pl.col("volume").cast(pl.Float64) if "volume" in raw.columns else pl.lit(0.0)
+    return raw.select(
+        pl.col("time").dt.convert_time_zone("UTC").dt.cast_time_unit("us"),
+        *[pl.col(c).cast(pl.Float64) for c in PRICE_COLUMNS],
+        volume.alias("volume"),
+    ).with_row_index("_row")
+
+
+def _agree(col: str) -> pl.Expr:
+    """Within-instant agreement (relative PRICE_EQUALITY_RTOL) of one price column among the preferred rows."""
+    pref = pl.col(col).filter(pl.col("_pref"))
+    return (pref.max() - pref.min()).over("time") <= PRICE_EQUALITY_RTOL * pref.abs().max().over("time")
+
+
+def clean_bars(
+    raw: pl.DataFrame,
+    calendar: TradingCalendar,
+    quality: BarQuality,
+    *,
+    expected_sessions: list[date] | None = None,
+    repair_timezone: bool = True,
+    detected_at: datetime | None = None,
+) -> CleanResult:
+    """Raw vendor bars -> published bars, quarantined rows and every count (see module docstring).
+
+    raw: `time` (tz-aware), open, high, low, close, optional volume; other columns are ignored.
+    expected_sessions: the sessions the caller asked for, to count sessions with no bar at all.
+    """
+    df = _normalize_bars(raw)
+    raw_rows = df.height
+    tz = calendar.instrument.timezone
+
+    # 1. timezone repair
+    df = df.with_columns(
+        pl.col("time").dt.replace_time_zone(None).dt.replace_time_zone(tz, non_existent="null")
+        .dt.convert_time_zone("UTC").alias("_wall"),
+    ).with_columns(
+        grid_index_expr(calendar).alias("_k"),
+        grid_index_expr(calendar, "_wall").alias("_k_wall"),
+    )
+    mislabelled = pl.col("_k").is_null() & pl.col("_k_wall").is_not_null() & pl.lit(repair_timezone)
+    df = df.with_columns(
+        mislabelled.alias("_repaired"),
+        pl.when(mislabelled).then(pl.col("_wall")).otherwise(pl.col("time")).alias("time"),
+        pl.when(mislabelled).then(pl.col("_k_wall")).otherwise(pl.col("_k")).alias("_k"),
+    ).drop("_wall", "_k_wall")
+    df = df.with_columns(local_date_expr(calendar).alias("_d"))
+    repaired = int(df["_repaired"].sum())
+
+    # 2. calendar
+    sessions = set(session_dates(calendar, df["_d"]))
+    on_day = pl.col("_d").is_in(sorted(sessions))
+    holiday = pl.col("_k").is_not_null() & ~on_day & (pl.col("_d").dt.weekday() <= 5)
+    df = df.with_columns(holiday.alias("_holiday"))
+    holiday_dropped = int(df["_holiday"].sum())
+    off_session = df.filter(pl.col("_k").is_null() | (~on_day & ~pl.col("_holiday"))).height
+    df = df.filter(pl.col("_k").is_not_null() & on_day)
+
+    # 3. de-duplication per instant
+    df = df.with_columns(
+        (~pl.col("_repaired") | pl.col("_repaired").all().over("time")).alias("_pref"),
+        pl.len().over("time").alias("_n"),
+    )
+    df = df.with_columns(_agree("close").alias("_pref_agree"))
+    # the kept row: the first preferred row of an instant whose preferred rows agree
+    df = df.with_columns(pl.col("_row").filter(pl.col("_pref")).min().over("time").alias("_keep"))
+    df = df.with_columns(
+        pl.col("close").filter(pl.col("_row") == pl.col("_keep")).first().over("time").alias("_kept_close")
+    )
+    same_as_kept = (pl.col("close") - pl.col("_kept_close")).abs() <= PRICE_EQUALITY_RTOL * pl.col("_kept_close")
+    df = df.with_columns(
+        pl.when(pl.col("_n") == 1).then(pl.lit("keep"))
+        .when(~pl.col("_pref_agree")).then(pl.lit("conflict"))
+        .when(pl.col("_row") == pl.col("_keep")).then(pl.lit("keep"))
+        .when(same_as_kept).then(pl.lit("dup"))
+        .otherwise(pl.lit("conflict"))
+        .alias("_fate"),
+    )
+    duplicates = int((df["_fate"] == "dup").sum())
+    conflicts = df.filter(pl.col("_fate") == "conflict")
+    df = df.filter(pl.col("_fate") == "keep").sort("time")
+
+    # 4. row rules
+    rules = apply_bar_rules(df, calendar, quality)
+    when = detected_at or datetime.now(timezone.utc)
+    row_cols = ["time", *PRICE_COLUMNS, "volume"]
+    partition = pl.col("_d").dt.to_string("%Y-%m-%d")
+    quarantined = pl.concat(
+        [
+            quarantine_frame(
+                conflicts, dataset=BARS_DATASET, partition=partition, rule=CONFLICTING_DUPLICATE,
+                field="close",
+                value=text("close=", pl.col("close"), " kept=", pl.col("_kept_close")),
+                row_columns=row_cols, detected_at=when,
+            ),
+            quarantine_frame(
+                rules.failed, dataset=BARS_DATASET, partition=partition, rule=pl.col("_rule"),
+                field=pl.col("_field"), value=pl.col("_value"), row_columns=row_cols, detected_at=when,
+            ),
+        ],
+        how="vertical",
+    )
+    by_rule = dict(quarantined.group_by("rule").len().sort("rule").iter_rows()) if quarantined.height else {}
+
+    # 5. publish
+    kept = rules.kept
+    bars = kept.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]).sort("time")
+    metrics = session_metrics(bars, calendar, quality)
+    repaired_by_session = dict(
+        kept.filter(pl.col("_repaired")).group_by(pl.col("_d").dt.to_string("%Y-%m-%d")).len().iter_rows()
+    )
+    n_sessions = metrics.height
+    missing = None
+    if expected_sessions is not None:
+        have = set(metrics["session"].to_list())
+        missing = sum(1 for d in expected_sessions if d.isoformat() not in have)
+    report = CleanReport(
+        raw_rows=raw_rows,
+        timezone_repaired=repaired,
+        off_session_dropped=off_session,
+        holiday_bars_dropped=holiday_dropped,
+        duplicates_dropped=duplicates,
+        quarantined=quarantined.height,
+        quarantine_by_rule=by_rule,
+        bars_published=bars.height,
+        sessions=n_sessions,
+        incomplete_sessions=int((metrics["bars"] < calendar.bars_per_session).sum()),
+        sessions_expected=len(expected_sessions) if expected_sessions is not None else None,
+        sessions_missing=missing,
+        first_bar=bars["time"].min() if bars.height else None,  # type: ignore[arg-type]
+        last_bar=bars["time"].max() if bars.height else None,  # type: ignore[arg-type]
+    )
+    return CleanResult(
+        bars=bars, report=report, quarantined=quarantined, sessions=metrics,
+        repaired_by_session=repaired_by_session,
+    )
+
+
+# ---- macro ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MacroReport:
+    raw_rows: int
+    values: int
+    variables: int
+    variables_missing: list[str]
+    flagged: int
+    flagged_by_reason: dict[str, int]
+    flagged_by_variable: dict[str, int]
+    first_date: date | None
+    last_date: date | None
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        for k in ("first_date", "last_date"):
+            d[k] = d[k].isoformat() if d[k] is not None else None
+        return d
+
+
+@dataclass(frozen=True)
+class MacroResult:
+    frame: pl.DataFrame  # MACRO_FLAGGED_SCHEMA, sorted by variable, date
+    report: MacroReport
+    quarantined: pl.DataFrame  # QUARANTINE_SCHEMA: the flagged values, with their reason
+    detail: pl.DataFrame  # frame + jump_pct (move vs the last accepted value), for the gates
+
+
+def macro_long(raw_wide: pl.DataFrame, ssot: MacroSSOT) -> tuple[pl.DataFrame, list[str]]:
+    """Wide daily frame -> long (date, variable, value, available_date), nulls/NaN dropped.
+
+    available_date = date + publication_delay_days (>= 1, enforced by the contract): a value dated
+    D is never usable on D. Returns the frame and the SSOT variables whose column is absent.
+    """
+    if "date" not in raw_wide.columns:
+        raise CleaningError(f"macro frame lacks a 'date' column; found {raw_wide.columns}")
+    if raw_wide.schema["date"] != pl.Date:
+        raise CleaningError(f"macro column 'date' must be a Date, got {raw_wide.schema['date']}")
+    present = {vid: v for vid, v in ssot.variables.items() if v.column in raw_wide.columns}
+    missing = sorted(set(ssot.variables) - set(present))
+    if not present:
+        raise CleaningError(
+            f"macro frame has none of the SSOT columns {sorted(v.column for v in ssot.variables.values())}"
+        )
+    for vid, v in present.items():
+        if not raw_wide.schema[v.column].is_numeric():
+            raise CleaningError(f"macro column {v.column!r} ({vid}) must be numeric, got {raw_wide.schema[v.column]}")
+    frames = [
+        raw_wide.select(
+            pl.col("date"),
+            pl.lit(vid).alias("variable"),
+            pl.col(v.column).cast(pl.Float64).alias("value"),
+            (pl.col("date") + pl.duration(days=v.publication_delay_days)).alias("available_date"),
+        ).filter(pl.col("value").is_not_null() & pl.col("value").is_not_nan())
+        for vid, v in present.items()
+    ]
+    long = pl.concat(frames, how="vertical").unique(subset=["date", "variable"], keep="last", maintain_order=True)
+    return long.select([pl.col(c).cast(t) for c, t in MACRO_SCHEMA.items()]), missing
+
+
+def clean_macro_long(
+    long: pl.DataFrame, ssot: MacroSSOT, *, raw_rows: int | None = None, missing: list[str] | None = None,
+    detected_at: datetime | None = None,
+) -> MacroResult:
+    """Flag a long macro frame (the whole series of each variable, so jumps see their history)."""
+    flagged = flag_macro(long, ssot)
+    detail = flagged.select([*[pl.col(c).cast(t) for c, t in MACRO_FLAGGED_SCHEMA.items()], "jump_pct"])
+    detail = detail.sort("variable", "date")
+    frame = detail.drop("jump_pct")
+    bad = flagged.filter(pl.col("flagged"))
+    quarantined = quarantine_frame(
+        bad, dataset=MACRO_DATASET, partition=pl.col("date").dt.to_string("%Y-%m-%d"),
+        rule=pl.col("flag_reason"), field=pl.col("variable"),
+        value=text(pl.col("value"), " (jump ", pl.col("jump_pct").round(2), "%)"),
+        row_columns=["date", "variable", "value", "available_date"], detected_at=detected_at,
+    )
+    report = MacroReport(
+        raw_rows=raw_rows if raw_rows is not None else long.height,
+        values=frame.height,
+        variables=frame["variable"].n_unique(),
+        variables_missing=missing if missing is not None else sorted(set(ssot.variables) - set(frame["variable"].unique())),
+        flagged=bad.height,
+        flagged_by_reason=dict(bad.group_by("flag_reason").len().sort("flag_reason").iter_rows()),
+        flagged_by_variable=dict(bad.group_by("variable").len().sort("variable").iter_rows()),
+        first_date=frame["date"].min() if frame.height else None,  # type: ignore[arg-type]
+        last_date=frame["date"].max() if frame.height else None,  # type: ignore[arg-type]
+    )
+    return MacroResult(frame=frame, report=report, quarantined=quarantined, detail=detail)
+
+
+def clean_macro(raw_wide: pl.DataFrame, ssot: MacroSSOT, *, detected_at: datetime | None = None) -> MacroResult:
+    """Wide daily macro (date + SSOT source columns) -> flagged long frame, quarantine rows, counts."""
+    long, missing = macro_long(raw_wide, ssot)
+    return clean_macro_long(long, ssot, raw_rows=raw_wide.height, missing=missing, detected_at=detected_at)
+
+
+def merge_macro(existing: pl.DataFrame | None, new_long: pl.DataFrame) -> pl.DataFrame:
+    """Upsert keyed on (date, variable), new values win; returns the unflagged long frame to re-flag."""
+    base = new_long.select(list(MACRO_SCHEMA))
+    if existing is None or existing.is_empty():
+        return base
+    merged = pl.concat([existing.select(list(MACRO_SCHEMA)), base], how="vertical")
+    return merged.unique(subset=["date", "variable"], keep="last", maintain_order=True)
+
+
+def empty_bars() -> pl.DataFrame:
+    return pl.DataFrame(schema=BAR_SCHEMA)
+
+
+def empty_quarantine() -> pl.DataFrame:
+    return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+
+
+def session_bounds_utc(calendar: TradingCalendar, start: date, end: date) -> tuple[datetime, datetime]:
+    """[first instant of start's UTC day, first instant after end's UTC day): how raw rows are sliced.
+
+    Sources return raw rows by their *labelled* UTC date, so a session's mislabelled backfill
+    rows (labelled 08:00..12:55 "UTC" the same day) travel with it.
+    """
+    lo = datetime.combine(start, datetime.min.time(), tzinfo=timezone.utc)
+    hi = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    return lo, hi
+
+
+__all__ = [
+    "BARS_DATASET",
+    "MACRO_DATASET",
+    "MACRO_FLAGGED_SCHEMA",
+    "MACRO_PARTITION",
+    "CleanReport",
+    "CleanResult",
+    "CleaningError",
+    "MacroReport",
+    "MacroResult",
+    "clean_bars",
+    "clean_macro",
+    "clean_macro_long",
+    "macro_long",
+    "merge_macro",
+    "session_bounds_utc",
+]

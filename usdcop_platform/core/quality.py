@@ -1,0 +1,422 @@
+"""Pure data-quality rules: row-level rules (quarantine), per-session and per-variable metrics.
+
+This is the fast, dependency-free implementation used everywhere, including the live path. The
+Great Expectations suites in defs/market_data/expectations.py assert the same properties on the
+batch path, reading the derived columns built here (`bar_gate_frame`, `macro_gate_frame`).
+
+Bars (thresholds from config/quality.yaml, `BarQuality`):
+- missing_price       any of open/high/low/close is null or NaN
+- non_positive_price  any price <= 0
+- high_below_low      high < low
+- ohlc_inconsistent   not (low <= min(open, close) and max(open, close) <= high)
+- price_out_of_band   any price outside `price_band`
+- spike               a one-bar close move that reverts (see `spike_mask`)
+
+Macro (thresholds from config/macro_variables_ssot.yaml, `MacroVariable`):
+- out_of_range        value outside the variable's `expected_range`
+- jump                |v / a - 1| > max_daily_jump_pct, a = last accepted value (a bad print)
+- level_break         a jump whose own predecessor was also rejected and which agrees with that
+                      predecessor within the limit: the series moved to a new level and stays there.
+Flagged macro values stay in the frame (flagged=True, flag_reason) and out of features.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+import numpy as np
+import polars as pl
+
+from usdcop_platform.contracts.macro import MacroSSOT
+from usdcop_platform.contracts.quality import BarQuality
+from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.core.schema import QUARANTINE_SCHEMA
+
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+
+BAR_RULES: tuple[str, ...] = (
+    "missing_price",
+    "non_positive_price",
+    "high_below_low",
+    "ohlc_inconsistent",
+    "price_out_of_band",
+    "spike",
+)
+# Rules applied by clean_bars before the row rules; listed so every quarantine reason has one home.
+CONFLICTING_DUPLICATE = "conflicting_duplicate"
+MACRO_RULES: tuple[str, ...] = ("out_of_range", "jump", "level_break")
+
+# Column names of the derived (gate) frames.
+SESSION_COL = "session"
+GRID_INDEX_COL = "grid_index"
+SESSION_DAY_COL = "is_session_day"
+MOVE_COL = "move_pct"
+SPIKE_COL = "spike_pct"
+
+
+# ---- the session grid, vectorized --------------------------------------------------------------
+def grid_index_expr(calendar: TradingCalendar, col: str = "time") -> pl.Expr:
+    """Index 0..N-1 of a bar start within its session's grid, null when off the grid.
+
+    The vectorized form of TradingCalendar.bar_index (the time of day only: whether the date is a
+    session is `session_day_expr`). With local time h:m:s in the instrument's timezone,
+    k = (60h + m - first_bar_minutes) / bar_minutes must be an integer in [0, bars_per_session).
+    """
+    inst = calendar.instrument
+    local = pl.col(col).dt.convert_time_zone(inst.timezone)
+    first = inst.first_bar_start.hour * 60 + inst.first_bar_start.minute
+    minutes = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32) - first
+    aligned = (
+        (local.dt.second() == 0)
+        & (local.dt.microsecond() == 0)
+        & (minutes >= 0)
+        & (minutes % inst.bar_minutes == 0)
+        & (minutes // inst.bar_minutes < calendar.bars_per_session)
+    )
+    return pl.when(aligned).then(minutes // inst.bar_minutes).otherwise(None).cast(pl.Int32)
+
+
+def local_date_expr(calendar: TradingCalendar, col: str = "time") -> pl.Expr:
+    """The instrument-local calendar date of an instant (the session it would belong to)."""
+    return pl.col(col).dt.convert_time_zone(calendar.instrument.timezone).dt.date()
+
+
+def session_dates(calendar: TradingCalendar, dates: pl.Series) -> list[date]:
+    """Sessions between the smallest and largest date of `dates` (for vectorized membership)."""
+    d = dates.drop_nulls()
+    if d.is_empty():
+        return []
+    return calendar.sessions(d.min(), d.max())  # type: ignore[arg-type]
+
+
+# ---- quarantine rows ---------------------------------------------------------------------------
+def quarantine_frame(
+    rows: pl.DataFrame,
+    *,
+    dataset: str,
+    partition: pl.Expr,
+    rule: pl.Expr | str,
+    field: pl.Expr | str,
+    value: pl.Expr,
+    row_columns: Sequence[str],
+    detected_at: datetime | None = None,
+) -> pl.DataFrame:
+    """Rows in QUARANTINE_SCHEMA: the rule, the offending field and value, and the row as JSON."""
+    if rows.is_empty():
+        return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    rows = rows.rechunk()  # polars 2.1 string kernels can panic on multi-chunk filtered columns
+    when = detected_at or datetime.now(timezone.utc)
+    def as_text(c: str) -> pl.Expr:
+        dtype = rows.schema[c]
+        if isinstance(dtype, pl.Datetime):
+            return pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%S%z").alias(c)
+        if isinstance(dtype, pl.Date):
+            return pl.col(c).dt.to_string("%Y-%m-%d").alias(c)
+        return pl.col(c)
+
+    out = rows.with_columns(
+        pl.lit(dataset).alias("dataset"),
+        partition.cast(pl.Utf8).alias("partition"),
+        (pl.lit(rule) if isinstance(rule, str) else rule).cast(pl.Utf8).alias("rule"),
+        (pl.lit(field) if isinstance(field, str) else field).cast(pl.Utf8).alias("field"),
+        value.cast(pl.Utf8).alias("value"),
+        pl.struct([as_text(c) for c in row_columns]).struct.json_encode().alias("row"),
+        pl.lit(when).cast(QUARANTINE_SCHEMA["detected_at"]).alias("detected_at"),
+    )
+    return out.select([pl.col(c).cast(t) for c, t in QUARANTINE_SCHEMA.items()])
+
+
+def text(*parts: str | pl.Expr) -> pl.Expr:
+    """Concatenate literals and columns into one string (null-safe: nulls print as 'null')."""
+    return pl.concat_str(
+        [pl.lit(p) if isinstance(p, str) else p.cast(pl.Utf8).fill_null("null") for p in parts]
+    )
+
+
+# ---- bar row rules -----------------------------------------------------------------------------
+def _first_failing(conditions: list[tuple[str, pl.Expr, pl.Expr, pl.Expr]]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(rule, field, value) of the first condition that holds, null when none does."""
+    rule: pl.Expr = pl.lit(None, dtype=pl.Utf8)
+    field: pl.Expr = pl.lit(None, dtype=pl.Utf8)
+    value: pl.Expr = pl.lit(None, dtype=pl.Utf8)
+    for name, cond, fld, val in reversed(conditions):
+        rule = pl.when(cond).then(pl.lit(name)).otherwise(rule)
+        field = pl.when(cond).then(fld).otherwise(field)
+        value = pl.when(cond).then(val.cast(pl.Utf8).fill_null("null")).otherwise(value)
+    return rule, field, value
+
+
+def _first_price(pred) -> tuple[pl.Expr, pl.Expr, pl.Expr]:  # noqa: ANN001 - small local helper
+    """(any price matches, name of the first matching price column, its value)."""
+    cond = pl.any_horizontal([pred(pl.col(c)) for c in PRICE_COLUMNS])
+    name: pl.Expr = pl.lit(None, dtype=pl.Utf8)
+    val: pl.Expr = pl.lit(None, dtype=pl.Float64)
+    for c in reversed(PRICE_COLUMNS):
+        hit = pred(pl.col(c))
+        name = pl.when(hit).then(pl.lit(c)).otherwise(name)
+        val = pl.when(hit).then(pl.col(c)).otherwise(val)
+    return cond, name, val
+
+
+def bar_static_violations(bars: pl.DataFrame, quality: BarQuality) -> pl.DataFrame:
+    """`bars` plus `_rule`, `_field`, `_value`: the first failing row-local rule (null when clean)."""
+    lo, hi = quality.price_band
+    missing, m_name, m_val = _first_price(lambda c: c.is_null() | c.is_nan())
+    nonpos, n_name, n_val = _first_price(lambda c: c <= 0)
+    band, b_name, b_val = _first_price(lambda c: (c < lo) | (c > hi))
+    o, h, low, c = (pl.col(x) for x in PRICE_COLUMNS)
+    ohlc_bad = (low > pl.min_horizontal(o, c)) | (h < pl.max_horizontal(o, c))
+    rule, field, value = _first_failing(
+        [
+            ("missing_price", missing, m_name, m_val),
+            ("non_positive_price", nonpos, n_name, n_val),
+            ("high_below_low", h < low, pl.lit("high"), text("high=", h, " low=", low)),
+            ("ohlc_inconsistent", ohlc_bad, pl.lit("open/close"),
+             text("o=", o, " h=", h, " l=", low, " c=", c)),
+            ("price_out_of_band", band, b_name, b_val),
+        ]
+    )
+    return bars.with_columns(rule.alias("_rule"), field.alias("_field"), value.alias("_value"))
+
+
+def spike_mask(closes: np.ndarray, groups: np.ndarray, max_move_pct: float) -> np.ndarray:
+    """True where a bar is a one-bar spike, walking each group (session) in time order.
+
+    With a = the last accepted close of the session and r = |ln(C_t / a)|, bar t is a spike when
+    r > L = ln(1 + max_move_pct/100) and the move is not confirmed: there is no next bar, or the
+    next close returns within L of a (|ln(C_{t+1} / a)| <= L). A confirmed move (the next bar stays
+    at the new level, e.g. a stale opening print followed by the real level) is accepted and
+    becomes the new reference. Moves across sessions (overnight gaps) are never tested.
+    Only sessions with a raw candidate move are walked, so the cost is ~O(n) vectorized.
+    """
+    n = closes.shape[0]
+    out = np.zeros(n, dtype=bool)
+    if n < 2:
+        return out
+    limit = math.log1p(max_move_pct / 100.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = np.abs(np.diff(np.log(closes)))
+    same = groups[1:] == groups[:-1]
+    candidates = np.nonzero(same & (raw > limit))[0] + 1
+    if candidates.size == 0:
+        return out
+    starts = np.r_[0, np.nonzero(~same)[0] + 1]
+    ends = np.r_[starts[1:], n]
+    for seg in np.unique(np.searchsorted(starts, candidates, side="right") - 1):
+        s, e = int(starts[seg]), int(ends[seg])
+        ref = closes[s]
+        for t in range(s + 1, e):
+            if abs(math.log(closes[t] / ref)) <= limit:
+                ref = closes[t]
+            elif t + 1 < e and abs(math.log(closes[t + 1] / ref)) > limit:
+                ref = closes[t]  # confirmed: the next bar stays at the new level
+            else:
+                out[t] = True
+    return out
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """Rows that pass, and the rows that failed with `_rule`, `_field`, `_value` columns."""
+
+    kept: pl.DataFrame
+    failed: pl.DataFrame
+
+    def counts(self) -> dict[str, int]:
+        if self.failed.is_empty():
+            return {}
+        return dict(self.failed.group_by("_rule").len().sort("_rule").iter_rows())
+
+
+def apply_bar_rules(bars: pl.DataFrame, calendar: TradingCalendar, quality: BarQuality) -> RuleResult:
+    """Apply every bar rule to time-sorted, de-duplicated bars (`time` UTC, OHLC Float64)."""
+    flagged = bar_static_violations(bars, quality)
+    static_bad = flagged.filter(pl.col("_rule").is_not_null())
+    ok = flagged.filter(pl.col("_rule").is_null()).sort("time")
+    groups = ok.select(local_date_expr(calendar).dt.epoch("d")).to_series().to_numpy()
+    spikes = spike_mask(ok["close"].to_numpy(), groups, quality.max_one_bar_move_pct)
+    ok = ok.with_columns(
+        pl.Series("_spike", spikes),
+    ).with_columns(
+        pl.when(pl.col("_spike")).then(pl.lit("spike")).otherwise(pl.col("_rule")).alias("_rule"),
+        pl.when(pl.col("_spike")).then(pl.lit("close")).otherwise(pl.col("_field")).alias("_field"),
+        pl.when(pl.col("_spike")).then(pl.col("close").cast(pl.Utf8)).otherwise(pl.col("_value")).alias("_value"),
+    ).drop("_spike")
+    failed = pl.concat([static_bad, ok.filter(pl.col("_rule").is_not_null())], how="vertical")
+    kept = ok.filter(pl.col("_rule").is_null()).drop("_rule", "_field", "_value")
+    return RuleResult(kept=kept, failed=failed)
+
+
+# ---- per-bar derived columns for the gates -----------------------------------------------------
+def bar_gate_frame(bars: pl.DataFrame, calendar: TradingCalendar, quality: BarQuality) -> pl.DataFrame:
+    """Bars (any order) plus the derived columns the blocking gates assert on:
+
+    session (YYYY-MM-DD), grid_index (null off-grid), is_session_day, move_pct = 100*|ln(C_t/C_{t-1})|
+    within the session (0 for the first bar) and spike_pct = move_pct where the bar is a spike per
+    `spike_mask`, else 0. The gate expects spike_pct <= max_one_bar_move_pct.
+    """
+    df = bars.sort("time").with_columns(
+        local_date_expr(calendar).alias("_d"),
+        grid_index_expr(calendar).alias(GRID_INDEX_COL),
+    )
+    sessions = session_dates(calendar, df["_d"])
+    df = df.with_columns(
+        pl.col("_d").dt.to_string("%Y-%m-%d").alias(SESSION_COL),
+        pl.col("_d").is_in(sessions).alias(SESSION_DAY_COL),
+        ((pl.col("close").log() - pl.col("close").log().shift(1)).over("_d").abs() * 100.0)
+        .fill_null(0.0)
+        .alias(MOVE_COL),
+    )
+    groups = df["_d"].dt.epoch("d").to_numpy()
+    closes = df["close"].to_numpy()
+    # Spike detection compares with the last accepted close; report the move from the previous bar.
+    mask = spike_mask(closes, groups, quality.max_one_bar_move_pct) if df.height else np.zeros(0, bool)
+    return df.with_columns(
+        pl.when(pl.Series(mask)).then(pl.col(MOVE_COL)).otherwise(0.0).alias(SPIKE_COL)
+    ).drop("_d")
+
+
+# ---- per-session metrics (warn-level checks) ---------------------------------------------------
+def session_metrics(bars: pl.DataFrame, calendar: TradingCalendar, quality: BarQuality) -> pl.DataFrame:
+    """One row per session present in `bars`:
+
+    bars, completeness = bars / bars_per_session, missing_bars = bars_per_session - bars,
+    gaps = number of runs of missing grid slots between the first and last bar plus the missing
+    head/tail, max_stale_run = longest run of equal consecutive closes, large_moves = bars with a
+    within-session close move > max_one_bar_move_pct (confirmed level moves, not spikes),
+    first_bar / last_bar.
+    """
+    n_grid = calendar.bars_per_session
+    limit = math.log1p(quality.max_one_bar_move_pct / 100.0)
+    df = bars.sort("time").with_columns(
+        local_date_expr(calendar).alias("_d"),
+        grid_index_expr(calendar).alias("_k"),
+    )
+    df = df.with_columns(
+        (pl.col("close") != pl.col("close").shift(1)).over("_d").fill_null(True).cum_sum().alias("_run"),
+        ((pl.col("close").log() - pl.col("close").log().shift(1)).over("_d").abs() > limit)
+        .fill_null(False)
+        .alias("_big"),
+        (pl.col("_k") - pl.col("_k").shift(1).over("_d") - 1).fill_null(0).alias("_hole"),
+    )
+    runs = df.group_by("_d", "_run").agg(pl.len().alias("_len")).group_by("_d").agg(
+        pl.col("_len").max().alias("max_stale_run")
+    )
+    per = df.group_by("_d").agg(
+        pl.len().alias("bars"),
+        (pl.col("_hole") > 0).sum().alias("_inner_gaps"),
+        pl.col("_k").min().alias("_kmin"),
+        pl.col("_k").max().alias("_kmax"),
+        pl.col("_big").sum().alias("large_moves"),
+        pl.col("time").min().alias("first_bar"),
+        pl.col("time").max().alias("last_bar"),
+    )
+    out = per.join(runs, on="_d", how="left").with_columns(
+        pl.col("_d").dt.to_string("%Y-%m-%d").alias(SESSION_COL),
+        (pl.col("bars") / n_grid).alias("completeness"),
+        (n_grid - pl.col("bars")).cast(pl.Int64).alias("missing_bars"),
+        (
+            pl.col("_inner_gaps")
+            + (pl.col("_kmin") > 0).cast(pl.UInt32)
+            + (pl.col("_kmax") < n_grid - 1).cast(pl.UInt32)
+        ).cast(pl.Int64).alias("gaps"),
+    )
+    return out.sort("_d").select(
+        SESSION_COL, pl.col("bars").cast(pl.Int64), "completeness", "missing_bars", "gaps",
+        pl.col("max_stale_run").cast(pl.Int64), pl.col("large_moves").cast(pl.Int64), "first_bar", "last_bar",
+    )
+
+
+# ---- macro flags -------------------------------------------------------------------------------
+def _flag_series(values: np.ndarray, lo: float, hi: float, max_jump_pct: float) -> tuple[list[str | None], np.ndarray]:
+    """Flag reasons for one variable's values in date order, plus the jump (%) vs the last accepted value."""
+    reasons: list[str | None] = [None] * len(values)
+    jumps = np.zeros(len(values))
+    last_ok: float | None = None
+    prev: float | None = None
+    prev_flagged = False
+    for i, v in enumerate(values):
+        reason = None
+        if not lo <= v <= hi:
+            reason = "out_of_range"
+        elif last_ok is not None:
+            jump = math.inf if last_ok == 0 and v != 0 else (0.0 if last_ok == 0 else abs(v / last_ok - 1) * 100)
+            jumps[i] = jump
+            if jump > max_jump_pct:
+                persists = (
+                    prev_flagged and prev is not None and prev != 0 and abs(v / prev - 1) * 100 <= max_jump_pct
+                )
+                reason = "level_break" if persists else "jump"
+        reasons[i] = reason
+        if reason is None:
+            last_ok = v
+        prev, prev_flagged = v, reason is not None
+    return reasons, jumps
+
+
+def flag_macro(long: pl.DataFrame, ssot: MacroSSOT) -> pl.DataFrame:
+    """Add `flagged`, `flag_reason` (and `jump_pct`, the move vs the last accepted value) to a long
+    macro frame (date, variable, value, available_date). Variables not in the SSOT are rejected."""
+    unknown = set(long["variable"].unique().to_list()) - set(ssot.variables)
+    if unknown:
+        raise ValueError(f"macro variables not in the SSOT: {sorted(unknown)}")
+    long = long.sort("variable", "date")
+    reasons: list[str | None] = []
+    jumps: list[np.ndarray] = []
+    for vid in long["variable"].unique(maintain_order=True).to_list():
+        var = ssot.variables[vid]
+        vals = long.filter(pl.col("variable") == vid)["value"].to_numpy()
+        r, j = _flag_series(vals, var.expected_range[0], var.expected_range[1], var.max_daily_jump_pct)
+        reasons.extend(r)
+        jumps.append(j)
+    return long.with_columns(
+        pl.Series("flag_reason", reasons, dtype=pl.Utf8),
+        pl.Series("jump_pct", np.concatenate(jumps) if jumps else np.zeros(0), dtype=pl.Float64),
+    ).with_columns(pl.col("flag_reason").is_not_null().alias("flagged"))
+
+
+def macro_gate_frame(flagged: pl.DataFrame, ssot: MacroSSOT) -> pl.DataFrame:
+    """The flagged long frame plus each row's limits (range_lo, range_hi, max_jump_pct), so the gates
+    can assert 'unflagged values are in range and within the jump limit' as column-pair expectations."""
+    limits = pl.DataFrame(
+        {
+            "variable": list(ssot.variables),
+            "range_lo": [v.expected_range[0] for v in ssot.variables.values()],
+            "range_hi": [v.expected_range[1] for v in ssot.variables.values()],
+            "max_jump_pct": [v.max_daily_jump_pct for v in ssot.variables.values()],
+        }
+    )
+    return flagged.join(limits, on="variable", how="left")
+
+
+def macro_staleness(long: pl.DataFrame, ssot: MacroSSOT, as_of: date | None = None) -> pl.DataFrame:
+    """Per SSOT variable: observations, first/last date, the longest gap between consecutive
+    (accepted) observations in business days (Mon-Fri) and the business days from the last one
+    to `as_of`. A gap longer than `max_ffill_business_days` cannot be closed by the forward fill."""
+    rows = []
+    ok = long.filter(~pl.col("flagged")) if "flagged" in long.columns else long
+    for vid, var in ssot.variables.items():
+        d = ok.filter(pl.col("variable") == vid)["date"].sort().to_numpy().astype("datetime64[D]")
+        if d.size == 0:
+            rows.append((vid, 0, None, None, None, None, var.max_ffill_business_days))
+            continue
+        gaps = np.busday_count(d[:-1], d[1:]) - 1 if d.size > 1 else np.zeros(0, dtype=np.int64)
+        max_gap = int(gaps.max()) if gaps.size else 0
+        since = int(np.busday_count(d[-1], np.datetime64(as_of, "D"))) if as_of else None
+        rows.append((vid, int(d.size), d[0].item(), d[-1].item(), max_gap, since, var.max_ffill_business_days))
+    return pl.DataFrame(
+        rows,
+        schema={
+            "variable": pl.Utf8,
+            "observations": pl.Int64,
+            "first_date": pl.Date,
+            "last_date": pl.Date,
+            "max_gap_business_days": pl.Int64,
+            "business_days_since_last": pl.Int64,
+            "max_ffill_business_days": pl.Int64,
+        },
+        orient="row",
+    )

@@ -1,0 +1,1 @@
+"""Evaluation domain: out-of-sample backtests and promotion proposals (the first vote)."""

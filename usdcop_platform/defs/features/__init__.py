@@ -1,0 +1,1 @@
+"""Features domain: the m5_features asset and its quality gates."""

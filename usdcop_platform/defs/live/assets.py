@@ -1,0 +1,135 @@
+"""The live job: one bar → live/bar → live/features → live/trading_signal, in one in-process step.
+
+The three assets share one op (one step, no IO manager hand-offs: a 5-minute cadence cannot
+afford per-step process overhead); each returns its own MaterializeResult so the asset graph
+shows bar → features → signal with the bar's metadata. The op calls defs.live.cycle.LiveCycle,
+the same code `usdcop replay` and `usdcop bench live` run. Partitioned by trading session: the
+sensor requests partition = the bar's session, run_key = the bar's time.
+"""
+
+
+import threading
+from typing import Any
+
+import dagster as dg
+
+from usdcop_platform.core.actions import ACTION_NAMES
+from usdcop_platform.core.features import FeatureError
+from usdcop_platform.core.inference import InferenceEngine, InferenceError, InvalidObservation
+from usdcop_platform.core.schema import BAR_SCHEMA
+from usdcop_platform.defs.live.cycle import Bar, LiveCycle, LiveError, validate_bar
+from usdcop_platform.defs.live.resources import FeatureCacheResource
+from usdcop_platform.defs.partitions import session_key, session_partitions
+from usdcop_platform.defs.resources import PlatformResource
+
+LIVE_BAR_KEY = dg.AssetKey(["live", "bar"])
+LIVE_FEATURES_KEY = dg.AssetKey(["live", "features"])
+LIVE_SIGNAL_KEY = dg.AssetKey(["live", "trading_signal"])
+LIVE_OP_NAME = "live_signal"
+LIVE_JOB_NAME = "live_signal_job"
+GROUP = "live"
+# A run whose database stayed down beyond the cycle's own retry budget is retried whole (the
+# bar is idempotent); a few minutes of retries still lands before the next bar matters.
+RUN_RETRIES = 2
+RUN_RETRY_DELAY_S = 10
+
+
+class BarConfig(dg.Config):
+    """The bar the sensor saw (UTC ISO time, OHLCV)."""
+
+    time: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+
+
+class LiveRunConfig(dg.Config):
+    bar: BarConfig
+
+
+_CYCLES: dict[tuple[Any, ...], LiveCycle] = {}
+_CYCLES_LOCK = threading.Lock()
+
+
+def live_cycle(platform: PlatformResource, feature_cache: FeatureCacheResource) -> LiveCycle:
+    """One LiveCycle per process and storage configuration (the engine and features stay warm
+    when several bars run in one process; each Dagster run process builds its own)."""
+    key = (platform.database_url, platform.data_dir, platform.models_dir, platform.config_dir,
+           feature_cache.redis_url, feature_cache.namespace)
+    with _CYCLES_LOCK:
+        cycle = _CYCLES.get(key)
+        if cycle is None:
+            cfg = platform.config
+            store = platform.store()
+            engine = InferenceEngine(store, cfg.features, cfg.mlops.ensemble, models_root=platform.models_path)
+            cycle = LiveCycle(cfg, platform.calendar, platform.lake, store, engine,
+                              feature_cache.cache(cfg.instrument))
+            _CYCLES[key] = cycle
+        return cycle
+
+
+def clear_live_cycles() -> None:
+    with _CYCLES_LOCK:
+        _CYCLES.clear()
+
+
+@dg.multi_asset(
+    name=LIVE_OP_NAME,
+    specs=[
+        dg.AssetSpec(LIVE_BAR_KEY, group_name=GROUP, skippable=False,
+                     description="The bar, upserted into today's partition of raw/usdcop_m5_ohlcv (keyed on time)."),
+        dg.AssetSpec(LIVE_FEATURES_KEY, deps=[LIVE_BAR_KEY], group_name=GROUP, skippable=False,
+                     description="The bar's 15 raw contract values (incremental engine), cached in the feature cache."),
+        dg.AssetSpec(LIVE_SIGNAL_KEY, deps=[LIVE_FEATURES_KEY], group_name=GROUP, skippable=False,
+                     description="Ensemble inference + risk manager → one trading_signals row per bar and model."),
+    ],
+    partitions_def=session_partitions,
+    retry_policy=dg.RetryPolicy(max_retries=RUN_RETRIES, delay=RUN_RETRY_DELAY_S),
+)
+def live_signal(
+    context: dg.AssetExecutionContext, config: LiveRunConfig, platform: PlatformResource,
+    feature_cache: FeatureCacheResource,
+) -> Any:
+    try:
+        bar = Bar.from_mapping(config.bar.model_dump())
+        if session_key(validate_bar(bar, platform.calendar)) != context.partition_key:
+            raise LiveError(f"bar {bar.time.isoformat()} does not belong to partition {context.partition_key}")
+        result = live_cycle(platform, feature_cache).process(bar)
+    except (LiveError, InferenceError, FeatureError, InvalidObservation) as exc:
+        # deterministic refusals: retrying the same bar cannot help (a database outage can, and
+        # propagates as DatabaseUnavailable to the retry policy)
+        raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
+    first = result.signals[0]
+    common = {"bar_time": bar.time.isoformat(), "duplicate": result.duplicate}
+    if result.duplicate:
+        context.log.info(f"bar {bar.time.isoformat()} was already processed: returning its stored signal(s)")
+    yield dg.MaterializeResult(asset_key=LIVE_BAR_KEY, metadata={
+        **common, "close": bar.close, "lake_dataset": "raw/usdcop_m5_ohlcv", "columns": list(BAR_SCHEMA),
+    })
+    yield dg.MaterializeResult(asset_key=LIVE_FEATURES_KEY, metadata={
+        **common, "feature_hash": first["feature_hash"] or "",
+        "feature_source": result.pending.feature_source if result.pending else "stored",
+        "features": dg.MetadataValue.json([float(v) for v in (first["features"] or [])]),
+    })
+    yield dg.MaterializeResult(asset_key=LIVE_SIGNAL_KEY, metadata={
+        **common,
+        "models": ", ".join(r["model_id"] for r in result.signals),
+        "action": ACTION_NAMES[int(first["action"])],
+        "raw_action": ACTION_NAMES[int(first["raw_action"])],
+        "risk_status": first["risk_status"],
+        "failing_check": first["failing_check"] or "",
+        "position_recommendation": float(first["position_recommendation"]),
+        "confidence": float(first["confidence"]),
+        **({f"ms_{k}": round(v, 3) for k, v in result.timings_ms.items()}),
+    })
+
+
+live_signal_job = dg.define_asset_job(
+    LIVE_JOB_NAME,
+    selection=[LIVE_BAR_KEY, LIVE_FEATURES_KEY, LIVE_SIGNAL_KEY],
+    partitions_def=session_partitions,
+    executor_def=dg.in_process_executor,
+    description="One bar through the live path (sensor-launched; run_key = bar time).",
+)

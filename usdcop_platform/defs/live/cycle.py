@@ -1,0 +1,480 @@
+"""The live cycle of one bar: lake upsert → features → ensemble → risk → journal + signal rows.
+
+No Dagster here: the live asset, `usdcop replay` and `usdcop bench live` all run this code, so
+what is benchmarked and replayed is what trades. The maths lives in core/ (features, inference,
+policy_runner, risk); this module fetches, calls and stores.
+
+Features of bar t in session D are, by definition,
+
+    IncrementalFeatureEngine.warm_up(the W bars before D's open).update(b) for every bar b of D
+    the live path consumed before t, in order, then .update(t, position held coming into t)
+
+A long-lived process carries the engine bar to bar; a fresh process (each Dagster run) rebuilds
+it from the lake, or resumes it from the feature cache's entry of the previous bar. All three
+run the same float operations, so they agree bit for bit, and the journal records the bars
+consumed so `usdcop replay` can run them again.
+
+Writes, in this order, each an idempotent upsert retried while the database is unreachable:
+
+    1. journal  store.risk[f"{risk_key}@{bar ISO}"]: the risk state before the bar, the ensemble
+                that served it, the feature inputs, the decision (everything replay needs)
+    2. signals  one row per ensemble member (store.signals, unique per bar and model)
+    3. risk     store.risk[risk_key]: the state after the bar (last_bar = t)
+
+A crash between steps leaves the bar re-runnable: the recomputation is identical, (1) and (2)
+are no-ops, and (3) completes. A bar at or before the state's last bar is a duplicate: its
+stored signals are returned and nothing is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Final, TypeVar
+
+import numpy as np
+import polars as pl
+
+from usdcop_platform.adapters.cache import FeatureCache
+from usdcop_platform.adapters.lake import ParquetLake
+from usdcop_platform.adapters.store.errors import DatabaseBusy, DatabaseUnavailable
+from usdcop_platform.contracts.base import sha256_hex
+from usdcop_platform.contracts.experiment import EnvironmentConfig
+from usdcop_platform.contracts.platform import PlatformConfig
+from usdcop_platform.core import risk as risk_core
+from usdcop_platform.core.actions import HOLD
+from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.core.cleaning import BARS_DATASET, MACRO_DATASET, MACRO_PARTITION
+from usdcop_platform.core.features import FeatureError, IncrementalFeatureEngine
+from usdcop_platform.core.inference import InferenceEngine, Prediction
+from usdcop_platform.core.risk import RiskDecision, RiskState
+from usdcop_platform.core.schema import BAR_SCHEMA
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RISK_KEY: Final = "live"
+JOURNAL_SEPARATOR: Final = "@"
+SIGNAL_ROLE: Final = "production"
+# Writes retried while the database is unreachable: the store retries a few times within a
+# second; this outer budget rides out a restart or failover before the run fails (and Dagster's
+# retry policy re-runs the idempotent bar).
+WRITE_RETRY_BUDGET_S: Final = 30.0
+WRITE_RETRY_MAX_DELAY_S: Final = 2.0
+WRITE_RETRY_FIRST_DELAY_S: Final = 0.1
+
+T = TypeVar("T")
+
+
+class LiveError(RuntimeError):
+    """The bar cannot go through the live path; the message says why."""
+
+
+class BarOutsideSession(LiveError):
+    """A bar that is not on the trading-session grid (weekend, holiday, off-hours, off-grid)."""
+
+
+class StaleBar(LiveError):
+    """A bar older than the newest bar already processed, with no signal of its own."""
+
+
+# ---- bars ------------------------------------------------------------------------------------
+
+
+def _utc(value: datetime | str) -> datetime:
+    t = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if t.tzinfo is None:
+        raise LiveError(f"bar time {value!r} is naive; bars carry UTC instants")
+    return t.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One 5-minute bar (labelled by its start, UTC)."""
+
+    time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, Any]) -> "Bar":
+        try:
+            return cls(_utc(row["time"]), float(row["open"]), float(row["high"]), float(row["low"]),
+                       float(row["close"]), float(row.get("volume") or 0.0))
+        except KeyError as exc:
+            raise LiveError(f"bar is missing field {exc.args[0]!r}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": self.time.isoformat(), "open": self.open, "high": self.high, "low": self.low,
+                "close": self.close, "volume": self.volume}
+
+    def to_frame(self) -> pl.DataFrame:
+        return pl.DataFrame([{"time": self.time, "open": self.open, "high": self.high, "low": self.low,
+                              "close": self.close, "volume": self.volume}], schema=BAR_SCHEMA)
+
+
+def validate_bar(bar: Bar, calendar: TradingCalendar) -> date:
+    """The bar's session; BarOutsideSession unless it is a bar start of a trading session."""
+    session = calendar.session_of(bar.time)
+    if not calendar.is_session(session):
+        why = calendar.holiday_name(session) or "weekend"
+        raise BarOutsideSession(f"bar {bar.time.isoformat()} falls on {session} which is not a trading session ({why})")
+    if calendar.bar_index(bar.time) is None:
+        local = bar.time.astimezone(calendar.tz)
+        raise BarOutsideSession(f"bar {bar.time.isoformat()} ({local:%H:%M} {calendar.instrument.timezone}) is not a "
+                                f"bar start of the session grid")
+    prices = (bar.open, bar.high, bar.low, bar.close)
+    if not all(np.isfinite(p) and p > 0 for p in prices) or bar.high < bar.low:
+        raise LiveError(f"bar {bar.time.isoformat()} has invalid prices {prices}")
+    return session
+
+
+def bar_rows(frame: pl.DataFrame | None) -> list[Bar]:
+    if frame is None or frame.height == 0:
+        return []
+    return [Bar.from_mapping(r) for r in frame.sort("time").iter_rows(named=True)]
+
+
+def upsert_bar(lake: ParquetLake, bar: Bar, session: date) -> int:
+    """Insert/replace the bar in its session partition of the raw bars (keyed on time); rows after."""
+    new = bar.to_frame()
+    existing = lake.read(BARS_DATASET, session.isoformat())
+    if existing is not None:
+        extra = [c for c in existing.columns if c not in new.columns]
+        new = new.with_columns(pl.lit(None, existing.schema[c]).alias(c) for c in extra)
+        new = new.with_columns(pl.col(c).cast(existing.schema[c]) for c in existing.columns)
+    return lake.upsert(BARS_DATASET, session.isoformat(), new).height
+
+
+def warmup_window(lake: ParquetLake, calendar: TradingCalendar, warmup: int, session: date) -> pl.DataFrame:
+    """The last `warmup` published bars strictly before `session` (walking back partitions)."""
+    key = session.isoformat()
+    earlier = [p for p in lake.partitions(BARS_DATASET) if p < key]
+    frames: list[pl.DataFrame] = []
+    n = 0
+    while earlier and n < warmup:
+        part = lake.read(BARS_DATASET, earlier.pop())
+        if part is not None and part.height:
+            frames.insert(0, part.select(list(BAR_SCHEMA)))
+            n += part.height
+    if n < warmup:
+        raise LiveError(f"the lake holds {n} bars before session {session}; the feature contract needs "
+                        f"warmup_bars W={warmup}: ingest more history first (usdcop ingest)")
+    return pl.concat(frames, how="vertical").sort("time").tail(warmup)
+
+
+def read_macro(lake: ParquetLake) -> pl.DataFrame | None:
+    return lake.read(MACRO_DATASET, MACRO_PARTITION)
+
+
+# ---- features of a session -------------------------------------------------------------------
+
+
+@dataclass
+class SessionFeatures:
+    """The feature engine of one session and the session bars it has consumed."""
+
+    session: date
+    engine: IncrementalFeatureEngine
+    warmup_first: datetime
+    warmup_last: datetime
+    n_warmup: int
+    consumed: list[datetime] = field(default_factory=list)
+
+    @property
+    def last_time(self) -> datetime | None:
+        return self.consumed[-1] if self.consumed else None
+
+    def inputs(self) -> dict[str, Any]:
+        """What the features of the next bar are computed from (recorded in the journal)."""
+        return {"session": self.session.isoformat(), "warmup_first": self.warmup_first.isoformat(),
+                "warmup_last": self.warmup_last.isoformat(), "n_warmup": self.n_warmup,
+                "session_bars": [t.isoformat() for t in self.consumed]}
+
+    def cache_meta(self) -> dict[str, Any]:
+        return {**self.inputs(), "engine_state": self.engine.state_dict()}
+
+
+def build_session_features(
+    cfg: PlatformConfig, calendar: TradingCalendar, lake: ParquetLake, session: date,
+    macro: pl.DataFrame | None, prior_bars: list[Bar],
+) -> SessionFeatures:
+    """Warm up on the W bars before the session's open, then consume `prior_bars` in order."""
+    window = warmup_window(lake, calendar, cfg.features.warmup_bars, session)
+    engine = IncrementalFeatureEngine(cfg.features, calendar, cfg.macro)
+    engine.warm_up(window, macro)
+    sf = SessionFeatures(session, engine, window["time"][0], window["time"][-1], window.height)
+    for b in prior_bars:
+        engine.update(b.to_dict() | {"time": b.time})
+        sf.consumed.append(b.time)
+    return sf
+
+
+def resume_session_features(
+    cfg: PlatformConfig, calendar: TradingCalendar, meta: Mapping[str, Any], macro: pl.DataFrame | None,
+    last_bar: datetime,
+) -> SessionFeatures:
+    """Rebuild from a feature-cache entry (the engine state after `last_bar`)."""
+    engine = IncrementalFeatureEngine.from_state(meta["engine_state"], cfg.features, calendar, cfg.macro, macro)
+    sf = SessionFeatures(date.fromisoformat(meta["session"]), engine, _utc(meta["warmup_first"]),
+                         _utc(meta["warmup_last"]), int(meta["n_warmup"]),
+                         [_utc(t) for t in meta["session_bars"]] + [last_bar])
+    return sf
+
+
+# ---- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PendingBar:
+    """Everything computed for a bar, not yet written."""
+
+    bar: Bar
+    session: date
+    features: np.ndarray
+    feature_hash: str
+    prediction: Prediction
+    decision: RiskDecision
+    state_before: RiskState
+    state_after: RiskState
+    journal: dict[str, Any]
+    signals: list[dict[str, Any]]
+    compute_ms: float
+    feature_source: str  # "memory", "cache" or "lake"
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    bar: Bar
+    session: date
+    signals: list[Any]  # stored rows
+    duplicate: bool
+    pending: PendingBar | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def action(self) -> int:
+        return int(self.signals[0]["action"])
+
+
+def feature_hash(vec: np.ndarray) -> str:
+    """sha256 of the raw feature vector's little-endian float64 bytes."""
+    return sha256_hex(np.ascontiguousarray(vec, dtype="<f8").tobytes())
+
+
+def journal_key(risk_key: str, bar_time: datetime) -> str:
+    return f"{risk_key}{JOURNAL_SEPARATOR}{bar_time.astimezone(timezone.utc).isoformat()}"
+
+
+def retry_writes(fn: Callable[[], T], what: str, budget_s: float = WRITE_RETRY_BUDGET_S,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run an idempotent write, retrying with capped exponential backoff while the database is
+    unreachable or busy, for at most `budget_s`; then the last error propagates."""
+    deadline = time.monotonic() + budget_s
+    delay = WRITE_RETRY_FIRST_DELAY_S
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except (DatabaseUnavailable, DatabaseBusy) as exc:
+            if time.monotonic() + delay > deadline:
+                log.error("%s failed after %d attempts: %s", what, attempt, exc)
+                raise
+            log.warning("%s: database unavailable (attempt %d), retrying in %.1f s: %s", what, attempt, delay, exc)
+            sleep(delay)
+            delay = min(WRITE_RETRY_MAX_DELAY_S, delay * 2)
+
+
+# ---- the cycle -------------------------------------------------------------------------------
+
+
+class LiveCycle:
+    """Processes bars one at a time (see the module docstring). Not thread-safe: one per process."""
+
+    def __init__(
+        self,
+        cfg: PlatformConfig,
+        calendar: TradingCalendar,
+        lake: ParquetLake,
+        store: Any,
+        engine: InferenceEngine,
+        cache: FeatureCache | None = None,
+        risk_key: str = DEFAULT_RISK_KEY,
+        write_budget_s: float = WRITE_RETRY_BUDGET_S,
+    ) -> None:
+        self.cfg, self.calendar, self.lake, self.store = cfg, calendar, lake, store
+        self.engine, self.cache, self.risk_key = engine, cache, risk_key
+        self.write_budget_s = write_budget_s
+        self.limits, self.hours = cfg.mlops.risk, cfg.mlops.trading_hours
+        self._sf: SessionFeatures | None = None
+        self._macro: pl.DataFrame | None = None
+        self._flat_eod: dict[str, bool] = {}  # model id -> its experiment's flat_at_session_end
+
+    # -- helpers -------------------------------------------------------------------------------
+    def risk_state(self) -> RiskState:
+        return RiskState.from_dict(self.store.risk.load(self.risk_key))
+
+    def stored_signals(self, bar_time: datetime, session: date) -> list[Any]:
+        return [r for r in self.store.signals.list(session_date=session) if r["bar_time"] == bar_time]
+
+    def _macro_frame(self) -> pl.DataFrame | None:
+        if self._macro is None:
+            self._macro = read_macro(self.lake)
+        return self._macro
+
+    def _features_for(self, bar: Bar, session: date) -> tuple[SessionFeatures, str]:
+        """The session's feature engine, positioned just before `bar`."""
+        sf = self._sf
+        if sf is not None and sf.session == session and (sf.last_time is None or sf.last_time < bar.time):
+            return sf, "memory"
+        self._macro = None  # a fresh build re-reads today's macro
+        macro = self._macro_frame()
+        if self.cache is not None:
+            entry = self.cache.latest()
+            meta = entry.meta if entry is not None else {}
+            if (entry is not None and meta.get("session") == session.isoformat() and entry.bar_time < bar.time
+                    and meta.get("engine_state", {}).get("feature_order_hash") == self.cfg.features.feature_order_hash):
+                try:
+                    return resume_session_features(self.cfg, self.calendar, meta, macro, entry.bar_time), "cache"
+                except (FeatureError, KeyError, ValueError) as exc:
+                    log.warning("feature cache entry unusable (%s); rebuilding from the lake", exc)
+        today = self.lake.read(BARS_DATASET, session.isoformat())
+        prior = [b for b in bar_rows(today) if b.time < bar.time]
+        return build_session_features(self.cfg, self.calendar, self.lake, session, macro, prior), "lake"
+
+    def force_flat(self, bar: Bar, model_id: str) -> bool:
+        """The last bar of the session is flat when the serving model's experiment says so
+        (core.policy_runner's rule, as in training and the backtest)."""
+        if self.calendar.bar_index(bar.time) != self.calendar.bars_per_session - 1:
+            return False
+        if model_id not in self._flat_eod:
+            rec = self.store.models.get(model_id)
+            exp = self.cfg.experiments.get(rec["experiment_name"]) if rec is not None else None
+            self._flat_eod[model_id] = (
+                exp.environment.flat_at_session_end if exp is not None
+                else bool(EnvironmentConfig.model_fields["flat_at_session_end"].default))
+        return self._flat_eod[model_id]
+
+    # -- compute -------------------------------------------------------------------------------
+    def compute(self, bar: Bar, *, state_before: RiskState | None = None) -> PendingBar:
+        """Features, inference and the risk decision for `bar` (nothing written)."""
+        t0 = time.perf_counter()
+        session = validate_bar(bar, self.calendar)
+        pre = state_before if state_before is not None else self.risk_state()
+        self.engine.maybe_reload()
+        snap = self.engine.snapshot
+        sf, source = self._features_for(bar, session)
+        inputs = sf.inputs()
+        vec = sf.engine.update(bar.to_dict() | {"time": bar.time}, position=float(pre.position))
+        sf.consumed.append(bar.time)
+        self._sf = sf
+        if not np.isfinite(vec).all():
+            bad = [n for n, v in zip(self.cfg.features.names, vec) if not np.isfinite(v)]
+            raise LiveError(f"features of bar {bar.time.isoformat()} carry NaN/inf in {bad}: no signal is produced "
+                            "(NaN never reaches a model; check the macro data in the lake)")
+        flat = self.force_flat(bar, snap.primary.model_id)
+        prediction = self.engine.step(vec, pre.position, force_flat=flat)
+        requested = HOLD if flat else prediction.action
+        decision, mid = risk_core.evaluate(pre, self.limits, self.hours, self.calendar, requested,
+                                           prediction.confidence, bar.time)
+        post = risk_core.apply_decision(mid, self.limits, decision, bar.close, bar.time)
+        fh = feature_hash(vec)
+        compute_ms = (time.perf_counter() - t0) * 1e3
+        journal = {
+            **pre.to_dict(),
+            "bar": bar.to_dict(),
+            "ensemble": {"method": snap.method, "ensemble_hash": snap.ensemble_hash,
+                         "registry_version": snap.registry_version,
+                         "members": [m.describe() for m in snap.members]},
+            "feature_inputs": inputs,
+            "feature_hash": fh,
+            "forced_flat": flat,
+            "prediction": prediction.to_dict(),
+            "decision": decision.to_dict(),
+            "state_after": post.to_dict(),
+        }
+        signed_size = decision.target_position * decision.position_size
+        signals = []
+        for m, mp in zip(snap.members, prediction.members):
+            signals.append({
+                "bar_time": bar.time,
+                "session_date": session,
+                "model_id": m.model_id,
+                "role": SIGNAL_ROLE,
+                "model_hash": m.model_hash,
+                "action": decision.final_action,
+                "prob_sell": float(mp.probabilities[0]),
+                "prob_hold": float(mp.probabilities[1]),
+                "prob_buy": float(mp.probabilities[2]),
+                "confidence": float(mp.probabilities.max()),
+                "raw_action": mp.action,
+                "risk_status": decision.status,
+                "failing_check": decision.failed_check,
+                "position_recommendation": float(signed_size),
+                "feature_hash": fh,
+                "feature_order_hash": m.feature_order_hash,
+                "norm_stats_hash": m.norm_stats_hash,
+                "features": [float(v) for v in vec],
+                "latency_ms": compute_ms,
+            })
+        return PendingBar(bar, session, vec, fh, prediction, decision, pre, post, journal, signals, compute_ms, source)
+
+    # -- commit --------------------------------------------------------------------------------
+    def commit(self, pending: PendingBar) -> list[Any]:
+        """Journal, signals, risk state (see the module docstring); returns the stored signals."""
+        bar = pending.bar
+        retry_writes(lambda: self.store.risk.save(journal_key(self.risk_key, bar.time), pending.journal),
+                     f"journal of bar {bar.time.isoformat()}", self.write_budget_s)
+        stored = [retry_writes(lambda s=s: self.store.signals.upsert(s), f"signal {s['model_id']} of bar "
+                               f"{bar.time.isoformat()}", self.write_budget_s) for s in pending.signals]
+        retry_writes(lambda: self.store.risk.save(self.risk_key, pending.state_after.to_dict()),
+                     f"risk state after bar {bar.time.isoformat()}", self.write_budget_s)
+        if self.cache is not None and self._sf is not None:
+            self.cache.put(bar.time, pending.features, {
+                **self._sf.cache_meta(), "session_bars": [t.isoformat() for t in self._sf.consumed[:-1]],
+                "model_id": pending.signals[0]["model_id"], "feature_hash": pending.feature_hash,
+                "action": pending.decision.final_action,
+            })
+        return stored
+
+    # -- the whole thing -----------------------------------------------------------------------
+    def process(self, bar: Bar, *, write_bar: bool = True) -> CycleResult:
+        """Run one bar through the live path; a bar already processed returns its stored signals."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        session = validate_bar(bar, self.calendar)
+        pre = self.risk_state()
+        if pre.last_bar is not None and bar.time <= pre.last_bar:
+            rows = self.stored_signals(bar.time, session)
+            if rows:
+                return CycleResult(bar, session, rows, duplicate=True)
+            raise StaleBar(f"bar {bar.time.isoformat()} is not after the last processed bar "
+                           f"{pre.last_bar.isoformat()} and has no signal: bars are processed in order")
+        if write_bar:
+            upsert_bar(self.lake, bar, session)
+            timings["lake_upsert"] = (time.perf_counter() - t0) * 1e3
+        pending = self.compute(bar, state_before=pre)
+        timings["compute"] = pending.compute_ms
+        t1 = time.perf_counter()
+        stored = self.commit(pending)
+        timings["commit"] = (time.perf_counter() - t1) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return CycleResult(bar, session, stored, duplicate=False, pending=pending, timings_ms=timings)
+
+    def reset_features(self) -> None:
+        """Forget the in-memory feature engine (the next bar rebuilds it from cache or lake)."""
+        self._sf = None
+
+    @property
+    def session_features(self) -> SessionFeatures | None:
+        return self._sf
+
+    def use_features(self, sf: SessionFeatures) -> None:
+        """Position the feature engine explicitly (replay rebuilds it from a journal's inputs)."""
+        self._sf = sf

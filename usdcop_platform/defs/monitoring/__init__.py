@@ -1,0 +1,1 @@
+"""Monitoring and model lifecycle: drift, realized performance, shadow A/B, retraining, rollback."""

@@ -1,0 +1,200 @@
+"""Monitoring sensors: retraining trigger, run-failure alerts, alert redelivery.
+
+Retraining trigger (every `retrain.sensor_interval_seconds`). For the production model's
+experiment it launches `retrain_experiment_job` (dataset -> model -> backtest -> proposal) when,
+since the last trigger (sensor cursor), any of these holds:
+
+* drift   — the newest `drift.consecutive_checks_for_retrain` drift checks of the production model
+            (SKIPPED runs ignored) all exceeded the drift threshold;
+* degradation — a realized-performance check graded the production model WARN or ROLLBACK;
+* schedule — `retrain.every_sessions` sessions passed since the last trigger or the promotion.
+
+`retrain.cooldown_sessions` sessions must separate two triggers. The job ends at a
+PENDING_APPROVAL proposal: promotion stays a human decision.
+"""
+
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from usdcop_platform.contracts.platform import PlatformConfig, get_config
+from usdcop_platform.core.alerts import retrain_alert, run_failure_alert
+from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.defs.monitoring import history as h
+from usdcop_platform.defs.monitoring.assets import MonitoringRunConfig, consecutive_drift
+from usdcop_platform.defs.monitoring.jobs import monitoring_shadow_job, retrain_experiment_job
+from usdcop_platform.defs.monitoring.resources import AlertsResource
+from usdcop_platform.defs.monitoring.shadow import SHADOW_SIGNALS_KEY, challengers
+from usdcop_platform.defs.partitions import experiment_partitions
+from usdcop_platform.defs.resources import PlatformResource
+
+_cfg = get_config()
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    experiment: str | None
+    model_id: str | None
+    reasons: list[str] = field(default_factory=list)
+    skip: str | None = None
+
+    @property
+    def kinds(self) -> list[str]:
+        return [r.split(":", 1)[0] for r in self.reasons]
+
+
+def sessions_between(calendar: TradingCalendar, earlier: datetime, later: datetime) -> int:
+    """Trading sessions after earlier's session up to and including later's session."""
+    a, b = calendar.session_of(earlier), calendar.session_of(later)
+    return 0 if b <= a else len(calendar.sessions(calendar.next_session(a), b))
+
+
+def evaluate_retrain(
+    now: datetime,
+    store: Any,
+    lake: Any,
+    calendar: TradingCalendar,
+    cfg: PlatformConfig,
+    last_trigger_at: datetime | None,
+) -> RetrainDecision:
+    """Which triggers fire now (see the module docstring); pure reads, no side effects."""
+    prod = store.models.production()
+    if prod is None:
+        return RetrainDecision(None, None, skip="no production model: nothing to retrain against")
+    experiment, model_id = prod["experiment_name"], prod["model_id"]
+    if experiment not in cfg.experiments:
+        return RetrainDecision(experiment, model_id, skip=f"experiment {experiment!r} of the production model is not in config/experiments")
+    rcfg, dcfg = cfg.mlops.monitoring.retrain, cfg.mlops.drift
+    if last_trigger_at is not None and sessions_between(calendar, last_trigger_at, now) < rcfg.cooldown_sessions:
+        return RetrainDecision(experiment, model_id, skip=f"cooldown: last retrain trigger at {last_trigger_at.isoformat()}")
+    since = last_trigger_at or datetime.min.replace(tzinfo=timezone.utc)
+    reasons: list[str] = []
+
+    n = dcfg.consecutive_checks_for_retrain
+    drift = h.read_since(lake, h.DRIFT_DATASET, since, sessions=n + cfg.mlops.monitoring.performance.rolling_sessions)
+    streak = consecutive_drift(drift if drift.height else None, model_id)
+    if streak >= n:
+        reasons.append(f"drift: {streak} consecutive drift checks above {dcfg.threshold} (>= {n})")
+
+    perf = h.read_since(lake, h.PERFORMANCE_HISTORY_DATASET, since, sessions=cfg.mlops.monitoring.performance.rolling_sessions)
+    if perf.height:
+        mine = perf.filter(pl.col("model_id") == model_id).sort("checked_at")
+        if mine.height and mine["status"][-1] in ("WARN", "ROLLBACK"):
+            reasons.append(f"degradation: {mine['reason'][-1]}")
+
+    if rcfg.every_sessions > 0:
+        baseline = max(t for t in (last_trigger_at, prod["promoted_at"], prod["created_at"]) if t is not None)
+        elapsed = sessions_between(calendar, baseline, now)
+        if elapsed >= rcfg.every_sessions:
+            reasons.append(f"schedule: {elapsed} sessions since {baseline.date().isoformat()} (>= {rcfg.every_sessions})")
+    return RetrainDecision(experiment, model_id, reasons)
+
+
+def _cursor_time(cursor: str | None) -> datetime | None:
+    if not cursor:
+        return None
+    value = json.loads(cursor).get("last_trigger_at")
+    return datetime.fromisoformat(value) if value else None
+
+
+@dg.sensor(
+    name="retrain_trigger_sensor",
+    job=retrain_experiment_job,
+    minimum_interval_seconds=_cfg.mlops.monitoring.retrain.sensor_interval_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Drift for N consecutive checks, realized degradation, or the retrain cadence -> "
+    "dataset -> training -> backtest -> proposal for the production experiment (never promotes)",
+)
+def retrain_trigger_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource, alerts: AlertsResource):
+    now = datetime.now(timezone.utc)
+    last = _cursor_time(context.cursor)
+    store = platform.store()
+    decision = evaluate_retrain(now, store, platform.lake, platform.calendar, platform.config, last)
+    if decision.skip:
+        return dg.SkipReason(decision.skip)
+    if not decision.reasons:
+        return dg.SkipReason(f"no retraining trigger for {decision.experiment} (production {decision.model_id})")
+    assert decision.experiment is not None
+    if not context.instance.has_dynamic_partition(experiment_partitions.name, decision.experiment):
+        return dg.SkipReason(f"experiment partition {decision.experiment!r} is not registered yet")
+    run_key = f"retrain:{decision.experiment}:{now.isoformat()}"
+    context.update_cursor(json.dumps({"last_trigger_at": now.isoformat(), "experiment": decision.experiment}))
+    alerts.dispatcher(store, platform.config.mlops.monitoring.alerts, context.log).emit(
+        retrain_alert(experiment=decision.experiment, reasons=decision.reasons, run_key=run_key)
+    )
+    return dg.RunRequest(
+        run_key=run_key,
+        partition_key=decision.experiment,
+        tags={
+            "usdcop/retrain_triggers": ",".join(decision.kinds),
+            "usdcop/production_model": decision.model_id or "",
+        },
+    )
+
+
+@dg.run_failure_sensor(
+    name="monitoring_run_failure_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Records an alert (log, store, webhook) for every failed run",
+)
+def monitoring_run_failure_sensor(context: dg.RunFailureSensorContext, platform: PlatformResource, alerts: AlertsResource):
+    run = context.dagster_run
+    alerts.dispatcher(platform.store(), platform.config.mlops.monitoring.alerts, context.log).emit(
+        run_failure_alert(
+            job_name=run.job_name,
+            run_id=run.run_id,
+            error=context.failure_event.message,
+            partition=run.tags.get("dagster/partition"),
+        )
+    )
+
+
+@dg.sensor(
+    name="alert_delivery_sensor",
+    minimum_interval_seconds=_cfg.mlops.monitoring.alerts.retry_every_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Re-posts alerts whose webhook delivery failed (timeouts, outages) until they are delivered",
+)
+def alert_delivery_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource, alerts: AlertsResource):
+    dispatcher = alerts.dispatcher(platform.store(), platform.config.mlops.monitoring.alerts, context.log)
+    out = dispatcher.retry_pending()
+    return dg.SkipReason(f"alerts redelivered: {out.delivered}, still failing: {out.failed}")
+
+
+@dg.sensor(
+    name="shadow_signals_sensor",
+    job=monitoring_shadow_job,
+    minimum_interval_seconds=_cfg.mlops.monitoring.shadow.sensor_interval_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Runs the challengers on each new production signal (one run per newest bar, exactly once)",
+)
+def shadow_signals_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
+    store = platform.store()
+    if not challengers(store, platform.config.mlops.monitoring.shadow.max_challengers):
+        return dg.SkipReason("no challenger: no servable staging model has a PENDING_APPROVAL proposal")
+    newest = store.signals.latest(role="production")
+    if newest is None:
+        return dg.SkipReason("no production signal yet")
+    bar = newest["bar_time"].isoformat()
+    if context.cursor == bar:
+        return dg.SkipReason(f"no new production signal since {bar}")
+    context.update_cursor(bar)
+    return dg.RunRequest(
+        run_key=f"shadow:{bar}",
+        run_config=dg.RunConfig(
+            ops={SHADOW_SIGNALS_KEY.to_python_identifier(): MonitoringRunConfig(as_of=datetime.now(timezone.utc).isoformat())}
+        ),
+    )
+
+
+MONITORING_SENSORS = [
+    retrain_trigger_sensor,
+    shadow_signals_sensor,
+    monitoring_run_failure_sensor,
+    alert_delivery_sensor,
+]

@@ -1,0 +1,1 @@
+"""Training domain: experiment datasets and PPO policies on experiment partitions."""

@@ -1,0 +1,154 @@
+"""Inline SVG charts and the display shaping of series (pure functions, no server)."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import polars as pl
+import pytest
+
+from usdcop_platform.api import charts
+from usdcop_platform.api.series import display_series, minmax_indices, monthly_returns
+from usdcop_platform.api.views import baseline_rows, criteria_rows, fmt_value, lineage_chain
+
+SVG_NS = "{http://www.w3.org/2000/svg}"
+BOGOTA = ZoneInfo("America/Bogota")
+
+
+def _parse(svg: str) -> ET.Element:
+    return ET.fromstring(str(svg))  # well-formed XML or this raises
+
+
+def test_nice_ticks_cover_the_range_with_round_steps() -> None:
+    ticks = charts.nice_ticks(93_412.0, 101_877.0)
+    assert ticks[0] <= 93_412.0 and ticks[-1] >= 101_877.0
+    steps = {round(b - a, 6) for a, b in zip(ticks, ticks[1:])}
+    assert len(steps) == 1
+    step = steps.pop()
+    mantissa = step / 10 ** np.floor(np.log10(step))
+    assert mantissa in (1, 2, 2.5, 5)
+    assert charts.nice_ticks(5.0, 5.0)[0] < 5.0 < charts.nice_ticks(5.0, 5.0)[-1]  # flat series still gets an axis
+
+
+def test_line_chart_is_valid_svg_with_a_path_through_every_point() -> None:
+    values = [100.0, 101.0, 99.5, 102.0, 98.0]
+    svg = charts.line_chart([f"d{i}" for i in range(5)], values, title="Equity", baseline=100.0)
+    root = _parse(svg)
+    assert root.tag == f"{SVG_NS}svg"
+    series = [p for p in root.iter(f"{SVG_NS}path") if p.get("class") == "series"]
+    assert len(series) == 1
+    assert series[0].get("d").count("L") == len(values) - 1
+    assert root.find(f"{SVG_NS}title").text == "Equity"
+
+
+def test_drawdown_area_is_closed_at_zero() -> None:
+    svg = charts.line_chart(["a", "b", "c"], [0.0, -0.1, -0.05], title="DD", fill_to_zero=True)
+    area = [p for p in _parse(svg).iter(f"{SVG_NS}path") if p.get("class") == "area"]
+    assert len(area) == 1 and area[0].get("d").endswith("Z")
+
+
+def test_text_from_data_is_escaped() -> None:
+    evil = '<script>alert(1)</script>"&'
+    svg = str(charts.bar_chart([evil], [0.01], title=evil))
+    assert "<script>" not in svg
+    root = _parse(svg)
+    assert root.find(f"{SVG_NS}title").text == evil
+
+
+def test_histogram_counts_every_value_once() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.normal(0, 100, 337)
+    edges, counts = charts.histogram_bins(values)
+    assert sum(counts) == 337
+    assert edges[0] == pytest.approx(values.min()) and edges[-1] == pytest.approx(values.max())
+    bars = [r for r in _parse(charts.histogram(values, title="PnL")).iter(f"{SVG_NS}rect") if "bar" in (r.get("class") or "")]
+    assert len(bars) == len(counts)
+    assert {b.get("class") for b in bars} == {"bar pos", "bar neg"}
+
+
+@pytest.mark.parametrize("values", [[], [float("nan")], [1.0]])
+def test_charts_without_enough_data_say_so(values: list[float]) -> None:
+    svg = str(charts.line_chart(["x"] * len(values), values, title="t"))
+    assert "empty-chart" in svg and _parse(svg) is not None
+
+
+def test_minmax_downsampling_keeps_every_extreme_and_the_cap() -> None:
+    rng = np.random.default_rng(7)
+    x = np.cumsum(rng.normal(size=50_000))
+    idx = minmax_indices(x, 2000)
+    assert len(idx) <= 2000
+    assert idx[0] == 0 and idx[-1] == x.size - 1
+    assert x.argmin() in idx and x.argmax() in idx
+    assert np.all(np.diff(idx) > 0)
+    assert len(minmax_indices(x[:500], 2000)) == 500
+
+
+def test_display_series_preserves_max_drawdown() -> None:
+    rng = np.random.default_rng(3)
+    equity = 100_000 * np.exp(np.cumsum(rng.normal(0, 0.001, 30_000)))
+    peak = np.maximum.accumulate(equity)
+    dd = equity / peak - 1
+    times = [datetime(2024, 1, 2, 13, tzinfo=timezone.utc) + timedelta(minutes=5 * i) for i in range(equity.size)]
+    df = pl.DataFrame({"time": times, "equity": equity, "drawdown": dd})
+    shown = display_series(df, 2000)
+    assert shown.points <= 2000 and shown.total_points == 30_000
+    assert min(shown.drawdown) == pytest.approx(dd.min())
+    assert max(shown.equity) == pytest.approx(equity.max())
+    assert shown.time == sorted(shown.time)
+
+
+def test_monthly_returns_compound_to_the_total_return() -> None:
+    sessions = [date(2024, 1, 30), date(2024, 1, 31), date(2024, 2, 1), date(2024, 3, 1)]
+    equity = [100.0, 110.0, 99.0, 108.9]
+    df = pl.DataFrame({"session": sessions, "equity": equity})
+    months = monthly_returns(df, BOGOTA)
+    assert [m for m, _ in months] == ["2024-01", "2024-02", "2024-03"]
+    assert months[0][1] == pytest.approx(0.10)
+    assert months[1][1] == pytest.approx(-0.10)
+    assert np.prod([1 + r for _, r in months]) == pytest.approx(equity[-1] / equity[0])
+
+
+def test_criteria_rows_from_core_promotion_format() -> None:
+    crit = {
+        "min_sharpe": {"name": "min_sharpe", "metric": "sharpe", "value": 0.71, "threshold": 0.5,
+                       "comparator": ">=", "passed": True, "status": "PASS"},
+        "max_drawdown": {"name": "max_drawdown", "metric": "max_drawdown", "value": 0.2, "threshold": 0.15,
+                         "comparator": "<=", "passed": False, "status": "FAIL"},
+    }
+    rows = criteria_rows(crit)
+    assert [r["status"] for r in rows] == ["PASS", "FAIL"]
+    assert rows[1]["value_text"] == "20.00%" and rows[1]["threshold_text"] == "<= 15.00%"
+
+
+def test_baseline_rows_use_the_production_deltas() -> None:
+    proposal = {
+        "metrics": {"sharpe": 1.2, "max_drawdown": 0.08},
+        "baseline_comparison": {
+            "baseline_model_id": "m-old",
+            "deltas": {"sharpe": {"candidate": 1.2, "baseline": 0.9, "delta": 0.3},
+                       "max_drawdown": {"candidate": 0.08, "baseline": 0.1, "delta": -0.02}},
+        },
+    }
+    label, rows = baseline_rows(proposal)
+    assert "m-old" in label
+    by = {r["metric"]: r for r in rows}
+    assert by["sharpe"]["delta_class"] == "pos"
+    assert by["max_drawdown"]["delta_class"] == "pos"  # a smaller drawdown is better
+    assert fmt_value(float("inf")) == "∞"
+
+
+def test_lineage_chain_orders_dataset_model_backtest() -> None:
+    h = "a" * 64
+    chain = lineage_chain(
+        {"lineage": {"dataset_hash": h, "backtest_hash": h, "extra_key": "x"}, "model_id": "m1"},
+        {"model_hash": h, "mlflow_run_id": "run123"},
+    )
+    assert [n["title"] for n in chain] == ["Dataset", "Model", "Backtest", "Other"]
+    model_items = dict((k, v) for k, v, _ in chain[1]["items"])
+    assert model_items["model_hash"] == h and model_items["mlflow_run_id"] == "run123"
+    assert all(is_hash for k, _, is_hash in chain[0]["items"] if k.endswith("_hash"))
+    assert re.fullmatch(r"[0-9a-f]{64}", chain[2]["items"][0][1])

@@ -1,0 +1,361 @@
+"""evaluation/backtest and evaluation/promotion_proposal with materialize_to_memory.
+
+Real pieces throughout: a dataset built by core.datasets in a temp lake, real ONNX policies run by
+onnxruntime, the SQLite store migrated by Alembic. The synthetic market trends within each half
+session and a leaked feature tells the policy the direction, so a policy that reads it is
+profitable enough to pass every criterion (PROMOTE), and a copy of it is a baseline it cannot beat
+(REVIEW).
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from usdcop_platform.adapters import backtests as bt_store
+from usdcop_platform.adapters.lake import ParquetLake
+from usdcop_platform.adapters.store import get_store
+from usdcop_platform.bench.backtest import mlp_policy_onnx
+from usdcop_platform.contracts.base import file_hash, sha256_hex
+from usdcop_platform.contracts.platform import DEFAULT_CONFIG_DIR, load_platform_config
+from usdcop_platform.core import datasets as ds
+from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.core.schema import UTC_TIME
+from usdcop_platform.defs.evaluation.assets import backtest, promotion_proposal
+from usdcop_platform.defs.evaluation.definitions import defs as evaluation_defs
+from usdcop_platform.defs.resources import PlatformResource
+
+EXPERIMENT = "smoke"
+SIGNAL = "log_ret_5m"  # the feature the synthetic market leaks its direction through
+WALK_FORWARD_FOLDS = 2
+TREND = 1e-3
+
+
+# ---- synthetic world ------------------------------------------------------------------------------
+def trending_features(calendar: TradingCalendar, names: tuple[str, ...], start: date, end: date) -> pl.DataFrame:
+    """Each half session trends up or down (the second half against the first) by TREND a bar,
+    enough to pay 75 bps in and out; SIGNAL carries the direction."""
+    sessions = calendar.sessions(start, end)
+    per = calendar.bars_per_session
+    n = len(sessions) * per
+    rng = np.random.default_rng(0)
+    first = rng.choice([-1.0, 1.0], size=len(sessions))
+    half = np.repeat(np.column_stack([first, -first]).ravel(), per // 2)  # the trend turns mid-session
+    ret = half * TREND + rng.normal(0, 5e-5, n)
+    close = 4000.0 * np.exp(np.cumsum(ret))
+    cols = {name: rng.normal(0, 1, n) for name in names}
+    cols[SIGNAL] = half + rng.normal(0, 0.1, n)
+    cols["position"] = np.zeros(n)
+    cols["time_norm"] = np.tile(np.arange(per) / (per - 1), len(sessions))
+    return pl.DataFrame(
+        {
+            "time": pl.Series(calendar.session_grid_array(sessions)).dt.replace_time_zone("UTC").cast(UTC_TIME),
+            "session": pl.Series(np.repeat(np.array(sessions, dtype="datetime64[D]"), per)).cast(pl.Date),
+            "open": close, "high": close, "low": close, "close": close,
+            **{name: cols[name] for name in names},
+        }
+    )
+
+
+def follow_signal_layers(names: tuple[str, ...], strength: float = 8.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """logits = [-k z, 0, +k z] with z the (normalized) signal: BUY up-trends, SELL down-trends."""
+    w = np.zeros((len(names), 3))
+    w[names.index(SIGNAL)] = [-strength, 0.0, strength]
+    return [(w, np.zeros(3))]
+
+
+def hold_layers(names: tuple[str, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(np.zeros((len(names), 3)), np.array([0.0, 5.0, 0.0]))]
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    """Config dir (smoke with walk-forward folds), lake with dataset + feature partitions, store."""
+    config_dir = tmp_path / "config"
+    shutil.copytree(DEFAULT_CONFIG_DIR, config_dir)
+    smoke_file = config_dir / "experiments" / "smoke.yaml"
+    raw = yaml.safe_load(smoke_file.read_text())
+    raw["backtest"]["walk_forward_folds"] = WALK_FORWARD_FOLDS
+    smoke_file.write_text(yaml.safe_dump(raw))
+    cfg = load_platform_config(config_dir)
+    exp, contract = cfg.experiment(EXPERIMENT), cfg.features
+    calendar = TradingCalendar(cfg.instrument)
+
+    lake = ParquetLake(tmp_path / "lake")
+    features = trending_features(calendar, contract.names, exp.date_ranges.train.start, exp.date_ranges.test.end)
+    for (session,), part in features.group_by("session", maintain_order=True):
+        lake.write(ds.SOURCE_DATASET, session.isoformat(), part)
+    built = ds.build_dataset(features, exp, contract, min_rows={"train": 1, "val": 1, "test": 1})
+    ds.save_dataset(built, lake, EXPERIMENT)
+
+    platform = PlatformResource(
+        data_dir=str(tmp_path / "lake"),
+        models_dir=str(tmp_path / "models"),
+        config_dir=str(config_dir),
+        database_url=f"sqlite:///{(tmp_path / 'test.db').as_posix()}",
+        state_dir=str(tmp_path / "state"),
+    )
+    store = get_store(platform.database_url)
+
+    def register(model_id: str, layers, experiment: str = EXPERIMENT, dataset_hash: str | None = None) -> dict:
+        folder = tmp_path / "models" / experiment / model_id
+        onnx_path = mlp_policy_onnx(
+            folder / "policy.onnx", layers, {"feature_order_hash": contract.feature_order_hash, "model_id": model_id}
+        )
+        norm_path = built.norm_stats.to_json(folder / "norm_stats.json")
+        return store.models.register(
+            model_id=model_id, experiment_name=experiment, experiment_version=exp.version,
+            model_hash=sha256_hex(model_id), onnx_hash=file_hash(onnx_path), norm_stats_hash=built.norm_stats.hash,
+            feature_order_hash=contract.feature_order_hash, dataset_hash=dataset_hash or built.dataset_hash,
+            config_hash=exp.config_hash, mlflow_run_id=f"run-{model_id}", onnx_path=str(onnx_path),
+            norm_stats_path=str(norm_path),
+        )
+
+    return {"platform": platform, "store": store, "lake": lake, "register": register, "built": built,
+            "contract": contract, "exp": exp}
+
+
+def materialize(world, assets=(backtest, promotion_proposal), run_config=None, raise_on_error=True):
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("experiments", [EXPERIMENT])
+    return dg.materialize_to_memory(
+        list(assets), partition_key=EXPERIMENT, resources={"platform": world["platform"]}, instance=instance,
+        run_config=run_config, raise_on_error=raise_on_error,
+    )
+
+
+def metadata(result, key: str) -> dict:
+    mats = result.asset_materializations_for_node(key)
+    assert len(mats) == 1
+    return {k: v.value for k, v in mats[0].metadata.items()}
+
+
+# ---- tests ----------------------------------------------------------------------------------------
+def test_definitions_load(world) -> None:
+    merged = dg.Definitions.merge(evaluation_defs, dg.Definitions(resources={"platform": world["platform"]}))
+    dg.Definitions.validate_loadable(merged)
+    job = merged.resolve_job_def("evaluate_experiment_job")
+    assert {n.name for n in job.nodes} == {"evaluation__backtest", "evaluation__promotion_proposal"}
+
+
+def test_without_production_baseline_a_good_model_is_proposed_for_promotion(world) -> None:
+    names = world["contract"].names
+    world["register"]("cand", follow_signal_layers(names))
+    result = materialize(world)
+    assert result.success
+
+    meta = metadata(result, "evaluation__backtest")
+    assert meta["model_id"] == "cand" and meta["baseline_model_id"] == "none" and meta["out_of_sample"] is True
+    assert meta["metrics"].startswith("| metric | candidate | buy & hold | flat |")
+    assert meta["equity_drawdown"].startswith("![") and "(data:image/png;base64," in meta["equity_drawdown"]
+    assert "| 75" in meta["cost_sweep"]
+
+    lake = world["lake"]
+    series = bt_store.load_backtest_series(lake, EXPERIMENT, "cand")
+    test_split = world["built"].splits["test"]
+    assert series.height == test_split.height
+    assert {"time", "session", "close", "position", "equity", "drawdown", "bar_return", "buy_hold_equity",
+            "baseline_equity"} <= set(series.columns)
+    assert series["baseline_equity"].null_count() == series.height
+    assert set(series["position"].unique().to_list()) == {-1, 0, 1}
+    trades = bt_store.load_backtest_trades(lake, EXPERIMENT, "cand")
+    report = bt_store.load_backtest_report(lake, EXPERIMENT, "cand")
+    assert trades.height == report["metrics"]["trades"] >= 50
+    assert report["metrics"]["final_equity"] == pytest.approx(series["equity"][-1])
+    assert report["metrics"]["n_trials"] == 1  # smoke has one seed and is the only experiment trained
+    assert len(report["walk_forward"]["folds"]) == WALK_FORWARD_FOLDS
+    assert [r["cost_bps"] for r in report["cost_sweep"]] == [2, 5, 10, 25, 50, 75]
+
+    prop = metadata(result, "evaluation__promotion_proposal")
+    assert (prop["recommendation"], prop["confidence"], prop["status"]) == ("PROMOTE", 0.85, "PENDING_APPROVAL")
+    row = world["store"].proposals.by_model("cand")
+    assert row["recommendation"] == "PROMOTE" and row["status"] == "PENDING_APPROVAL"
+    assert all(c["status"] == "PASS" for c in row["criteria"].values())
+    assert set(row["criteria"]) == {"min_test_bars", "min_sharpe", "max_drawdown", "min_win_rate", "min_trades"}
+    lineage = row["lineage"]
+    for key in ("config_hash", "dataset_hash", "feature_order_hash", "norm_stats_hash", "model_hash", "onnx_hash",
+                "mlflow_run_id", "backtest_hash", "test_start", "test_end"):
+        assert lineage[key], key
+    assert lineage["dataset_hash"] == world["built"].dataset_hash and lineage["mlflow_run_id"] == "run-cand"
+    assert row["backtest_hash"] == lineage["backtest_hash"] == report["backtest_hash"]
+    assert str(row["test_start"]) == test_split["session"].min().isoformat()
+    assert row["series_path"] and Path(row["series_path"]).exists()
+    assert row["metrics"]["walk_forward"]["aggregate"]["folds"] == WALK_FORWARD_FOLDS
+    statement = row["statistical_statement"]
+    assert "PSR(0)" in statement and "DSR" in statement and "1 trial " in statement
+    assert "minimum track record length" in statement and "one-year test can only certify" in statement
+    assert row["expires_at"] is not None
+
+
+def test_with_production_baseline_an_equal_model_is_only_reviewed(world) -> None:
+    names = world["contract"].names
+    world["register"]("prod", follow_signal_layers(names))
+    world["store"].models.set_stage("prod", "production")
+    world["register"]("cand", follow_signal_layers(names))
+    result = materialize(world)
+
+    meta = metadata(result, "evaluation__backtest")
+    assert meta["baseline_model_id"] == "prod"
+    assert "| production |" in meta["metrics"].splitlines()[0]
+    series = bt_store.load_backtest_series(world["lake"], EXPERIMENT, "cand")
+    np.testing.assert_allclose(series["baseline_equity"].to_numpy(), series["equity"].to_numpy())
+
+    row = world["store"].proposals.by_model("cand")
+    assert row["recommendation"] == "REVIEW" and row["confidence"] == 0.60
+    comp = row["baseline_comparison"]
+    assert comp["baseline_model_id"] == "prod" and comp["improved"] is False
+    assert comp["deltas"]["sharpe"]["delta"] == pytest.approx(0.0)
+    assert "production model" in row["statistical_statement"]
+
+
+def test_with_a_weaker_production_baseline_the_candidate_is_promoted(world) -> None:
+    names = world["contract"].names
+    world["register"]("prod", hold_layers(names))
+    world["store"].models.set_stage("prod", "production")
+    world["register"]("cand", follow_signal_layers(names))
+    materialize(world)
+    row = world["store"].proposals.by_model("cand")
+    assert row["recommendation"] == "PROMOTE" and row["baseline_comparison"]["improved"] is True
+    assert row["metrics"]["benchmarks"]["baseline"]["trades"] == 0
+
+
+def test_rerun_updates_the_same_proposal_without_duplicating(world) -> None:
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    materialize(world)
+    first = world["store"].proposals.by_model("cand")
+    materialize(world)
+    rows = world["store"].proposals.list()
+    assert len(rows) == 1 and rows[0]["proposal_id"] == first["proposal_id"]
+
+
+def test_a_losing_model_is_rejected_with_the_failing_criteria(world) -> None:
+    world["register"]("cand", follow_signal_layers(world["contract"].names, strength=-8.0))  # trades against the trend
+    materialize(world)
+    row = world["store"].proposals.by_model("cand")
+    assert row["recommendation"] == "REJECT" and row["confidence"] == 0.90
+    assert row["criteria"]["min_sharpe"]["status"] == "FAIL"
+    assert any(r.startswith("FAIL min_sharpe") for r in row["reasons"])
+
+
+def test_short_custom_period_is_rejected_with_that_reason(world) -> None:
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    cfg = {"ops": {"evaluation__backtest": {"config": {"start": "2024-06-24", "end": "2024-06-26"}}}}
+    result = materialize(world, run_config=cfg)
+    meta = metadata(result, "evaluation__backtest")
+    assert meta["n_bars"] == 180 and meta["period_source"] == "custom"
+    row = world["store"].proposals.by_model("cand")
+    assert row["recommendation"] == "REJECT"
+    assert row["reasons"][0].startswith("test split too short: 180 bars < min_test_bars 600")
+    assert row["criteria"]["min_test_bars"] == {**row["criteria"]["min_test_bars"], "value": 180, "status": "FAIL"}
+
+
+def test_empty_custom_period_is_rejected_not_crashed(world) -> None:
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    cfg = {"ops": {"evaluation__backtest": {"config": {"start": "2030-01-02", "end": "2030-01-03"}}}}
+    materialize(world, run_config=cfg)
+    row = world["store"].proposals.by_model("cand")
+    assert row["recommendation"] == "REJECT" and "0 bar(s)" in row["reasons"][0]
+    assert "No backtest statistics" in row["statistical_statement"]
+
+
+def test_missing_model_file_is_refused(world) -> None:
+    rec = world["register"]("cand", follow_signal_layers(world["contract"].names))
+    Path(rec["onnx_path"]).unlink()
+    with pytest.raises(Exception, match=r"refusing to backtest the candidate model: .*does not exist"):
+        materialize(world, assets=(backtest,))
+
+
+def test_model_whose_hash_differs_from_the_registry_is_refused(world) -> None:
+    rec = world["register"]("cand", follow_signal_layers(world["contract"].names))
+    mlp_policy_onnx(rec["onnx_path"], hold_layers(world["contract"].names),
+                    {"feature_order_hash": world["contract"].feature_order_hash, "model_id": "cand"})
+    with pytest.raises(Exception, match=r"refusing to backtest the candidate model: .*sha256.*registry"):
+        materialize(world, assets=(backtest,))
+    assert bt_store.load_backtest_report(world["lake"], EXPERIMENT, "cand") is None
+
+
+def test_nan_close_in_the_test_split_names_the_bar(world) -> None:
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    lake = world["lake"]
+    test = lake.read(ds.dataset_name(EXPERIMENT), "test")
+    bad = test.with_columns(
+        pl.when(pl.int_range(pl.len()) == 7).then(float("nan")).otherwise(pl.col("close")).alias("close")
+    )
+    lake.write(ds.dataset_name(EXPERIMENT), "test", bad)
+    when = test["time"][7].strftime("%Y-%m-%dT%H:%M:%S")
+    with pytest.raises(Exception, match=rf"close price is NaN at bar 7 \({when} UTC\)"):
+        materialize(world, assets=(backtest,))
+
+
+def test_model_trained_on_another_dataset_is_refused(world) -> None:
+    world["register"]("cand", follow_signal_layers(world["contract"].names), dataset_hash="0" * 64)
+    with pytest.raises(Exception, match="was trained on dataset 000000000000"):
+        materialize(world, assets=(backtest,))
+
+
+def test_no_model_and_no_backtest_are_clear_errors(world) -> None:
+    with pytest.raises(Exception, match="has no registered model"):
+        materialize(world, assets=(backtest,))
+    with pytest.raises(Exception, match="no backtest for experiment 'smoke'"):
+        materialize(world, assets=(promotion_proposal,))
+
+
+# ---- the CLI ----------------------------------------------------------------------------------------
+@pytest.fixture
+def cli_env(world, monkeypatch: pytest.MonkeyPatch):
+    from usdcop_platform.settings import get_settings
+
+    p = world["platform"]
+    for var, value in (("USDCOP_DATA_DIR", p.data_dir), ("USDCOP_MODELS_DIR", p.models_dir),
+                       ("USDCOP_STATE_DIR", p.state_dir), ("USDCOP_CONFIG_DIR", p.config_dir),
+                       ("DATABASE_URL", p.database_url)):
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    get_settings.cache_clear()
+    yield world
+    get_settings.cache_clear()
+
+
+@pytest.mark.slow  # loads the whole code location through the CLI (~10 s)
+def test_cli_backtest_writes_a_proposal(cli_env) -> None:
+    from typer.testing import CliRunner
+
+    from usdcop_platform.cli import app
+
+    cli_env["register"]("cand", follow_signal_layers(cli_env["contract"].names))
+    runner = CliRunner()
+    out = runner.invoke(app, ["backtest", "--experiment", EXPERIMENT])
+    assert out.exit_code == 0, out.output
+    assert "PROMOTE" in out.output and "PENDING_APPROVAL" in out.output and "PSR(0)" in out.output
+    assert cli_env["store"].proposals.by_model("cand")["recommendation"] == "PROMOTE"
+
+    custom = runner.invoke(app, ["backtest", "-e", EXPERIMENT, "--start", "2024-06-24", "--end", "2024-06-26"])
+    assert custom.exit_code == 0, custom.output
+    assert "REJECT" in custom.output and "test split too short" in custom.output
+    assert len(cli_env["store"].proposals.list()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--start", "2024-06-24"], "give both --start and --end"),
+        (["--start", "24/06/2024", "--end", "2024-06-26"], "--start must be a date"),
+        (["--model-id", "nope"], "model 'nope' is not in the registry"),
+    ],
+)
+def test_cli_backtest_bad_arguments_are_one_clear_line(cli_env, args, message) -> None:
+    from typer.testing import CliRunner
+
+    from usdcop_platform.cli import app
+
+    cli_env["register"]("cand", follow_signal_layers(cli_env["contract"].names))
+    out = CliRunner().invoke(app, ["backtest", "--experiment", EXPERIMENT, *args])
+    assert out.exit_code == 1
+    assert message in out.output and "Traceback" not in out.output
