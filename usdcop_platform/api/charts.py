@@ -12,7 +12,7 @@ Plot geometry: a value v on an axis spanning [lo, hi] maps to pixel
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -152,6 +152,8 @@ def line_chart(
     y_format: Formatter = fmt_number,
     fill_to_zero: bool = False,
     baseline: float | None = None,
+    overlays: Mapping[str, Sequence[float | None]] | None = None,
+    series_label: str = "candidate",
     css_class: str = "line-chart",
     frame: Frame = DEFAULT_FRAME,
     max_x_labels: int = 6,
@@ -160,12 +162,15 @@ def line_chart(
 
     Using the bar index rather than wall-clock time keeps nights, weekends and holidays from
     showing up as flat stretches. `fill_to_zero` shades the area between the line and 0
-    (drawdown); `baseline` draws a dashed reference line (initial capital).
+    (drawdown); `baseline` draws a dashed reference line (initial capital); `overlays` are
+    further named lines on the same points (benchmarks), listed in a legend.
     """
-    pts = [(i, float(v)) for i, v in enumerate(values) if v is not None and math.isfinite(float(v))]
+    pts = _finite_points(values)
     if len(pts) < 2:
         return _empty(frame, title, css_class, "not enough data to draw")
-    ys = [v for _, v in pts]
+    extra = {name: _finite_points(vals) for name, vals in (overlays or {}).items()}
+    extra = {name: p for name, p in extra.items() if len(p) >= 2}
+    ys = [v for _, v in pts] + [v for p in extra.values() for _, v in p]
     lo, hi = min(ys), max(ys)
     if fill_to_zero:
         lo, hi = min(lo, 0.0), max(hi, 0.0)
@@ -176,7 +181,7 @@ def line_chart(
     n = len(values)
     xs = [_scale(i, 0, n - 1, frame.x0, frame.x1) for i in range(n)]
     coords = [(xs[i], _scale(v, lo, hi, frame.y0, frame.y1)) for i, v in pts]
-    path = "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+    path = _path(coords)
     body = [
         f'<rect class="plot-bg" x="{frame.x0}" y="{frame.y1}" width="{frame.x1 - frame.x0}" '
         f'height="{frame.y0 - frame.y1}"/>',
@@ -189,9 +194,35 @@ def line_chart(
     if baseline is not None:
         by = _scale(baseline, lo, hi, frame.y0, frame.y1)
         body.append(f'<line class="baseline" x1="{frame.x0}" x2="{frame.x1}" y1="{by:.1f}" y2="{by:.1f}"/>')
-    body.append(f'<path class="series" d="{path}"/>')
+    for k, (name, p) in enumerate(extra.items()):
+        line = _path([(xs[i], _scale(v, lo, hi, frame.y0, frame.y1)) for i, v in p])
+        body.append(f'<path class="overlay overlay-{k}" d="{line}"><title>{escape(name)}</title></path>')
+    body.append(f'<path class="series" d="{path}"><title>{escape(series_label)}</title></path>')
+    if extra:
+        body += _legend(frame, [series_label, *extra])
     body += _x_labels(frame, labels, xs, max_x_labels)
     return _svg(frame, title, body, css_class)
+
+
+def _finite_points(values: Sequence[float | None]) -> list[tuple[int, float]]:
+    return [(i, float(v)) for i, v in enumerate(values) if v is not None and math.isfinite(float(v))]
+
+
+def _path(coords: Sequence[tuple[float, float]]) -> str:
+    return "M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+
+
+def _legend(frame: Frame, names: Sequence[str]) -> list[str]:
+    """Swatch + name per line, top-left inside the plot; swatch classes match the lines."""
+    out = ['<g class="legend">']
+    x = frame.x0 + 8
+    for k, name in enumerate(names):
+        cls = "series" if k == 0 else f"overlay overlay-{k - 1}"
+        y = frame.y1 + 14 + 14 * k
+        out.append(f'<line class="{cls}" x1="{x}" x2="{x + 18}" y1="{y - 4}" y2="{y - 4}"/>')
+        out.append(f'<text x="{x + 24}" y="{y}">{escape(name)}</text>')
+    out.append("</g>")
+    return out
 
 
 def bar_chart(

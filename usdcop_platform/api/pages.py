@@ -33,6 +33,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 # How many recent audit rows the experiments page lists.
 RECENT_DECISIONS = 20
 DECIDABLE_STATUS = "PENDING_APPROVAL"
+OVERLAY_NAMES = {"buy_hold_equity": "buy & hold", "baseline_equity": "production model"}
 FORM_DECISIONS = ("APPROVE", "REJECT", "REQUEST_MORE_TESTS")
 
 router = APIRouter(include_in_schema=False)
@@ -161,6 +162,7 @@ def build_charts(d: ExperimentDetail, tz: ZoneInfo) -> dict[str, Any]:
         "equity": charts.line_chart(
             labels, d.series.equity, title="Equity (USD, mark to market)", css_class="equity", frame=charts.WIDE_FRAME,
             baseline=float(initial) if isinstance(initial, (int, float)) else None,
+            overlays={OVERLAY_NAMES.get(k, k): v for k, v in d.series.overlays.items()},
         ),
         "drawdown": charts.line_chart(
             labels, d.series.drawdown, title="Drawdown", y_format=charts.fmt_pct, fill_to_zero=True,

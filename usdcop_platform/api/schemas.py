@@ -158,6 +158,10 @@ class SeriesOut(BaseModel):
     time: list[datetime | None]
     equity: list[float | None]
     drawdown: list[float | None]
+    buy_hold_equity: list[float | None] | None = Field(None, description="Buy-and-hold equity on the same bars")
+    baseline_equity: list[float | None] | None = Field(
+        None, description="Equity of the production model on the same bars (null without one)"
+    )
     points: int
     total_points: int
 

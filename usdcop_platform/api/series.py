@@ -1,10 +1,8 @@
 """Backtest series and trades of a proposal, read from the lake and shaped for display.
 
-The evaluation step writes, per model id,
-  series: lake dataset "evaluation/backtests/<experiment>", partition "<model_id>"
-          (time, session, close, position, equity, drawdown, bar_return, ...)
-  trades: lake dataset "evaluation/trades/<experiment>", partition "<model_id>"
-The proposal's `series_path` is used when it points at an existing parquet file elsewhere.
+The evaluation step writes them per model id through adapters.backtests (series with the
+candidate's equity/drawdown and the buy-and-hold and production-baseline equities; trades with
+their net PnL). The proposal's `series_path` is used when it points at a parquet file elsewhere.
 
 Long series are downsampled for display with a min/max bucket rule: the n points are split into
 b = max_points // 2 equal buckets and each bucket keeps its lowest and highest point (in time
@@ -15,7 +13,7 @@ drawdown equals the computed one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -24,15 +22,16 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
+from usdcop_platform.adapters import backtests as bt_store
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.core.metrics import drawdown_series
 
-BACKTEST_DATASET = "evaluation/backtests/{experiment}"
-TRADES_DATASET = "evaluation/trades/{experiment}"
 # Default cap on points returned per series (API) and drawn per chart (page).
 DEFAULT_MAX_POINTS = 2000
-# Trade columns tried, in order, for the realised PnL of a trade.
-PNL_COLUMNS = ("pnl", "net_pnl", "pnl_usd", "profit", "return", "pnl_pct")
+# Realised PnL of a trade after costs (core.backtest.Trades).
+PNL_COLUMN = "net_pnl"
+# Benchmark equity columns of the series (adapters.backtests), drawn beside the candidate.
+OVERLAY_COLUMNS = ("buy_hold_equity", "baseline_equity")
 
 
 def _read_parquet(path: str | None) -> pl.DataFrame | None:
@@ -46,7 +45,7 @@ def _read_parquet(path: str | None) -> pl.DataFrame | None:
 
 def load_series(lake: ParquetLake, proposal: Mapping[str, Any]) -> pl.DataFrame | None:
     """The proposal's mark-to-market series sorted by time, or None when it was not written."""
-    df = lake.read(BACKTEST_DATASET.format(experiment=proposal["experiment_name"]), proposal["model_id"])
+    df = bt_store.load_backtest_series(lake, proposal["experiment_name"], proposal["model_id"])
     if df is None:
         df = _read_parquet(proposal.get("series_path"))
     if df is None or df.height == 0:
@@ -55,17 +54,14 @@ def load_series(lake: ParquetLake, proposal: Mapping[str, Any]) -> pl.DataFrame 
 
 
 def load_trades(lake: ParquetLake, proposal: Mapping[str, Any]) -> pl.DataFrame | None:
-    df = lake.read(TRADES_DATASET.format(experiment=proposal["experiment_name"]), proposal["model_id"])
-    if df is None or df.height == 0:
-        return None
-    for col in ("entry_time", "exit_time", "time"):
-        if col in df.columns:
-            return df.sort(col)
-    return df
+    df = bt_store.load_backtest_trades(lake, proposal["experiment_name"], proposal["model_id"])
+    return None if df is None or df.height == 0 else df
 
 
-def pnl_column(trades: pl.DataFrame) -> str | None:
-    return next((c for c in PNL_COLUMNS if c in trades.columns), None)
+def trade_pnl(trades: pl.DataFrame | None) -> list[float]:
+    if trades is None or PNL_COLUMN not in trades.columns:
+        return []
+    return [float(x) for x in trades[PNL_COLUMN].to_list() if x is not None]
 
 
 def minmax_indices(values: Sequence[float] | np.ndarray, max_points: int) -> np.ndarray:
@@ -102,6 +98,7 @@ class DisplaySeries:
     drawdown: list[float | None]
     points: int
     total_points: int
+    overlays: dict[str, list[float | None]] = field(default_factory=dict)
 
 
 def _finite_or_none(xs: np.ndarray) -> list[float | None]:
@@ -122,12 +119,18 @@ def display_series(df: pl.DataFrame | None, max_points: int = DEFAULT_MAX_POINTS
     if idx.size > max_points:  # union can exceed the cap by a few points: stride it down
         idx = idx[np.linspace(0, idx.size - 1, max_points).astype(int)]
     times = df["time"].to_list() if "time" in df.columns else [None] * df.height
+    overlays = {
+        col: _finite_or_none(df[col].cast(pl.Float64).fill_null(float("nan")).to_numpy()[idx])
+        for col in OVERLAY_COLUMNS
+        if col in df.columns and df[col].null_count() < df.height
+    }
     return DisplaySeries(
         time=[times[i] for i in idx],
         equity=_finite_or_none(equity[idx]),
         drawdown=_finite_or_none(drawdown[idx]),
         points=int(idx.size),
         total_points=df.height,
+        overlays=overlays,
     )
 
 

@@ -93,11 +93,13 @@ def _comparison_source(proposal: Mapping[str, Any]) -> tuple[str, dict[str, Any]
     if deltas:
         base_id = bc.get("baseline_model_id")
         return (f"the production model {base_id}" if base_id else "the production baseline"), deltas
-    comparison = (proposal.get("metrics") or {}).get("comparison") or bc.get("comparison") or {}
-    for name in ("baseline", "buy_and_hold", "flat"):
-        if comparison.get(name):
-            return name.replace("_", "-") + " benchmark", comparison[name]
-    return "baseline (none: no production model yet)", {}
+    # No production model to beat: compare with the buy-and-hold benchmark on the same bars.
+    benchmarks = (proposal.get("metrics") or {}).get("benchmarks") or {}
+    for name, label in (("baseline", "the production baseline"), ("buy_and_hold", "buy-and-hold (no production model yet)")):
+        ref = benchmarks.get(name)
+        if isinstance(ref, Mapping) and ref:
+            return label, {k: {"baseline": v} for k, v in ref.items()}
+    return "a baseline (none recorded: no production model yet)", {}
 
 
 def baseline_rows(proposal: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -221,8 +223,6 @@ def experiment_detail(
     model = store.models.get(proposal["model_id"])
     df = S.load_series(lake, proposal)
     trades = S.load_trades(lake, proposal)
-    pnl_col = S.pnl_column(trades) if trades is not None else None
-    pnl = [] if pnl_col is None else [float(x) for x in trades[pnl_col].to_list() if x is not None]
     label, rows = baseline_rows(proposal)
     run_id = (proposal.get("lineage") or {}).get("mlflow_run_id") or (model or {}).get("mlflow_run_id")
     return ExperimentDetail(
@@ -231,7 +231,7 @@ def experiment_detail(
         series=S.display_series(df, max_points),
         trades=S.trade_records(trades, max_points),
         trades_total=0 if trades is None else trades.height,
-        trade_pnl=pnl,
+        trade_pnl=S.trade_pnl(trades),
         monthly=S.monthly_returns(df, tz),
         criteria=criteria_rows(proposal.get("criteria")),
         baseline_label=label,

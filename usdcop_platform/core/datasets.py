@@ -106,7 +106,9 @@ def split_hash(df: pl.DataFrame) -> str:
     return sha256_hex(b"|".join(parts))
 
 
-def dataset_hash(split_hashes: Mapping[str, str], feature_order_hash: str, embargo_bars: int, norm_stats_hash: str) -> str:
+def dataset_hash(
+    split_hashes: Mapping[str, str], feature_order_hash: str, embargo_bars: int, norm_stats_hash: str
+) -> str:
     return content_hash(
         {
             "splits": dict(split_hashes),
@@ -310,7 +312,9 @@ def save_dataset(ds: ExperimentDataset, lake: LakeLike, experiment: str) -> Path
     return folder
 
 
-def load_dataset(lake: LakeLike, experiment: str, contract: FeatureContract, *, verify: bool = True) -> ExperimentDataset:
+def load_dataset(
+    lake: LakeLike, experiment: str, contract: FeatureContract, *, verify: bool = True
+) -> ExperimentDataset:
     """Read an experiment's dataset back; with `verify`, refuse one built for another feature
     contract or whose files no longer match their recorded hashes."""
     folder = dataset_dir(lake.root, experiment)

@@ -209,9 +209,8 @@ class TradingEnv(gym.Env[np.ndarray, np.int64]):
         peak = equity if equity > self._peak else self._peak
         dd = 1.0 - equity / peak
         dd_new = dd - self._dd if dd > self._dd else 0.0
-        reward = self._scale * (
-            self._w_pnl * gross - cost - self._w_turn * dp - self._w_dd * dd_new - (self._w_idle if target == 0 else 0.0)
-        )
+        idle = self._w_idle if target == 0 else 0.0
+        reward = self._scale * (self._w_pnl * gross - cost - self._w_turn * dp - self._w_dd * dd_new - idle)
         self._pos, self._equity, self._peak, self._dd = target, equity, peak, dd
         if dd > self._max_dd:
             self._max_dd = dd

@@ -2,13 +2,15 @@
 
 One training of an experiment = one PPO run per configured seed. Each run:
 
-  * collects experience from `algorithm.n_envs` DummyVecEnv copies of the train split (env i is
-    seeded seed + i, so episodes start at different sessions),
+  * collects experience from `algorithm.n_envs` copies of the train env in a DummyVecEnv
+    (TradingVecEnv: the same, minus per-step deep copies; env i is seeded seed + i, so
+    episodes start at different sessions),
   * follows the curriculum: the cost multiplier of phase k applies while
     num_timesteps / total_timesteps < until_fraction_k,
-  * every `early_stopping.eval_every_timesteps` scores the greedy policy on the whole validation
-    split at full costs (sum of rewards, sequential episode) and stops after `patience` scores
-    without improvement; the parameters of the best score are restored at the end,
+  * every `early_stopping.eval_every_timesteps` (checked between rollouts, after SB3's update,
+    so a score belongs to parameters that learned from every timestep counted) scores the greedy
+    policy on the whole validation split at full costs (sum of rewards, sequential episode) and
+    stops after `patience` scores without improvement; the best parameters are restored at the end,
   * runs under `deterministic_torch()` (one thread, deterministic kernels), so the same config,
     data and seed give the same parameters and the same `params_hash` on a machine.
 
@@ -274,6 +276,14 @@ class CurriculumEarlyStopping(BaseCallback):
             self.sink({f"{self.prefix}{k}": v for k, v in metrics.items()}, self.num_timesteps)
 
     def _on_rollout_start(self) -> None:
+        # SB3 trains on a rollout after collecting it, so here, before the next rollout, the
+        # parameters reflect every timestep so far: the point where a validation score is honest.
+        if self.eval_every is not None and self.num_timesteps >= self.next_eval:
+            while self.next_eval <= self.num_timesteps:
+                self.next_eval += self.eval_every
+            self.evaluate_now()
+            if self.patience is not None and self.bad_evals >= self.patience:
+                self.stopped_early = True  # _on_step stops before anything else is learned
         m = self.phase_multiplier(self.num_timesteps / self.total)
         if m != self.cost_multiplier:
             self.training_env.set_attr("cost_multiplier", m)
@@ -293,18 +303,12 @@ class CurriculumEarlyStopping(BaseCallback):
         return metrics
 
     def _on_step(self) -> bool:
-        if self.eval_every is None or self.num_timesteps < self.next_eval:
-            return True
-        self.next_eval += self.eval_every
-        self.evaluate_now()
-        if self.patience is not None and self.bad_evals >= self.patience:
-            self.stopped_early = True
-            return False
-        return True
+        return not self.stopped_early
 
     def finish(self) -> None:
-        """Score the final parameters (unless just scored), then restore the best ones."""
-        if not self.history or self.history[-1]["timesteps"] != self.num_timesteps:
+        """Score the final parameters (unless already scored), then restore the best ones."""
+        scored = self.history and self.history[-1]["timesteps"] == self.num_timesteps
+        if not (self.stopped_early or scored):
             self.evaluate_now()
         if self.best_state is not None:
             self.model.policy.load_state_dict(self.best_state)

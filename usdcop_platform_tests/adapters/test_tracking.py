@@ -87,7 +87,8 @@ def test_no_alias_for_a_model_that_is_not_servable(tracking: MlflowResource, onn
 def test_url_only_for_a_tracking_server() -> None:
     from usdcop_platform.adapters.tracking import TrackedRun
 
-    server = TrackedRun(client=None, run_id="r1", experiment_id="3", tracking_uri="http://mlflow:5000/")  # type: ignore[arg-type]
-    assert server.url == "http://mlflow:5000/#/experiments/3/runs/r1"
-    local = TrackedRun(client=None, run_id="r1", experiment_id="3", tracking_uri="sqlite:///x.db")  # type: ignore[arg-type]
-    assert local.url is None
+    def run(uri: str) -> TrackedRun:
+        return TrackedRun(client=None, run_id="r1", experiment_id="3", tracking_uri=uri)  # type: ignore[arg-type]
+
+    assert run("http://mlflow:5000/").url == "http://mlflow:5000/#/experiments/3/runs/r1"
+    assert run("sqlite:///x.db").url is None

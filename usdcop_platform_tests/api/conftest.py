@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from usdcop_platform.adapters import backtests as bt_store
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.adapters.store import Store
 from usdcop_platform.api.app import create_app
-from usdcop_platform.api.series import BACKTEST_DATASET, TRADES_DATASET
 from usdcop_platform.contracts.base import content_hash, sha256_hex
 from usdcop_platform.contracts.evaluation import PromotionPolicy
 from usdcop_platform.contracts.experiment import SuccessCriteria
-from usdcop_platform.core.backtest import backtest
+from usdcop_platform.core.backtest import evaluate
 from usdcop_platform.core.metrics import Annualization
 from usdcop_platform.core.promotion import decide
 from usdcop_platform.settings import Settings
@@ -31,6 +31,7 @@ START_PRICE = 4000.0
 BAR_VOL = 0.0006
 FIRST_SESSION = date(2024, 1, 2)
 CONFIDENCE = 0.95
+BOOTSTRAP_SAMPLES = 100
 
 
 def make_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
@@ -129,11 +130,12 @@ def seed_proposal(
     n = times.size
     close = START_PRICE * np.exp(np.cumsum(rng.normal(0.0, BAR_VOL, n)))
     session_ids = np.repeat(np.array(sessions, dtype="datetime64[D]"), calendar.bars_per_session)
-    ann = Annualization.from_calendar(calendar)
-    result = backtest(
-        close, _positions(close, rng, skill), session_ids, cost_bps=5.0, initial_capital=100_000.0,
-        annualization=ann, confidence=CONFIDENCE, times=times,
+    evaluation = evaluate(
+        close, _positions(close, rng, skill), session_ids, times=times, cost_bps=5.0, initial_capital=100_000.0,
+        annualization=Annualization.from_calendar(calendar), confidence=CONFIDENCE, cost_sweep_bps=(2.0, 75.0),
+        bootstrap_block_bars=calendar.bars_per_session, bootstrap_samples=BOOTSTRAP_SAMPLES, bootstrap_seed=seed,
     )
+    result, summary = evaluation.candidate, evaluation.summary()
     rules = decide(
         result.metrics, n_bars=n, criteria=SuccessCriteria(), min_test_bars=1000, policy=PromotionPolicy(),
         statement="synthetic test backtest",
@@ -152,10 +154,7 @@ def seed_proposal(
         mlflow_run_id=mlflow_run_id,
         mlflow_model_version=mlflow_model_version,
     )
-    series_path = None
-    if with_series:
-        series_path = lake.write(BACKTEST_DATASET.format(experiment=experiment), model_id, result.series_frame())
-        lake.write(TRADES_DATASET.format(experiment=experiment), model_id, result.trades_frame())
+    backtest_hash = content_hash({"series": result.fingerprint(), "model_hash": model["model_hash"]})
     lineage = {
         "config_hash": model["config_hash"],
         "dataset_hash": dataset_hash,
@@ -163,9 +162,19 @@ def seed_proposal(
         "norm_stats_hash": model["norm_stats_hash"],
         "model_hash": model["model_hash"],
         "mlflow_run_id": mlflow_run_id,
-        "backtest_hash": result.fingerprint(),
-        "test_period": f"{sessions[0]}..{sessions[-1]}",
+        "backtest_hash": backtest_hash,
+        "test_start": sessions[0].isoformat(),
+        "test_end": sessions[-1].isoformat(),
     }
+    series_path = None
+    if with_series:  # exactly as the evaluation/backtest asset stores them
+        paths = bt_store.save_backtest(
+            lake, experiment, model_id, series=evaluation.series_frame(), trades=result.trades_frame(),
+            report={**summary, "backtest_hash": backtest_hash, "lineage": lineage},
+        )
+        series_path = paths["series"]
+    metrics = {**result.metrics, "benchmarks": summary["benchmarks"], "cost_sweep": summary["cost_sweep"],
+               "bootstrap": summary["bootstrap"]}
     return store.proposals.upsert(
         model_id=model_id,
         experiment_name=experiment,
@@ -174,11 +183,11 @@ def seed_proposal(
         confidence=rules.confidence,
         reasons=rules.reasons,
         criteria=rules.criteria_dict(),
-        metrics=result.metrics,
+        metrics=metrics,
         baseline_comparison=rules.baseline_comparison,
         lineage=lineage,
         statistical_statement=rules.statistical_statement,
-        backtest_hash=content_hash(lineage),
+        backtest_hash=backtest_hash,
         test_start=sessions[0],
         test_end=sessions[-1],
         series_path=series_path,

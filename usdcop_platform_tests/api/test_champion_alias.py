@@ -71,7 +71,12 @@ def test_champion_follows_approvals_and_rollbacks(tmp_path: Path, db_url, store,
         assert detail["mlflow_run_id"] == run_c and detail["mlflow_url"] is None
 
 
-def test_mlflow_failure_never_blocks_an_approval(tmp_path: Path, db_url, store, lake, calendar, keys, caplog) -> None:
+def test_mlflow_failure_never_blocks_an_approval(
+    tmp_path: Path, db_url, store, lake, calendar, keys, caplog, monkeypatch
+) -> None:
+    # MLflow's HTTP client retries for minutes by default; fail fast here
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     settings = make_settings(tmp_path, db_url, MLFLOW_TRACKING_URI="http://127.0.0.1:1")
     p = seed_proposal(store, lake, calendar, n_sessions=2, with_series=False,
                       mlflow_run_id="0" * 32, mlflow_model_version="7")

@@ -3,7 +3,7 @@ drift history, and the audited admin rollback (incl. no previous model)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import numpy as np
 import polars as pl
@@ -13,7 +13,6 @@ from fastapi.testclient import TestClient
 from usdcop_platform.api.app import create_app
 from usdcop_platform.bench import live_fixtures as fx
 from usdcop_platform.contracts.platform import get_config
-from usdcop_platform.core.alerts import AlertMessage
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.cleaning import BARS_DATASET
 from usdcop_platform.defs.monitoring import history as h

@@ -48,7 +48,8 @@ def test_params_hash_changes_with_any_parameter(smoke, data) -> None:
 def test_hyperparameters_come_from_the_experiment(smoke, data) -> None:
     r = tr.train_seed(smoke, data, 0, total_timesteps=256)
     model, hp = r.model, smoke.algorithm.hyperparameters
-    assert (model.n_steps, model.batch_size, model.n_epochs, model.gamma) == (hp.n_steps, hp.batch_size, hp.n_epochs, hp.gamma)
+    got = (model.n_steps, model.batch_size, model.n_epochs, model.gamma)
+    assert got == (hp.n_steps, hp.batch_size, hp.n_epochs, hp.gamma)
     assert model.n_envs == smoke.algorithm.n_envs
     assert model.seed == 0
     assert [m.out_features for m in model.policy.mlp_extractor.policy_net if hasattr(m, "out_features")] == list(
@@ -179,3 +180,13 @@ def test_trading_vec_env_matches_dummy_vec_env(smoke, data) -> None:
                 np.testing.assert_array_equal(x["terminal_observation"], y["terminal_observation"])
         dones += int(d1.sum())
     assert dones > 0  # episodes ended and auto-reset on the way
+
+
+def test_a_validation_score_belongs_to_the_parameters_that_saw_its_timesteps(smoke, data) -> None:
+    flat = smoke.model_copy(update={"curriculum": ()})  # cost multiplier independent of the budget
+    scored = tiny(flat, early_stopping={"eval_every_timesteps": 256, "patience": 100}, total_timesteps=768)
+    long = tr.train_seed(scored, data, 5)
+    assert [h["timesteps"] for h in long.history] == [256, 512, 768]
+    short = tr.train_seed(tiny(flat, early_stopping=None, total_timesteps=512), data, 5)
+    assert short.history[-1]["timesteps"] == 512
+    assert long.history[1]["val_reward"] == short.val_metrics["val_reward"]

@@ -155,7 +155,8 @@ def test_without_production_baseline_a_good_model_is_proposed_for_promotion(worl
     assert meta["model_id"] == "cand" and meta["baseline_model_id"] == "none" and meta["out_of_sample"] is True
     assert meta["metrics"].startswith("| metric | candidate | buy & hold | flat |")
     assert meta["equity_drawdown"].startswith("![") and "(data:image/png;base64," in meta["equity_drawdown"]
-    assert "| 75" in meta["cost_sweep"]
+    assert "| 75 |" in meta["cost_sweep"]
+    assert meta["walk_forward"].count("\n| ") == WALK_FORWARD_FOLDS and "positive in" in meta["walk_forward"]
 
     lake = world["lake"]
     series = bt_store.load_backtest_series(lake, EXPERIMENT, "cand")

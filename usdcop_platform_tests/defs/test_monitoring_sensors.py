@@ -177,3 +177,20 @@ def test_monitoring_schedules_are_in_bogota_time() -> None:
     assert freshness_schedule.cron_schedule == "*/5 8-12 * * 1-5"
     assert realized_performance_schedule.cron_schedule == "15 13 * * 1-5"
     assert freshness_schedule.execution_timezone == realized_performance_schedule.execution_timezone == "America/Bogota"
+
+
+def test_schedule_run_configs_run_their_jobs(world) -> None:
+    """The run config each schedule tick builds is valid for its job (empty world: steps skip)."""
+    from usdcop_platform.defs.monitoring.definitions import defs as monitoring_defs
+    from usdcop_platform.defs.monitoring.schedules import feature_drift_schedule
+
+    defs = dg.Definitions.merge(monitoring_defs, dg.Definitions(resources=world.resources()))
+    tick = at(world, D, 13, 15)
+    with dg.instance_for_test() as instance:
+        for schedule in (feature_drift_schedule, realized_performance_schedule, freshness_schedule):
+            ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+            (req,) = schedule.evaluate_tick(ctx).run_requests
+            result = defs.resolve_job_def(schedule.job_name).execute_in_process(
+                run_config=req.run_config, instance=instance, raise_on_error=False
+            )
+            assert result.success, schedule.name

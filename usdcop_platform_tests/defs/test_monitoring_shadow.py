@@ -7,7 +7,6 @@ from datetime import date
 
 import dagster as dg
 import numpy as np
-import pytest
 
 from usdcop_platform.bench import live_fixtures as fx
 from usdcop_platform.core.onnx_policy import OnnxPolicy

@@ -45,12 +45,14 @@ class Env:
         return self.platform.store()
 
 
-def make_env(root: Path, calendar, contract, *, features=None, seed: int = 0) -> Env:
+def make_env(
+    root: Path, calendar, contract, *, features=None, seed: int = 0, database_url: str | None = None
+) -> Env:
     platform = PlatformResource(
         data_dir=str(root / "lake"),
         models_dir=str(root / "models"),
         config_dir=str(DEFAULT_CONFIG_DIR),
-        database_url=f"sqlite:///{root / 'usdcop.db'}",
+        database_url=database_url or f"sqlite:///{root / 'usdcop.db'}",
         state_dir=str(root / "state"),
     )
     mlflow = MlflowResource(tracking_uri=fresh_mlflow_uri(root / "state"), artifact_root=str(root / "state" / "mlartifacts"))
@@ -120,7 +122,8 @@ def test_model_artefacts_registry_row_and_lineage_agree(trained, platform_config
     model_id = meta["model_id"]
     assert model_id == tr.mint_model_id(exp, meta["model_hash"])
     folder = Path(env.platform.models_dir) / EXPERIMENT / model_id
-    assert {p.name for p in folder.iterdir()} >= {"model.zip", "policy.onnx", "norm_stats.json", "config.yaml", "lineage.json"}
+    expected = {"model.zip", "policy.onnx", "norm_stats.json", "config.yaml", "lineage.json"}
+    assert {p.name for p in folder.iterdir()} >= expected
     lineage = json.loads((folder / "lineage.json").read_text())
     assert lineage["model_id"] == model_id and lineage["model_hash"] == meta["model_hash"]
     assert lineage["mlflow_run_id"] == meta["mlflow_run_id"]
@@ -189,6 +192,18 @@ def test_failed_parity_registers_the_model_as_not_servable(trained, instance, mo
     assert failed and not failed[0].aliases  # never the challenger
 
 
+@pytest.mark.postgres
+def test_training_registers_on_postgresql(tmp_path, calendar, platform_config, instance, postgres_url) -> None:
+    env = make_env(tmp_path, calendar, platform_config.features, database_url=postgres_url)
+    result = materialize(env, instance)
+    meta = metadata(result, ta.MODEL_KEY)
+    row = env.store().models.require(meta["model_id"])
+    assert (row.stage, row.servable, row.mlflow_run_id) == ("staging", True, meta["mlflow_run_id"])
+    assert row.lineage["model_hash"] == meta["model_hash"] and row.parity["n_observations"] >= 1000
+    exp = platform_config.experiment(EXPERIMENT)
+    assert env.store().contracts.get(EXPERIMENT, exp.version)["config_hash"] == exp.config_hash
+
+
 # ---- bad input: clear error, nothing registered --------------------------------------------------
 def assert_nothing_registered(env: Env) -> None:
     assert env.store().models.list() == []
@@ -226,7 +241,8 @@ def test_empty_split_is_refused(tmp_path, calendar, platform_config, instance) -
 
     exp = platform_config.experiment(EXPERIMENT)
     frame = synthetic_features(calendar, platform_config.features, exp.date_ranges.train.start, exp.date_ranges.test.end)
-    env = make_env(tmp_path, calendar, platform_config.features, features=frame.filter(pl.col("session") < exp.date_ranges.test.start))
+    no_test = frame.filter(pl.col("session") < exp.date_ranges.test.start)
+    env = make_env(tmp_path, calendar, platform_config.features, features=no_test)
     with pytest.raises(DatasetError, match="split 'test'.*empty"):
         materialize(env, instance)
     assert_nothing_registered(env)
@@ -256,7 +272,8 @@ def test_sensor_adds_a_partition_per_experiment_yaml(platform_config) -> None:
         assert request.partitions_def_name == "experiments"
         assert sorted(request.partition_keys) == sorted(platform_config.experiments)
         inst.add_dynamic_partitions("experiments", list(request.partition_keys))
-        assert isinstance(experiment_partitions_sensor(dg.build_sensor_context(instance=inst, resources={"platform": platform})), dg.SkipReason)
+        again = experiment_partitions_sensor(dg.build_sensor_context(instance=inst, resources={"platform": platform}))
+        assert isinstance(again, dg.SkipReason)
 
 
 def test_definitions_load_and_graph_snapshot() -> None:

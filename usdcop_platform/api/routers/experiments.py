@@ -85,6 +85,8 @@ def get_experiment(
             time=d.series.time,
             equity=d.series.equity,
             drawdown=d.series.drawdown,
+            buy_hold_equity=d.series.overlays.get("buy_hold_equity"),
+            baseline_equity=d.series.overlays.get("baseline_equity"),
             points=d.series.points,
             total_points=d.series.total_points,
         ),

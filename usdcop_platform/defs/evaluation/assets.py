@@ -174,9 +174,24 @@ def sweep_markdown(sweep: list[dict[str, Any]]) -> str:
     lines = ["| cost bps | sharpe | total return | max drawdown | final equity |", "|---|---|---|---|---|"]
     for r in sweep:
         lines.append(
-            f"| {_fmt(r['cost_bps'])} | {_fmt(r['sharpe'])} | {_fmt(r['total_return'])} | "
+            f"| {r['cost_bps']:g} | {_fmt(r['sharpe'])} | {_fmt(r['total_return'])} | "
             f"{_fmt(r['max_drawdown'])} | {_fmt(r['final_equity'])} |"
         )
+    return "\n".join(lines)
+
+
+def walk_forward_markdown(wf: dict[str, Any]) -> str:
+    lines = ["| fold | sessions | sharpe | total return | max drawdown | trades |", "|---|---|---|---|---|---|"]
+    for f in wf["folds"]:
+        lines.append(
+            f"| {f['fold']} | {f['n_sessions']} | {_fmt(f['sharpe'])} | {_fmt(f['total_return'])} | "
+            f"{_fmt(f['max_drawdown'])} | {f['trades']} |"
+        )
+    agg = wf["aggregate"]
+    lines.append(
+        f"\nmean Sharpe {_fmt(agg['sharpe_mean'])}, median {_fmt(agg['sharpe_median'])}, min {_fmt(agg['sharpe_min'])}, "
+        f"positive in {agg['positive_share']:.0%} of folds, worst drawdown {_fmt(agg['max_drawdown_worst'])}"
+    )
     return "\n".join(lines)
 
 
@@ -349,6 +364,11 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, platf
             "equity_drawdown": dg.MetadataValue.md(markdown_image(png, f"equity and drawdown of {rec['model_id']}")),
             "cost_sweep": dg.MetadataValue.md(sweep_markdown(evaluation.cost_sweep)),
             "series_path": dg.MetadataValue.path(str(series_path)),
+            **(
+                {"walk_forward": dg.MetadataValue.md(walk_forward_markdown(evaluation.walk_forward))}
+                if evaluation.walk_forward
+                else {}
+            ),
         },
         data_version=dg.DataVersion(backtest_hash),
     )

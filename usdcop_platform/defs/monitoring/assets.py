@@ -18,7 +18,7 @@ core.alerts, and the lifecycle actions in defs.monitoring.lifecycle.
 
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import dagster as dg
@@ -40,8 +40,11 @@ from usdcop_platform.core.performance import (
 )
 from usdcop_platform.defs.monitoring import history as h
 from usdcop_platform.defs.monitoring.lifecycle import SYSTEM_REVIEWER, propose_rollback, rollback_production
+from usdcop_platform.defs.live.assets import LIVE_SIGNAL_KEY
+from usdcop_platform.defs.market_data.assets import RAW_BARS_KEY
 from usdcop_platform.defs.monitoring.resources import AlertsResource
 from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform.defs.training.assets import DATASET_KEY
 
 GROUP = "monitoring"
 FEATURE_DRIFT_KEY = dg.AssetKey(["monitoring", "feature_drift"])
@@ -122,6 +125,8 @@ def consecutive_drift(history: pl.DataFrame | None, model_id: str) -> int:
 @dg.asset(
     key=FEATURE_DRIFT_KEY,
     group_name=GROUP,
+    # lineage: live observations (signals) vs the experiment's train split
+    deps=[LIVE_SIGNAL_KEY, DATASET_KEY],
     output_required=False,  # no live data -> no materialization (SKIPPED with a reason)
     kinds={"polars", "parquet"},
     description="Per-feature KS / Wasserstein / PSI of live observations vs the production model's train split; "
@@ -235,7 +240,8 @@ def expected_sharpe(store: Any, model_id: str, key: str) -> float | None:
 @dg.asset(
     key=REALIZED_PERFORMANCE_KEY,
     group_name=GROUP,
-    deps=[SHADOW_SIGNALS_KEY],  # shadow signals of the day first, when both run in one job
+    # signals (production, and shadow first when both run in one job) joined with the bars that followed
+    deps=[SHADOW_SIGNALS_KEY, LIVE_SIGNAL_KEY, RAW_BARS_KEY],
     output_required=False,  # no signals in the lookback -> SKIPPED with a reason
     kinds={"polars", "parquet"},
     description="Realized PnL per signal and per session (production and shadow), rolling Sharpe, hit rate, "

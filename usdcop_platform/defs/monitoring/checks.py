@@ -39,11 +39,9 @@ WARN = dg.AssetCheckSeverity.WARN
 @dg.asset_check(asset=FEATURE_DRIFT_KEY, name=DRIFT_CHECK, description="Drift share of the latest drift check <= threshold")
 def feature_drift_below_threshold(platform: PlatformResource) -> dg.AssetCheckResult:
     threshold = platform.config.mlops.drift.threshold
-    hist = h.read_recent(platform.lake, h.DRIFT_DATASET, sessions=1)
-    rows = hist.filter(pl.col("status") != "SKIPPED") if hist is not None else None
-    if rows is None or rows.is_empty():
+    last = h.latest_row(platform.lake, h.DRIFT_DATASET, pl.col("status") != "SKIPPED")
+    if last is None:
         return dg.AssetCheckResult(passed=True, severity=WARN, metadata={"note": "no drift measured yet", "threshold": threshold})
-    last = rows.row(-1, named=True)
     return dg.AssetCheckResult(
         passed=bool(last["drift_share"] <= threshold),
         severity=WARN,
@@ -63,10 +61,9 @@ def feature_drift_below_threshold(platform: PlatformResource) -> dg.AssetCheckRe
     description="The production model's realized rolling Sharpe is not degraded vs its backtest (WARN / ROLLBACK)",
 )
 def realized_performance_within_expectation(platform: PlatformResource) -> dg.AssetCheckResult:
-    hist = h.read_recent(platform.lake, h.PERFORMANCE_HISTORY_DATASET, sessions=1)
-    if hist is None or hist.is_empty():
+    last = h.latest_row(platform.lake, h.PERFORMANCE_HISTORY_DATASET)
+    if last is None:
         return dg.AssetCheckResult(passed=True, severity=WARN, metadata={"note": "no realized performance yet"})
-    last = hist.row(-1, named=True)
     return dg.AssetCheckResult(
         passed=last["status"] not in ("WARN", "ROLLBACK"),
         severity=WARN,

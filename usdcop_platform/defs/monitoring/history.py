@@ -92,6 +92,19 @@ def read_recent(lake: ParquetLake, dataset: str, *, sessions: int, before: date 
     return frame.sort("checked_at") if "checked_at" in frame.columns else frame
 
 
+def latest_row(lake: ParquetLake, dataset: str, where: pl.Expr | None = None) -> dict[str, Any] | None:
+    """The newest row (by checked_at) matching `where`, scanning partitions newest first."""
+    for key in reversed(lake.partitions(dataset)):
+        frame = lake.read(dataset, key)
+        if frame is None:
+            continue
+        if where is not None:
+            frame = frame.filter(where)
+        if frame.height:
+            return frame.sort("checked_at").row(-1, named=True)
+    return None
+
+
 def read_since(lake: ParquetLake, dataset: str, since: datetime, *, sessions: int) -> pl.DataFrame:
     """Rows with checked_at > since from the newest `sessions` partitions (empty frame if none)."""
     frame = read_recent(lake, dataset, sessions=sessions)

@@ -29,6 +29,7 @@ from usdcop_platform.contracts.experiment import EnvironmentConfig
 from usdcop_platform.contracts.mlops import EnsembleConfig, EnsembleMember
 from usdcop_platform.core.actions import HOLD, position_of
 from usdcop_platform.core.inference import InferenceEngine, InferenceError
+from usdcop_platform.defs.live.assets import LIVE_SIGNAL_KEY
 from usdcop_platform.defs.monitoring.assets import GROUP, SHADOW_SIGNALS_KEY, MonitoringRunConfig, sessions_back
 from usdcop_platform.defs.resources import PlatformResource
 
@@ -115,6 +116,7 @@ def shadow_session(
 @dg.asset(
     key=SHADOW_SIGNALS_KEY,
     group_name=GROUP,
+    deps=[LIVE_SIGNAL_KEY],  # the production observations the challengers replay
     output_required=False,  # no challenger or no production signal -> SKIPPED with a reason
     kinds={"onnx", "sql"},
     description="Challenger models (staging, pending proposal) run on the production observations; "

@@ -47,7 +47,9 @@ def _min_rows(platform: PlatformResource) -> dict[str, int]:
     key=DATASET_KEY,
     partitions_def=experiment_partitions,
     deps=[dg.AssetDep(FEATURES_KEY, partition_mapping=dg.AllPartitionMapping())],
-    check_specs=[dg.AssetCheckSpec(n, asset=DATASET_KEY, description=d, blocking=True) for n, d in DATASET_CHECKS.items()],
+    check_specs=[
+        dg.AssetCheckSpec(n, asset=DATASET_KEY, description=d, blocking=True) for n, d in DATASET_CHECKS.items()
+    ],
     group_name=GROUP,
     kinds={"parquet", "polars"},
     description="Train/val/test splits of an experiment with embargo, train-only norm stats and lineage.",
@@ -83,7 +85,9 @@ def experiment_dataset(context: dg.AssetExecutionContext, platform: PlatformReso
     }
     lineage = built.lineage
     rows = {s: v["rows"] for s, v in lineage["splits"].items()}
-    context.log.info(f"dataset {name}: rows {rows}, embargo {lineage['embargo_bars']} bars, hash {built.dataset_hash[:12]}")
+    context.log.info(
+        f"dataset {name}: rows {rows}, embargo {lineage['embargo_bars']} bars, hash {built.dataset_hash[:12]}"
+    )
     return dg.MaterializeResult(
         metadata={
             "dataset_hash": built.dataset_hash,

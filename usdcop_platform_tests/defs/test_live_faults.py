@@ -1,0 +1,121 @@
+"""Faults of the live path with real outages (a TCP proxy in front of PostgreSQL/Redis that the
+test takes down): the signal write is retried and lands exactly once; a dead Redis only costs
+the cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from usdcop_platform.adapters.cache import FeatureCache
+from usdcop_platform.adapters.store import DatabaseUnavailable, clear_store_cache
+from usdcop_platform.defs.live.cycle import journal_key
+from usdcop_platform_tests.defs.live_support import LIVE_SESSION, TcpProxy, make_world
+
+
+@pytest.fixture
+def pg_proxy(postgres_url):
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    yield proxy, postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    proxy.stop()
+    clear_store_cache()
+
+
+def test_database_down_during_signal_write_is_retried_then_written_once(tmp_path, pg_proxy):
+    proxy, url = pg_proxy
+    world = make_world(tmp_path, url)
+    cycle = world.cycle()
+    bars = world.session_bars()[:3]
+    cycle.process(bars[0])
+    pending = cycle.compute(bars[1])
+    proxy.stop()  # PostgreSQL unreachable from here on
+    restart = threading.Timer(1.5, proxy.start)
+    restart.start()
+    t0 = time.monotonic()
+    stored = cycle.commit(pending)
+    assert time.monotonic() - t0 >= 1.4, "the write waited for the database to come back"
+    restart.join()
+    assert [r["bar_time"] for r in stored] == [bars[1].time]
+    rows = world.store.signals.list(session_date=LIVE_SESSION)
+    assert [r["bar_time"] for r in rows] == [bars[0].time, bars[1].time]
+    assert world.store.risk.load("live")["last_bar"] == bars[1].time.isoformat()
+    # the run retried after an ack was lost: still one row per bar, state unchanged
+    cycle.commit(pending)
+    assert world.store.signals.count(LIVE_SESSION) == 2
+
+
+def test_outage_longer_than_the_budget_fails_the_run_and_the_rerun_writes_once(tmp_path, pg_proxy):
+    proxy, url = pg_proxy
+    world = make_world(tmp_path, url)
+    cycle = world.cycle()
+    cycle.write_budget_s = 0.5
+    bars = world.session_bars()[:2]
+    cycle.process(bars[0])
+    pending = cycle.compute(bars[1])
+    proxy.stop()
+    with pytest.raises(DatabaseUnavailable):
+        cycle.commit(pending)
+    proxy.start()
+    rerun = world.cycle()  # Dagster's retry policy re-runs the bar in a fresh step
+    res = rerun.process(bars[1])
+    assert not res.duplicate
+    assert world.store.signals.count(LIVE_SESSION) == 2
+    assert world.store.risk.load(journal_key("live", bars[1].time)) is not None
+
+
+def test_sqlite_write_lock_held_by_another_writer(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "db.sqlite"
+    world = make_world(tmp_path, f"sqlite:///{db.as_posix()}")
+    cycle = world.cycle()
+    bars = world.session_bars()[:2]
+    cycle.process(bars[0])
+    pending = cycle.compute(bars[1])
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock for a while
+    release = threading.Timer(1.0, lambda: other.execute("COMMIT"))
+    release.start()
+    cycle.commit(pending)
+    release.join()
+    other.close()
+    assert world.store.signals.count(LIVE_SESSION) == 2
+    clear_store_cache()
+
+
+def test_redis_down_the_live_path_keeps_going(tmp_path, redis_url):
+    world = make_world(tmp_path, f"sqlite:///{(tmp_path / 'db.sqlite').as_posix()}")
+    host, port = redis_url.split("//")[1].split("/")[0].split(":")
+    proxy = TcpProxy(host, int(port)).start()
+    try:
+        cache = FeatureCache(f"redis://127.0.0.1:{proxy.port}/15", ttl_seconds=300, history_size=60,
+                             namespace=f"usdcop:test:{tmp_path.name}", retry_after_seconds=0.2)
+        cycle = world.cycle(cache)
+        bars = world.session_bars()[:4]
+        cycle.process(bars[0])
+        assert cache.stats()["backend"] == "redis" and cache.latest().bar_time == bars[0].time
+        proxy.stop()
+        cycle.reset_features()  # a fresh run: resumes from the cache's memory mirror
+        res = cycle.process(bars[1])
+        assert res.pending.feature_source == "cache"
+        assert cache.stats()["backend"] == "memory-fallback" and cache.stats()["redis_errors"] >= 1
+        proxy.start()
+        time.sleep(0.25)
+        cycle.process(bars[2])
+        assert cache.stats()["backend"] == "redis"
+        assert world.store.signals.count(LIVE_SESSION) == 3
+    finally:
+        proxy.stop()
+        clear_store_cache()
+
+
+def test_redis_never_reachable(tmp_path):
+    world = make_world(tmp_path, f"sqlite:///{(tmp_path / 'db.sqlite').as_posix()}")
+    cache = FeatureCache("redis://127.0.0.1:1/0", ttl_seconds=300, history_size=60)
+    cycle = world.cycle(cache)
+    for b in world.session_bars()[:2]:
+        cycle.process(b)
+    assert world.store.signals.count(LIVE_SESSION) == 2 and cache.stats()["backend"] == "memory-fallback"
+    clear_store_cache()
