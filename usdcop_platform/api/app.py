@@ -1,5 +1,5 @@
-"""App factory of the FastAPI sidecar: approvals API, review pages, health (and the inference
-router when that module exists).
+"""App factory of the FastAPI sidecar: approvals API, review pages, health, plus the inference
+router (when that module exists) and the monitoring router.
 
     uvicorn usdcop_platform.api.app:app      # or: usdcop serve
 
@@ -35,15 +35,20 @@ PAGE_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self'
 DOCS_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 
 
-def _include_inference(app: FastAPI) -> None:
-    """Mount the MLOps inference router (usdcop_platform.api.inference) when it is installed."""
-    try:
-        module = importlib.import_module("usdcop_platform.api.inference")
-    except ModuleNotFoundError as exc:
-        if exc.name != "usdcop_platform.api.inference":
-            raise
-        return
-    app.include_router(module.router)
+# Routers of other domains mounted in the same app when their module exists (each exposes `router`).
+OPTIONAL_ROUTERS = ("usdcop_platform.api.inference",)
+
+
+def _include_optional(app: FastAPI) -> None:
+    """Mount the MLOps inference router when that module is installed."""
+    for name in OPTIONAL_ROUTERS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        app.include_router(module.router)
 
 
 def _swagger_assets() -> str | None:
@@ -114,7 +119,7 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
     app.include_router(registry.audit_router)
     app.include_router(registry.keys_router)
     app.include_router(pages.router)
-    _include_inference(app)
+    _include_optional(app)
     app.include_router(importlib.import_module("usdcop_platform.api.monitoring").router)  # monitoring (issue 9): /health/detailed, alerts, rollback proposals, drift
     install_error_handlers(app, html_renderer=pages.render_error_page)
     return app

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ from typing import Annotated, Any, Final
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response, Security
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -230,6 +232,30 @@ class InferenceService:
         self._auth: dict[str, tuple[float, Any]] = {}
         self._risk_state: tuple[float, RiskState] | None = None
         self._lock = threading.Lock()
+        self._refresher: threading.Thread | None = None
+
+    def start_refresher(self) -> None:
+        """Poll the registry and the risk state from a background thread, so the request path
+        never waits on the database (the thread exits when the service is garbage collected)."""
+        if self._refresher is not None:
+            return
+        ref = weakref.ref(self)
+
+        def loop() -> None:
+            while True:
+                time.sleep(ENGINE_POLL_S)
+                svc = ref()
+                if svc is None:
+                    return
+                try:
+                    svc.engine.maybe_reload(force=True)
+                    svc._risk_state = (time.monotonic() + 2 * RISK_STATE_REFRESH_S, svc.risk.state())
+                except Exception:  # noqa: BLE001 - the request path reports errors; keep polling
+                    pass
+                del svc
+
+        self._refresher = threading.Thread(target=loop, name="usdcop-inference-refresh", daemon=True)
+        self._refresher.start()
 
     # -- auth ----------------------------------------------------------------------------------
     def principal(self, key: str) -> Any | None:
@@ -247,7 +273,8 @@ class InferenceService:
     # -- serving -------------------------------------------------------------------------------
     def engine_ready(self) -> InferenceEngine:
         try:
-            self.engine.maybe_reload()
+            self.engine.maybe_reload()  # throttled: the refresher thread usually polled just now
+            self.start_refresher()
         except NoProductionModel as exc:
             raise ApiError(503, str(exc)) from None
         except InferenceError as exc:
@@ -342,7 +369,7 @@ def _prediction_out(p: Prediction) -> dict[str, Any]:
 
 
 @router.post("/v1/inference", response_model=InferenceResponse, summary="Ensemble prediction + risk verdict")
-async def infer(body: InferenceRequest, request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
+async def infer(body: InferenceRequest, request: Request, _: Any = Depends(viewer)) -> Response:
     t0 = time.perf_counter()
     svc = service(request)
     engine = svc.engine_ready()
@@ -363,18 +390,20 @@ async def infer(body: InferenceRequest, request: Request, _: Any = Depends(viewe
     decision, _state = risk_core.evaluate(svc.risk_state(), svc.risk.limits, svc.risk.hours, svc.calendar,
                                           p.action, p.confidence, at)
     svc.metrics.actions.labels(ACTION_NAMES[p.action]).inc()
-    return {
+    # a plain JSONResponse: the payload is built from typed values here, re-validating it against
+    # the response model would only cost time (the model still documents the shape in OpenAPI)
+    return JSONResponse({
         **_prediction_out(p),
         "risk": {"status": decision.status, "failing_check": decision.failed_check, "reason": decision.reason,
                  "final_action": decision.final_action, "final_action_name": ACTION_NAMES[decision.final_action],
                  "target_position": decision.target_position, "position_size": decision.position_size},
         "features_source": source,
         "latency_ms": (time.perf_counter() - t0) * 1e3,
-    }
+    })
 
 
 @router.post("/v1/inference/batch", response_model=BatchResponse, summary=f"Up to {MAX_BATCH} predictions")
-async def infer_batch(body: BatchRequest, request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
+async def infer_batch(body: BatchRequest, request: Request, _: Any = Depends(viewer)) -> Response:
     t0 = time.perf_counter()
     svc = service(request)
     engine = svc.engine_ready()
@@ -384,8 +413,8 @@ async def infer_batch(body: BatchRequest, request: Request, _: Any = Depends(vie
         raise ApiError(422, f"invalid observation: {exc}") from None
     for p in preds:
         svc.metrics.actions.labels(ACTION_NAMES[p.action]).inc()
-    return {"count": len(preds), "predictions": [_prediction_out(p) for p in preds],
-            "latency_ms": (time.perf_counter() - t0) * 1e3}
+    return JSONResponse({"count": len(preds), "predictions": [_prediction_out(p) for p in preds],
+                         "latency_ms": (time.perf_counter() - t0) * 1e3})
 
 
 @router.get("/v1/risk/summary", summary="Risk state, limits and derived figures")

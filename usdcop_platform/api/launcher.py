@@ -16,8 +16,11 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
-# The evaluation domain's job that backtests one model over an explicit period.
-BACKTEST_JOB_NAME = "backtest_request_job"
+# The evaluation domain's job (defs/evaluation): backtest asset -> promotion proposal asset, on
+# the experiment partition. Its ops are named after the asset keys.
+BACKTEST_JOB_NAME = "evaluate_experiment_job"
+BACKTEST_OP = "evaluation__backtest"
+PROPOSAL_OP = "evaluation__promotion_proposal"
 # Seconds to wait for the webserver's GraphQL answer before leaving the request PENDING.
 GRAPHQL_TIMEOUT_S = 30
 TAG_PREFIX = "usdcop/"
@@ -44,17 +47,15 @@ def run_tags(request: Any, experiment: str) -> dict[str, str]:
 
 
 def run_config(request: Any) -> dict[str, Any]:
-    """Run config of the backtest job: the op reads the model and the period from here."""
+    """Run config of the job: backtest this model over the requested sessions, then re-evaluate
+    its proposal (BacktestRunConfig / ProposalRunConfig of defs/evaluation/assets.py)."""
+    model_id = str(request["model_id"])
     return {
         "ops": {
-            "backtest_request": {
-                "config": {
-                    "request_id": int(request["id"]),
-                    "model_id": str(request["model_id"]),
-                    "start_date": str(request["start_date"]),
-                    "end_date": str(request["end_date"]),
-                }
-            }
+            BACKTEST_OP: {
+                "config": {"model_id": model_id, "start": str(request["start_date"]), "end": str(request["end_date"])}
+            },
+            PROPOSAL_OP: {"config": {"model_id": model_id}},
         }
     }
 

@@ -36,8 +36,9 @@ METRIC_DISPLAY: dict[str, tuple[str, str]] = {
     "dsr": ("Deflated Sharpe", "pct"),
     "final_equity": ("Final equity (USD)", "money"),
 }
-# Metrics where smaller is better (the delta is coloured accordingly).
+# Metrics where smaller is better (the delta is coloured accordingly), and where neither is.
 LOWER_IS_BETTER = frozenset({"max_drawdown", "turnover"})
+NEUTRAL = frozenset({"trades", "exposure"})
 # Criteria metrics shown as percentages.
 PCT_CRITERIA = frozenset({"max_drawdown", "win_rate"})
 
@@ -117,7 +118,7 @@ def baseline_rows(proposal: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]
         if delta is None and isinstance(cand, (int, float)) and isinstance(base, (int, float)):
             delta = float(cand) - float(base)
         better = None
-        if isinstance(delta, (int, float)) and delta != 0 and math.isfinite(float(delta)):
+        if key not in NEUTRAL and isinstance(delta, (int, float)) and delta != 0 and math.isfinite(float(delta)):
             better = (delta < 0) if key in LOWER_IS_BETTER else (delta > 0)
         rows.append(
             {

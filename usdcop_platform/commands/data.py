@@ -30,6 +30,8 @@ _SUMMED = (
     "holiday_bars_dropped", "off_session_dropped", "quarantined", "incomplete_sessions",
 )
 
+RUN_LOG_LEVEL = "WARNING"  # Dagster's console logger during `usdcop ingest` (events still reach the instance)
+
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
 
@@ -49,6 +51,7 @@ def _resolve_sessions(
             start = end
             for _ in range(DEFAULT_SYNTHETIC_SESSIONS - 1):
                 start = calendar.previous_session(start)
+    end = min(end, today)  # partitions exist up to today's session
     if start > end:
         raise UserFacingError(f"--start {start} is after --end {end}")
     first = calendar.instrument.calendar_start
@@ -59,11 +62,10 @@ def _resolve_sessions(
 
 
 def _failure_metadata(result: Any) -> dict[str, Any]:
+    """Metadata of a refusal (the asset's dg.Failure): the counts of what was published anyway."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.user_failure_data is not None:
             return {k: v.value for k, v in event.step_failure_data.user_failure_data.metadata.items()}
-        if event.is_step_failure:
-            raise UserFacingError(f"ingest failed: {event.step_failure_data.error.message.strip()}")
     return {}
 
 
@@ -153,8 +155,9 @@ def ingest(
                   "macro_first_date", "macro_last_date"):
             summary[k] = meta.get(k)
         summary["macro_published"] = bool(result.success)
+        summary["macro_refused"] = not result.success
     else:
-        summary.update(macro_values=None, macro_values_flagged=None, macro_published=False)
+        summary.update(macro_values=None, macro_values_flagged=None, macro_published=False, macro_refused=False)
 
     chunk = chunk_sessions or BACKFILL_CHUNK_SESSIONS
     chunks = [sessions[i : i + chunk] for i in range(0, len(sessions), chunk)]
@@ -215,8 +218,9 @@ def _materialize(dg: Any, assets: list[Any], resources: dict[str, Any], instance
                  run_config: dict[str, Any] | None = None) -> Any:
     """dg.materialize that keeps refusals (a failed gate) as results and re-raises the user's
     source errors (unreadable file, ...) as themselves."""
-    result = dg.materialize(assets, resources=resources, instance=instance, tags=tags, run_config=run_config,
-                            raise_on_error=False)
+    quiet = {"loggers": {"console": {"config": {"log_level": RUN_LOG_LEVEL}}}}  # the summary says it all
+    result = dg.materialize(assets, resources=resources, instance=instance, tags=tags,
+                            run_config={**quiet, **(run_config or {})}, raise_on_error=False)
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data.user_failure_data is None:
@@ -290,8 +294,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(summary, default=str))
         else:
             console.print(_summary_table(summary))
-        if summary.get("sessions_refused"):
-            err_console.print(f"[bold red]error:[/] {summary['sessions_refused']} session(s) refused by blocking gates")
+        if summary.get("sessions_refused") or summary.get("macro_refused"):
+            what = [f"{summary['sessions_refused']} session(s)"] if summary.get("sessions_refused") else []
+            what += ["the macro series"] if summary.get("macro_refused") else []
+            err_console.print(f"[bold red]error:[/] blocking quality gates refused to publish {' and '.join(what)}")
             raise typer.Exit(1)
 
     quarantine_app = typer.Typer(help="Rows that failed a quality rule (never silently dropped).", no_args_is_help=True)

@@ -25,7 +25,7 @@ Macro: wide daily frame (date + one column per SSOT source column) -> long frame
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 
 import polars as pl
 
@@ -44,7 +44,7 @@ from usdcop_platform.core.quality import (
     session_metrics,
     text,
 )
-from usdcop_platform.core.schema import BAR_SCHEMA, MACRO_SCHEMA, QUARANTINE_SCHEMA
+from usdcop_platform.core.schema import BAR_SCHEMA, MACRO_SCHEMA
 
 BARS_DATASET = "raw/usdcop_m5_ohlcv"
 MACRO_DATASET = "raw/macro_daily"
@@ -355,25 +355,6 @@ def merge_macro(existing: pl.DataFrame | None, new_long: pl.DataFrame) -> pl.Dat
     return merged.unique(subset=["date", "variable"], keep="last", maintain_order=True)
 
 
-def empty_bars() -> pl.DataFrame:
-    return pl.DataFrame(schema=BAR_SCHEMA)
-
-
-def empty_quarantine() -> pl.DataFrame:
-    return pl.DataFrame(schema=QUARANTINE_SCHEMA)
-
-
-def session_bounds_utc(calendar: TradingCalendar, start: date, end: date) -> tuple[datetime, datetime]:
-    """[first instant of start's UTC day, first instant after end's UTC day): how raw rows are sliced.
-
-    Sources return raw rows by their *labelled* UTC date, so a session's mislabelled backfill
-    rows (labelled 08:00..12:55 "UTC" the same day) travel with it.
-    """
-    lo = datetime.combine(start, datetime.min.time(), tzinfo=timezone.utc)
-    hi = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
-    return lo, hi
-
-
 __all__ = [
     "BARS_DATASET",
     "MACRO_DATASET",
@@ -389,5 +370,4 @@ __all__ = [
     "clean_macro_long",
     "macro_long",
     "merge_macro",
-    "session_bounds_utc",
 ]

@@ -29,6 +29,7 @@ threads may predict at once.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -140,7 +141,7 @@ class EnsembleSnapshot:
     registry_version: int | None
     loaded_at: datetime
 
-    @property
+    @functools.cached_property
     def ensemble_hash(self) -> str:
         """Content hash of what is served (ids, ONNX hashes, weights, method)."""
         return content_hash({"method": self.method, "members": [m.identity() for m in self.members]})
@@ -189,7 +190,9 @@ class Prediction:
 def combine(method: str, weights: np.ndarray, member_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ensemble of member probabilities (k, n, 3) with weights (k,) -> (probs (n,3), action (n,), conf (n,))."""
     w = weights / weights.sum()
-    probs = np.tensordot(w, member_probs, axes=1)  # (n, 3)
+    probs = member_probs[0] * w[0]  # (n, 3); a loop over the few members beats tensordot's overhead
+    for i in range(1, w.size):
+        probs = probs + member_probs[i] * w[i]
     if method == "weighted_average":
         action = probs.argmax(axis=1)
     elif method == "majority_vote":
@@ -437,7 +440,7 @@ class InferenceEngine:
         snap = self.snapshot  # read once: the whole batch is served by one snapshot
         x = validate_observations(observations, self.contract.n_features)
         pos = x[:, self.position_index]
-        bad = ~np.isin(pos, (-1.0, 0.0, 1.0))
+        bad = (pos != -1.0) & (pos != 0.0) & (pos != 1.0)
         if bad.any():
             r = int(np.argmax(bad))
             raise InvalidObservation(f"observation {r}: position (value {self.position_index}) must be -1, 0 or "
@@ -451,10 +454,9 @@ class InferenceEngine:
         return self._assemble(snap, member_probs, values)
 
     def predict(self, observation: Any) -> Prediction:
-        x = validate_observations(observation, self.contract.n_features)
-        if x.shape[0] != 1:
-            raise InvalidObservation(f"predict takes one observation, got {x.shape[0]}; use predict_batch")
-        return self.predict_batch(x)[0]
+        if np.ndim(observation) == 2 and np.shape(observation)[0] != 1:
+            raise InvalidObservation(f"predict takes one observation, got {np.shape(observation)[0]}; use predict_batch")
+        return self.predict_batch(observation)[0]
 
     def status(self) -> dict[str, Any]:
         snap = self._snapshot

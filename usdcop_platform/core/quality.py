@@ -23,7 +23,7 @@ Flagged macro values stay in the frame (flagged=True, flag_reason) and out of fe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -62,7 +62,7 @@ def grid_index_expr(calendar: TradingCalendar, col: str = "time") -> pl.Expr:
     """Index 0..N-1 of a bar start within its session's grid, null when off the grid.
 
     The vectorized form of TradingCalendar.bar_index (the time of day only: whether the date is a
-    session is `session_day_expr`). With local time h:m:s in the instrument's timezone,
+    session is checked against `session_dates`). With local time h:m:s in the instrument's timezone,
     k = (60h + m - first_bar_minutes) / bar_minutes must be an integer in [0, bars_per_session).
     """
     inst = calendar.instrument
@@ -109,6 +109,7 @@ def quarantine_frame(
         return pl.DataFrame(schema=QUARANTINE_SCHEMA)
     rows = rows.rechunk()  # polars 2.1 string kernels can panic on multi-chunk filtered columns
     when = detected_at or datetime.now(timezone.utc)
+
     def as_text(c: str) -> pl.Expr:
         dtype = rows.schema[c]
         if isinstance(dtype, pl.Datetime):
@@ -149,7 +150,7 @@ def _first_failing(conditions: list[tuple[str, pl.Expr, pl.Expr, pl.Expr]]) -> t
     return rule, field, value
 
 
-def _first_price(pred) -> tuple[pl.Expr, pl.Expr, pl.Expr]:  # noqa: ANN001 - small local helper
+def _first_price(pred: Callable[[pl.Expr], pl.Expr]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     """(any price matches, name of the first matching price column, its value)."""
     cond = pl.any_horizontal([pred(pl.col(c)) for c in PRICE_COLUMNS])
     name: pl.Expr = pl.lit(None, dtype=pl.Utf8)
@@ -224,11 +225,6 @@ class RuleResult:
 
     kept: pl.DataFrame
     failed: pl.DataFrame
-
-    def counts(self) -> dict[str, int]:
-        if self.failed.is_empty():
-            return {}
-        return dict(self.failed.group_by("_rule").len().sort("_rule").iter_rows())
 
 
 def apply_bar_rules(bars: pl.DataFrame, calendar: TradingCalendar, quality: BarQuality) -> RuleResult:

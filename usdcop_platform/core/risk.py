@@ -105,7 +105,7 @@ class RiskState:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, plus the derived percentages the store keeps as columns."""
-        out = asdict(self)
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}  # flat fields: no deep copy needed
         for k in ("trading_date", "breaker_tripped_at", "cooldown_until", "last_bar", "updated_at"):
             out[k] = _iso(out[k])
         out["daily_pnl_pct"] = self.daily_pnl * 100.0

@@ -39,7 +39,7 @@ def db_url(sqlite_url: str) -> str:
 @pytest.fixture
 def browser_context(tmp_path: Path) -> Iterator[object]:
     if not CHROMIUM.exists():
-        msg = f"{CHROMIUM} is missing: run .ci/system-deps.sh (apt-get install chromium)"
+        msg = f"{CHROMIUM} is missing: run scripts/system-deps.sh (apt-get install chromium)"
         if os.environ.get("USDCOP_REQUIRE_SERVICES") == "1":
             pytest.fail(msg)
         pytest.skip(msg)

@@ -14,6 +14,7 @@ from usdcop_platform.core.cleaning import (
     clean_macro,
     merge_macro,
 )
+from usdcop_platform.core.quality import BAR_RULES, MACRO_RULES
 from usdcop_platform.core.schema import BAR_SCHEMA, QUARANTINE_SCHEMA
 
 UTC = timezone.utc
@@ -201,6 +202,7 @@ def test_row_rule_failures_are_quarantined_and_good_rows_untouched(calendar, pla
     r = clean(bad, calendar, platform_config)
     assert r.report.quarantine_by_rule == {rule: 1}
     assert r.bars.equals(good.filter(pl.int_range(pl.len()) != i).select(list(BAR_SCHEMA)))
+    assert rule in BAR_RULES
     row = r.quarantined.row(0, named=True)
     assert row["rule"] == rule and row["partition"] == SESSION.isoformat() and row["value"]
     assert '"time":"2024-03-05T14:25:00+0000"' in row["row"]
@@ -318,6 +320,7 @@ def test_macro_level_break_is_flagged_until_the_series_returns(platform_config):
     f = r.frame.filter(pl.col("variable") == "dxy").sort("date")["flag_reason"].to_list()
     assert f[:10] == [None] * 10 and f[10] == "jump" and f[11:] == ["level_break"] * 9
     assert r.report.flagged_by_reason == {"jump": 1, "level_break": 9}
+    assert set(r.report.flagged_by_reason) <= set(MACRO_RULES)
 
 
 def test_macro_missing_columns_are_reported_or_refused(platform_config):

@@ -212,6 +212,14 @@ def test_a_failed_blocking_gate_refuses_to_publish_that_session_only(env, platfo
     assert q is not None and q["rule"].to_list() == ["gate:bars_ohlc_consistent"]
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "refused to publish 1 session" in failure.step_failure_data.user_failure_data.description
+    # the CLI reports the refusal in its summary and exits non-zero
+    from usdcop_platform.cli import app
+
+    out = CliRunner().invoke(app, ["ingest", "--source", "file", "--bars", str(path), "--json"])
+    assert out.exit_code == 1
+    summary = json.loads(next(ln for ln in out.output.splitlines() if ln.startswith("{")))
+    assert summary["sessions_refused"] == 1 and summary["refused_sessions"] == [SESSION.isoformat()]
+    assert summary["sessions"] == 1 and summary["bars_published"] == 60
 
 
 # ---- macro -----------------------------------------------------------------------------------------
@@ -298,9 +306,19 @@ def test_after_close_schedule_targets_todays_session_and_skips_holidays():
     assert isinstance(skip, dg.SkipReason) and "not a trading session" in skip.skip_message
 
 
-def test_macro_runs_each_morning_by_declarative_automation():
-    cond = raw_macro_daily.specs_by_key[RAW_MACRO_KEY].automation_condition
-    assert cond is not None and "0 7 * * 1-5" in str(cond.get_label() or cond)
+def test_macro_runs_each_weekday_morning_by_declarative_automation(platform):
+    bogota = timezone(timedelta(hours=-5))
+    defs = dg.Definitions(assets=[raw_macro_daily], resources=resources(platform))
+    instance = dg.DagsterInstance.ephemeral()
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                               evaluation_time=datetime(2024, 3, 5, 6, 50, tzinfo=bogota))
+    assert before.total_requested == 0
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor,
+                                              evaluation_time=datetime(2024, 3, 5, 7, 1, tzinfo=bogota))
+    assert after.total_requested == 1  # 07:00 Bogota, a Tuesday
+    saturday = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor,
+                                                 evaluation_time=datetime(2024, 3, 9, 7, 1, tzinfo=bogota))
+    assert saturday.total_requested == 0
     policy = raw_usdcop_m5_ohlcv.backfill_policy
     assert policy is not None and policy.max_partitions_per_run == 250
 
@@ -311,6 +329,8 @@ def test_domain_definitions_expose_assets_job_and_schedule():
     repo_assets = {a.key for a in defs.assets}  # type: ignore[union-attr]
     assert repo_assets == {RAW_BARS_KEY, RAW_MACRO_KEY}
     assert [s.name for s in defs.schedules] == ["raw_bars_after_close"]  # type: ignore[union-attr]
+    sensor = next(iter(defs.sensors))  # type: ignore[arg-type]
+    assert sensor.name == "market_data_automation" and sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 # ---- ingest() and the CLI ----------------------------------------------------------------------------

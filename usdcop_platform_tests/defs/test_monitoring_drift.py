@@ -154,12 +154,12 @@ def test_webhook_timeout_keeps_the_alert_and_does_not_fail_the_run(tmp_path, sql
 def test_schedule_runs_hourly_in_bogota_and_skips_holidays(world) -> None:
     assert feature_drift_schedule.execution_timezone == "America/Bogota"
     assert feature_drift_schedule.cron_schedule == "0 9-13 * * 1-5"
-    with dg.instance_for_test() as instance:
-        tick = at(world, D, 10)
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+    tick = at(world, D, 10)
+    # contexts as context managers: they close the instance they open (no leak into later tests)
+    with dg.instance_for_test() as instance, dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as ctx:
         req = feature_drift_schedule.evaluate_tick(ctx).run_requests[0]
         assert req.run_config["ops"]["monitoring__feature_drift"]["config"]["as_of"] == tick.isoformat()
-        holiday = date(2024, 3, 25)  # San José, Colombia
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=at(world, holiday, 10))
+    holiday = at(world, date(2024, 3, 25), 10)  # San José, Colombia
+    with dg.instance_for_test() as instance, dg.build_schedule_context(instance=instance, scheduled_execution_time=holiday) as ctx:
         result = feature_drift_schedule.evaluate_tick(ctx)
         assert not result.run_requests and "not a trading session" in result.skip_message

@@ -188,8 +188,8 @@ def test_schedule_run_configs_run_their_jobs(world) -> None:
     tick = at(world, D, 13, 15)
     with dg.instance_for_test() as instance:
         for schedule in (feature_drift_schedule, realized_performance_schedule, freshness_schedule):
-            ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
-            (req,) = schedule.evaluate_tick(ctx).run_requests
+            with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as ctx:
+                (req,) = schedule.evaluate_tick(ctx).run_requests
             result = defs.resolve_job_def(schedule.job_name).execute_in_process(
                 run_config=req.run_config, instance=instance, raise_on_error=False
             )

@@ -11,7 +11,7 @@ from usdcop_platform.adapters.store import StoreError
 from usdcop_platform.api.champion import sync_champion
 from usdcop_platform.api.deps import app_state, get_settings, get_store, require_role, write_role
 from usdcop_platform.api.errors import ApiError
-from usdcop_platform.api.routers.common import READ_ERRORS, WRITE_ERRORS, errors
+from usdcop_platform.api.routers.common import READ_ERRORS, WRITE_ERRORS
 from usdcop_platform.api.schemas import (
     ID_PATTERN,
     AuditList,

@@ -27,6 +27,7 @@ or before the state's last bar is a duplicate: its stored signals are returned, 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -302,28 +303,42 @@ def commit_bar(store: Any, journal_row_key: str, journal: Mapping[str, Any], sig
     """
     import sqlalchemy as sa
 
-    from usdcop_platform.adapters.store._sql import dialect_insert, to_record
     from usdcop_platform.adapters.store.risk import _columns as risk_columns
     from usdcop_platform.adapters.store.signals import normalize_signal
-    from usdcop_platform.adapters.store.tables import RiskState as RiskRow
-    from usdcop_platform.adapters.store.tables import TradingSignal
-    from usdcop_platform.adapters.store.types import utcnow
+    from usdcop_platform.adapters.store.types import Record, utcnow
 
     rows = [normalize_signal(sig) for sig in signals]
     now = utcnow()
+    states = [{"key": k, **risk_columns(st), "updated_at": now} for k, st in ((journal_row_key, journal), (risk_key, state))]
     with store.write_session() as s:
-        for key, st in ((journal_row_key, journal), (risk_key, state)):
-            values = {**risk_columns(st), "updated_at": now}
-            s.execute(dialect_insert(s, RiskRow).values(key=key, **values)
-                      .on_conflict_do_update(index_elements=["key"], set_=values))
-        for row in rows:
-            s.execute(dialect_insert(s, TradingSignal).values(**row)
-                      .on_conflict_do_nothing(index_elements=["bar_time", "model_id"]))
-        bar_times = {r["bar_time"] for r in rows}
-        stored = s.execute(sa.select(TradingSignal).where(
-            TradingSignal.bar_time.in_(bar_times), TradingSignal.model_id.in_([r["model_id"] for r in rows]))
-            .order_by(TradingSignal.id)).scalars().all()
-        return [to_record(r) for r in stored]
+        conn = s.connection()
+        upsert, insert, signal_table = _commit_statements(conn.dialect.name)
+        conn.execute(upsert, states)
+        columns = sorted({c for r in rows for c in r})
+        conn.execute(insert, [{c: r.get(c) for c in columns} for r in rows])
+        stored = conn.execute(sa.select(signal_table).where(
+            signal_table.c.bar_time.in_({r["bar_time"] for r in rows}),
+            signal_table.c.model_id.in_([r["model_id"] for r in rows])).order_by(signal_table.c.id)).mappings().all()
+        return [Record(dict(r)) for r in stored]
+
+
+@functools.lru_cache(maxsize=4)
+def _commit_statements(dialect: str) -> tuple[Any, Any, Any]:
+    """The risk-state upsert and the signal insert of `commit_bar`, built once per dialect: no
+    literal values inside, so SQLAlchemy compiles them once and only parameters travel."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from usdcop_platform.adapters.store.risk import COLUMNS
+    from usdcop_platform.adapters.store.tables import RiskState as RiskRow
+    from usdcop_platform.adapters.store.tables import TradingSignal
+
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+    risk_table, signal_table = RiskRow.__table__, TradingSignal.__table__
+    upsert = insert(risk_table)
+    upsert = upsert.on_conflict_do_update(index_elements=["key"], set_={
+        c: upsert.excluded[c] for c in (*COLUMNS, "extra", "updated_at")})
+    signals = insert(signal_table).on_conflict_do_nothing(index_elements=["bar_time", "model_id"])
+    return upsert, signals, signal_table
 
 
 # ---- the cycle -------------------------------------------------------------------------------

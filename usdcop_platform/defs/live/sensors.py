@@ -102,20 +102,10 @@ def run_request(bar: Bar, session_partition: str) -> dg.RunRequest:
     )
 
 
-_SENSOR_CFG = get_config().mlops.sensor
-
-
-@dg.sensor(
-    name=SENSOR_NAME,
-    job=live_signal_job,
-    minimum_interval_seconds=_SENSOR_CFG.interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Polls the market source for the newest closed bar; one live run per bar (run_key = bar time), "
-                "skips outside the session and on holidays, catches up missed bars in order.",
-)
-def live_bar_sensor(
+def evaluate_live_sensor(
     context: dg.SensorEvaluationContext, platform: PlatformResource, live_feed: LiveFeedResource
 ) -> dg.SensorResult | dg.SkipReason:
+    """One tick: plan (see plan_live_runs), then one RunRequest per bar and the new cursor."""
     cfg = platform.config
     calendar = platform.calendar
     now = live_feed.now()
@@ -129,3 +119,28 @@ def live_bar_sensor(
                             "missed bar(s) of the session are not replayed live")
     key = session_key(calendar.session_of(plan.bars[-1].time))
     return dg.SensorResult(run_requests=[run_request(b, key) for b in plan.bars], cursor=plan.cursor)
+
+
+def build_live_sensor(
+    interval_seconds: int, name: str = SENSOR_NAME,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> dg.SensorDefinition:
+    """The live bar sensor polling every `interval_seconds` (the code location uses mlops.yaml's)."""
+
+    @dg.sensor(
+        name=name,
+        job=live_signal_job,
+        minimum_interval_seconds=interval_seconds,
+        default_status=default_status,
+        description="Polls the market source for the newest closed bar; one live run per bar (run_key = bar "
+                    "time), skips outside the session and on holidays, catches up missed bars in order.",
+    )
+    def _live_sensor(
+        context: dg.SensorEvaluationContext, platform: PlatformResource, live_feed: LiveFeedResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        return evaluate_live_sensor(context, platform, live_feed)
+
+    return _live_sensor
+
+
+live_bar_sensor = build_live_sensor(get_config().mlops.sensor.interval_seconds)

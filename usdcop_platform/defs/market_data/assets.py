@@ -6,6 +6,7 @@ a blocking check alone would not undo a write. Downstream automation must requir
 """
 
 # No `from __future__ import annotations`: Dagster reads the parameter annotations at definition time.
+import warnings
 from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
@@ -19,6 +20,9 @@ from usdcop_platform.defs.market_data.resources import MacroSourceResource, Mark
 from usdcop_platform.defs.market_data.schedules import BACKFILL_CHUNK_SESSIONS, macro_automation_condition
 from usdcop_platform.defs.partitions import session_date, session_partitions
 from usdcop_platform.defs.resources import PlatformResource
+
+# BackfillPolicy is "beta" in dagster 1.13; it is the documented way to chunk backfills.
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 RAW_BARS_KEY = dg.AssetKey(["raw", "usdcop_m5_ohlcv"])
 RAW_MACRO_KEY = dg.AssetKey(["raw", "macro_daily"])

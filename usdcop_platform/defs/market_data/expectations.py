@@ -11,6 +11,7 @@ such as a wrong schema, refuses them all).
 
 from __future__ import annotations
 
+import numbers
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -108,6 +109,11 @@ def _context() -> Any:
     return ctx
 
 
+def warm_up() -> None:
+    """Import GX and create the context now (a code server or benchmark pays it once, up front)."""
+    _context()
+
+
 @lru_cache(maxsize=16)
 def _batch_definition(asset: str) -> Any:
     ds = _context().data_sources.get("usdcop")
@@ -148,7 +154,7 @@ def _validate(asset: str, frame: pl.DataFrame, build: Callable[[Any], list[Any]]
                 or (f"{cfg.kwargs.get('column_A')}>{cfg.kwargs.get('column_B')}" if "column_A" in cfg.kwargs else None),
                 success=bool(r.success),
                 unexpected_count=res.get("unexpected_count"),
-                unexpected_rows=[int(i) for i in rows if isinstance(i, (int,))],
+                unexpected_rows=[int(i) for i in rows if isinstance(i, numbers.Integral)],
                 samples=samples,
             )
         )

@@ -31,7 +31,6 @@ from usdcop_platform.core.cleaning import (
     merge_macro,
 )
 from usdcop_platform.core.quality import PRICE_COLUMNS, bar_gate_frame, macro_gate_frame, macro_staleness, quarantine_frame, text
-from usdcop_platform.core.schema import QUARANTINE_SCHEMA
 from usdcop_platform.defs.market_data.expectations import (
     CheckOutcome,
     validate_bar_rows,
@@ -234,7 +233,6 @@ def check_metadata(c: CheckOutcome, limit: int = 20) -> dict[str, Any]:
 __all__ = [
     "BarsPublication",
     "MacroPublication",
-    "QUARANTINE_SCHEMA",
     "check_metadata",
     "publish_bars",
     "publish_macro",

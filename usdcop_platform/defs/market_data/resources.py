@@ -5,6 +5,7 @@ Secrets travel as dg.EnvVar (never stored in run config): TWELVEDATA_API_KEY, FR
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import dagster as dg
@@ -52,7 +53,7 @@ class MacroSourceResource(dg.ConfigurableResource):
         )
 
 
-def history_start(config: PlatformConfig, calendar: TradingCalendar, first_session: Any = None) -> Any:
+def history_start(config: PlatformConfig, calendar: TradingCalendar, first_session: date | None = None) -> date:
     """Macro history needed before `first_session` (default: the calendar start): the features'
     rolling z-score window, in sessions."""
     first = first_session or config.instrument.calendar_start

@@ -2,7 +2,8 @@
 
 - Bars: a schedule shortly after each session's close (Bogota), one run for today's session
   partition, skipped on weekends and Colombian holidays.
-- Macro: declarative automation, `on_cron` each weekday morning before the open (Bogota).
+- Macro: declarative automation, `on_cron` each weekday morning before the open (Bogota),
+  evaluated by `market_data_automation` (running by default).
 - Backfill of the whole history: the bars asset's BackfillPolicy runs chunks of
   BACKFILL_CHUNK_SESSIONS sessions per run (the Dagster UI shows backfill progress per run;
   `usdcop ingest` shows a progress bar per chunk).
@@ -41,6 +42,15 @@ def macro_cron() -> str:
 def macro_automation_condition() -> dg.AutomationCondition:
     return dg.AutomationCondition.on_cron(macro_cron(), CALENDAR.instrument.timezone)
 
+
+# Declarative automation needs a sensor to evaluate it; this one runs by default (the code
+# location's default_automation_condition_sensor starts stopped) and covers the raw assets only.
+market_data_automation = dg.AutomationConditionSensorDefinition(
+    "market_data_automation",
+    target=dg.AssetSelection.assets(dg.AssetKey(["raw", "macro_daily"])),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Evaluates raw/macro_daily's on_cron condition (weekday mornings, Bogota).",
+)
 
 raw_bars_job = dg.define_asset_job(
     "raw_bars_job",
