@@ -1,0 +1,26 @@
+"""The live domain as a code location of its own (optional deployment shape, see DESIGN.md
+"Scale beyond one machine": the live inference location on the default run launcher).
+
+Each live run is a fresh process that imports its code location. This module imports only the
+live domain and the shared resources (no torch, MLflow or Great Expectations), which roughly
+halves the run launch time measured by `usdcop bench live`. To use it, load it as a second code
+location in workspace.yaml and drop `usdcop_platform.defs.live.definitions` from the main
+location's DOMAIN_MODULES (otherwise two sensors would request every bar).
+
+    load_from:
+      - python_module: {module_name: usdcop_platform.defs.live.location, location_name: usdcop_live}
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from usdcop_platform.defs.live.definitions import defs as live_defs
+from usdcop_platform.defs.live.resources import live_resources
+from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform.settings import get_settings
+
+# Only the keys the live domain uses (build_resources would import MLflow for the training domain).
+_settings = get_settings()
+defs = dg.Definitions.merge(live_defs, dg.Definitions(
+    resources={"platform": PlatformResource.from_settings(_settings), **live_resources(_settings)}))
