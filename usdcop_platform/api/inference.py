@@ -493,3 +493,23 @@ def prometheus(request: Request) -> Response:
     m.cache_misses.set(cs["misses"])
     m.cache_redis.set(int(cs["backend"] == "redis"))
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def standalone_app(settings: Any = None, store: Any = None) -> Any:
+    """The inference API as a service of its own (no approvals pages, CORS or page middleware):
+    for a dedicated, horizontally scaled inference deployment.
+
+        uvicorn --factory usdcop_platform.api.inference:standalone_app
+    """
+    from fastapi import FastAPI
+
+    from usdcop_platform.api.deps import AppState
+    from usdcop_platform.api.errors import install_error_handlers
+    from usdcop_platform.settings import get_settings
+
+    app = FastAPI(title="USD/COP inference API", description=__doc__, docs_url=None, redoc_url=None)
+    app.state.usdcop = AppState(settings or get_settings(), store)
+    app.include_router(router)
+    install_error_handlers(app)
+    return app
+

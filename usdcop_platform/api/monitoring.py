@@ -5,8 +5,9 @@ which one is down:
 
     database   ping, dialect, migration revision (503 for the whole answer when unreachable)
     redis      the feature cache's Redis: ok / unavailable / not configured (memory fallback)
-    model      the registry's production model and whether its ONNX file is present and matches
-               the registry hash (what the live path would load)
+    model      the registry's production model, whether its ONNX file is present and matches the
+               registry hash (what the live path would load), and what this API process's
+               inference engine has loaded (once the inference API has been used)
     last_bar / last_signal   newest bar in the lake and newest production signal, their age
                (from the bar's close) and a session-aware freshness verdict (core.alerts)
     sensors    Dagster sensor states from the instance under DAGSTER_HOME: status, cursor, last tick
@@ -57,6 +58,10 @@ class ModelDetail(ComponentHealth):
     experiment: str | None = None
     onnx_present: bool | None = None
     onnx_hash_matches: bool | None = None
+    # What this API process's inference engine has loaded (None until the inference API was used).
+    served_model_ids: list[str] | None = None
+    served_registry_version: int | None = None
+    served_error: str | None = None
 
 
 class AgeDetail(ComponentHealth):
@@ -142,10 +147,24 @@ def _redis(settings: Any, calendar: TradingCalendar) -> ComponentHealth:
         cache.close()
 
 
-def _model(store: Any, models_dir: Path) -> ModelDetail:
+def _served(app_state_obj: Any) -> dict[str, Any]:
+    """The inference engine of this process (api/inference.py), if it was created; never creates it."""
+    svc = getattr(app_state_obj, "usdcop_inference", None)
+    engine = getattr(svc, "engine", None)
+    if engine is None:
+        return {}
+    status = engine.status()
+    return {
+        "served_model_ids": [m["model_id"] for m in status.get("members", [])],
+        "served_registry_version": status.get("registry_version"),
+        "served_error": status.get("last_error"),
+    }
+
+
+def _model(store: Any, models_dir: Path, served: dict[str, Any]) -> ModelDetail:
     prod = store.models.production()
     if prod is None:
-        return ModelDetail(status="unavailable", detail="no production model: approve a promotion proposal")
+        return ModelDetail(status="unavailable", detail="no production model: approve a promotion proposal", **served)
     path = Path(prod["onnx_path"]) if prod.get("onnx_path") else None
     if path is not None and not path.is_absolute():
         path = models_dir / path
@@ -157,7 +176,7 @@ def _model(store: Any, models_dir: Path) -> ModelDetail:
     )
     return ModelDetail(
         status=status, detail=detail, model_id=prod["model_id"], experiment=prod["experiment_name"],
-        onnx_present=present, onnx_hash_matches=matches,
+        onnx_present=present, onnx_hash_matches=matches, **served,
     )
 
 
@@ -227,7 +246,7 @@ def health_detailed(request: Request) -> Any:
     try:
         store = state.store
         db = _database(store)
-        model = _model(store, settings.models_dir)
+        model = _model(store, settings.models_dir, _served(request.app.state))
         newest = store.signals.latest(role="production")
         signal = _age(newest["bar_time"] if newest else None, now, calendar, fresh.signal_max_age_minutes,
                       fresh.grace_minutes_after_open)

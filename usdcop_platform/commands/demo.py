@@ -9,6 +9,7 @@ Dagster on the instance under DAGSTER_HOME, so `dagster dev` shows the runs afte
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import date
@@ -19,7 +20,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from usdcop_platform.commands.common import UserFacingError, cli_errors, console
+from usdcop_platform.commands.common import UserFacingError, cli_errors, console, err_console
 from usdcop_platform.settings import Settings, get_settings
 
 DEMO_REVIEWER = "demo-reviewer"
@@ -170,8 +171,8 @@ def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict
     with _progress() as bar:
         task = bar.add_task("4/8 features per session", total=len(sessions))
         feats = materialize_features(sessions, settings, progress=lambda i: bar.update(task, completed=i))
-    console.print(f"[bold]4/8[/] features: {feats['published']} sessions published, {feats['refused']} refused "
-                  "(warm-up sessions have too little history)")
+    refused = f", {feats['refused']} refused by the quality gates" if feats["refused"] else ""
+    console.print(f"[bold]4/8[/] features: {feats['published']} sessions published{refused}")
 
     console.print(f"[bold]5/8[/] training {experiment!r} (dataset → PPO → ONNX parity gate) ...")
     trained = train_experiment(experiment, settings, total_timesteps=timesteps)
@@ -210,14 +211,19 @@ def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict
 def signals_table(signals: list[Any], limit: int = 12) -> Table:
     from usdcop_platform.core.actions import ACTION_NAMES
 
-    table = Table(title=f"signals (last {min(limit, len(signals))} of {len(signals)})")
-    for col in ("bar (UTC)", "action", "raw", "p(sell/hold/buy)", "conf", "risk", "failing check", "size"):
-        table.add_column(col)
+    from usdcop_platform.core.calendar import default_calendar
+
+    tz = default_calendar().tz
+    table = Table(title=f"signals (last {min(limit, len(signals))} of {len(signals)}, Bogota time)")
+    for col in ("bar", "action", "policy", "p sell/hold/buy", "conf", "risk", "size"):
+        table.add_column(col, no_wrap=True)
     for s in list(signals)[-limit:]:
+        risk = s["risk_status"] + (f" ({s['failing_check']})" if s["failing_check"] else "")
         table.add_row(
-            str(s["bar_time"])[:16], ACTION_NAMES[int(s["action"])], ACTION_NAMES[int(s["raw_action"])],
+            s["bar_time"].astimezone(tz).strftime("%H:%M"), ACTION_NAMES[int(s["action"])],
+            ACTION_NAMES[int(s["raw_action"])],
             f"{s['prob_sell']:.2f}/{s['prob_hold']:.2f}/{s['prob_buy']:.2f}", f"{s['confidence']:.2f}",
-            s["risk_status"], s["failing_check"] or "", f"{s['position_recommendation']:.3f}",
+            risk, f"{s['position_recommendation']:.3f}",
         )
     return table
 
@@ -230,8 +236,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole graph on the embedded defaults and print where to look."""
         settings = get_settings()
-        with cli_errors():
-            out = run_demo(settings, experiment, timesteps)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        log_path = settings.state_dir / "demo.log"
+        console.print(f"Dagster and MLflow logs of this run go to {log_path}")
+        with cli_errors(), open(log_path, "w") as log, contextlib.redirect_stderr(log):
+            try:
+                out = run_demo(settings, experiment, timesteps)
+            except Exception:
+                log.flush()
+                tail = log_path.read_text().splitlines()[-15:]
+                err_console.print("[red]last lines of the log:[/]\n" + "\n".join(tail))
+                raise
         base = settings.public_api_url
         pid = out["proposal"]["proposal_id"]
         console.print(Panel.fit(

@@ -12,7 +12,9 @@ its ONNX policy, giving probabilities p_i over (SELL, HOLD, BUY). With weights w
 Loading a member verifies, and refuses on any mismatch:
   - the ONNX file's sha256 equals the registry's `onnx_hash` (a corrupted or swapped file);
   - the model's `feature_order_hash` (registry row and ONNX metadata) equals the contract's;
-  - the ONNX metadata's model_id equals the registry row's; the norm stats file's hash;
+  - the ONNX metadata's model_id and model_hash equal the registry row's;
+  - the norm stats file's content hash equals the registry's (and the ONNX metadata's)
+    norm_stats_hash, and the stats were fitted for the contract's feature order;
   - the model is servable (it passed ONNX parity) and warms up to finite probabilities.
 
 The live path decides through `step()`, which runs core.policy_runner.policy_step (the per-bar

@@ -3,6 +3,8 @@ drift history, and the audited admin rollback (incl. no previous model)."""
 
 from __future__ import annotations
 
+from usdcop_platform.core.alerts import KIND_ROLLBACK
+
 from datetime import datetime, timezone
 
 import numpy as np
@@ -33,7 +35,7 @@ def _fixture_model(store, settings, cfg, seed: int, stage: str):
     return model
 
 
-def test_health_detailed_reports_every_component(client, store, settings, lake, cfg) -> None:
+def test_health_detailed_reports_every_component(client, store, settings, lake, cfg, keys) -> None:
     r = client.get("/health/detailed")
     assert r.status_code == 200
     body = r.json()
@@ -54,7 +56,11 @@ def test_health_detailed_reports_every_component(client, store, settings, lake, 
     })
     body = client.get("/health/detailed").json()
     assert body["model"] == {"status": "ok", "detail": None, "model_id": model.model_id, "experiment": "smoke",
-                             "onnx_present": True, "onnx_hash_matches": True}
+                             "onnx_present": True, "onnx_hash_matches": True, "served_model_ids": None,
+                             "served_registry_version": None, "served_error": None}
+    assert client.get("/v1/models", headers=keys.h("viewer")).status_code == 200  # the inference engine loads
+    served = client.get("/health/detailed").json()["model"]
+    assert served["served_model_ids"] == [model.model_id] and served["served_registry_version"] == store.registry_version()
     now = datetime.now(timezone.utc)
     for key in ("last_bar", "last_signal"):
         age = body[key]["age_seconds"]
@@ -126,6 +132,9 @@ def test_rollback_proposal_then_admin_rollback_with_audit(client, store, setting
     assert store.models.production()["model_id"] == old.model_id
     (audit,) = store.audit.list(action="ROLLBACK")
     assert audit["reviewer"] == "ada-admin" and audit["notes"] == "approve the rollback proposal"
+    # the API rollback is alerted like `usdcop rollback` (same lifecycle function)
+    (alert,) = [a for a in store.alerts.list() if a["kind"] == KIND_ROLLBACK]
+    assert new.model_id in alert["message"] and old.model_id in alert["message"]
     # the proposal was for the model that is no longer production: nothing open any more
     assert client.get("/api/monitoring/rollback-proposals", headers=keys.h("viewer")).json() == []
 

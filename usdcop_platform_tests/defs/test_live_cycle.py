@@ -166,3 +166,15 @@ def test_bar_validation(world):
     with pytest.raises(LiveError, match="naive"):
         Bar.from_mapping({"time": "2024-03-05T13:00:00", "open": 1, "high": 1, "low": 1, "close": 1})
     assert np.isfinite(b.close)
+
+
+def test_a_late_commit_never_rewinds_the_live_state(world):
+    cycle = world.cycle()
+    bars = world.session_bars()[:3]
+    cycle.process(bars[0])
+    pending_2 = cycle.compute(bars[1])  # computed, not yet written...
+    cycle.commit(cycle.compute(bars[2], state_before=pending_2.state_after))  # ...bar 3 lands first
+    cycle.commit(pending_2)  # the late commit of bar 2: signals + journal written, state kept
+    assert world.store.risk.load("live")["last_bar"] == bars[2].time.isoformat()
+    assert world.store.signals.count(LIVE_SESSION) == 3
+

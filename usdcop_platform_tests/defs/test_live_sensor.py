@@ -72,6 +72,9 @@ def test_catch_up_then_one_request_per_new_bar(world, instance):
     bar = first.run_config["ops"][LIVE_OP_NAME]["config"]["bar"]
     expected = world.session_bars()[0]
     assert bar["time"] == first.run_key and bar["close"] == expected.close
+    # each run carries the bars requested before it, so runs started out of order still go in order
+    earlier = [b["time"] for b in reqs[5].run_config["ops"][LIVE_OP_NAME]["config"]["earlier"]]
+    assert earlier == times[:5] and reqs[0].run_config["ops"][LIVE_OP_NAME]["config"]["earlier"] == []
     cursor = tick(world, instance, now).cursor
     assert cursor == times[-1]
     again = tick(world, instance, now + timedelta(seconds=30), cursor=cursor)

@@ -163,3 +163,18 @@ def test_schedule_runs_hourly_in_bogota_and_skips_holidays(world) -> None:
     with dg.instance_for_test() as instance, dg.build_schedule_context(instance=instance, scheduled_execution_time=holiday) as ctx:
         result = feature_drift_schedule.evaluate_tick(ctx)
         assert not result.run_requests and "not a trading session" in result.skip_message
+
+
+def test_sustained_drift_alerts_at_onset_and_at_the_retrain_streak(world) -> None:
+    rng = np.random.default_rng(4)
+    register_model(world, "m-prod", production=True)
+    write_reference(world, rng)
+    add_signals(world, PREV, "m-prod", "production", [1] * 60, _live(world, rng, shift_features=5))
+    n = world.cfg.mlops.drift.consecutive_checks_for_retrain
+    for hour in range(9, 9 + n + 1):
+        assert _run(world, at(world, D, hour)).success
+    hist = h.read_recent(world.lake, h.DRIFT_DATASET, sessions=1)
+    assert hist["status"].to_list() == ["DRIFT"] * (n + 1)
+    messages = [a["message"] for a in world.store.alerts.list(kind="feature_drift")]
+    assert len(messages) == 2  # onset and the retrain streak, not every hourly check
+    assert f"{n} consecutive check(s)" in messages[0] and "1 consecutive check(s)" in messages[1]

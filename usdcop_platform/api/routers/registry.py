@@ -68,7 +68,14 @@ def rollback(
     store: Any = Depends(get_store),
     settings: Any = Depends(get_settings),
 ) -> RollbackOut:
-    rec = store.approvals.rollback(reviewer=principal["name"], notes=body.notes)
+    # the same lifecycle function as `usdcop rollback`: atomic store rollback, audit row, alert
+    from usdcop_platform.adapters.webhook import AlertDispatcher
+    from usdcop_platform.contracts.platform import get_config
+    from usdcop_platform.defs.monitoring.lifecycle import rollback_production
+
+    alerts_cfg = get_config(str(settings.config_dir)).mlops.monitoring.alerts
+    dispatcher = AlertDispatcher.create(store, settings.alert_webhook_url, alerts_cfg)
+    rec = rollback_production(store, dispatcher, reviewer=principal["name"], notes=body.notes)
     background.add_task(sync_champion, settings, store)
     return RollbackOut.model_validate(dict(rec))
 

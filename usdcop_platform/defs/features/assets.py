@@ -17,6 +17,7 @@ would not undo a write):
 
 # No `from __future__ import annotations` here: Dagster inspects the `context` annotation at load.
 
+import warnings
 from datetime import date
 
 import dagster as dg
@@ -239,13 +240,19 @@ _SPECS = [
 ]
 
 
+with warnings.catch_warnings():
+    # allow_nonexistent_upstream_partitions is beta in dagster 1.13; we rely on it knowingly
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    _LOOKBACK_MAPPING = dg.TimeWindowPartitionMapping(
+        start_offset=-LOOKBACK_SESSIONS, allow_nonexistent_upstream_partitions=True)
+
+
 @dg.asset(
     key=FEATURES_KEY,
     partitions_def=session_partitions,
     deps=[
         # the first sessions of the calendar have less history than the lookback: not an error
-        dg.AssetDep(RAW_BARS_KEY, partition_mapping=dg.TimeWindowPartitionMapping(
-            start_offset=-LOOKBACK_SESSIONS, allow_nonexistent_upstream_partitions=True)),
+        dg.AssetDep(RAW_BARS_KEY, partition_mapping=_LOOKBACK_MAPPING),
         dg.AssetDep(RAW_MACRO_KEY),
     ],
     check_specs=_SPECS,

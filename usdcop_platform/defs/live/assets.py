@@ -9,6 +9,7 @@ sensor requests partition = the bar's session, run_key = the bar's time.
 
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -17,7 +18,7 @@ from usdcop_platform.core.actions import ACTION_NAMES
 from usdcop_platform.core.features import FeatureError
 from usdcop_platform.core.inference import InferenceEngine, InferenceError, InvalidObservation
 from usdcop_platform.core.schema import BAR_SCHEMA
-from usdcop_platform.defs.live.cycle import Bar, LiveCycle, LiveError, validate_bar
+from usdcop_platform.defs.live.cycle import Bar, LiveCycle, LiveError, StaleBar, process_lock, validate_bar
 from usdcop_platform.defs.live.resources import FeatureCacheResource
 from usdcop_platform.defs.partitions import session_key, session_partitions
 from usdcop_platform.defs.resources import PlatformResource
@@ -32,6 +33,7 @@ GROUP = "live"
 # bar is idempotent); a few minutes of retries still lands before the next bar matters.
 RUN_RETRIES = 2
 RUN_RETRY_DELAY_S = 10
+LIVE_LOCK_FILE = "live.lock"  # under the state dir: serializes live runs on this machine
 
 
 class BarConfig(dg.Config):
@@ -47,6 +49,10 @@ class BarConfig(dg.Config):
 
 class LiveRunConfig(dg.Config):
     bar: BarConfig
+    # Missed bars of the session before `bar` that the same sensor tick requested: processed
+    # first, in order (already-processed ones are no-ops), so whichever catch-up run the
+    # launcher starts first, bars go through the live path in time order.
+    earlier: list[BarConfig] = []
 
 
 _CYCLES: dict[tuple[Any, ...], LiveCycle] = {}
@@ -96,7 +102,19 @@ def live_signal(
         bar = Bar.from_mapping(config.bar.model_dump())
         if session_key(validate_bar(bar, platform.calendar)) != context.partition_key:
             raise LiveError(f"bar {bar.time.isoformat()} does not belong to partition {context.partition_key}")
-        result = live_cycle(platform, feature_cache).process(bar)
+        cycle = live_cycle(platform, feature_cache)
+        # one live run at a time per machine: concurrent catch-up runs must not interleave
+        with process_lock(Path(platform.state_dir) / LIVE_LOCK_FILE):
+            for earlier in sorted((Bar.from_mapping(b.model_dump()) for b in config.earlier), key=lambda b: b.time):
+                if earlier.time >= bar.time:
+                    continue
+                try:
+                    done = cycle.process(earlier)
+                    context.log.info(f"catch-up bar {earlier.time.isoformat()}: "
+                                     f"{'already processed' if done.duplicate else 'processed'}")
+                except StaleBar as exc:
+                    context.log.warning(f"catch-up bar skipped: {exc}")
+            result = cycle.process(bar)
     except (LiveError, InferenceError, FeatureError, InvalidObservation) as exc:
         # deterministic refusals: retrying the same bar cannot help (a database outage can, and
         # propagates as DatabaseUnavailable to the retry policy)

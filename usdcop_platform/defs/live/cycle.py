@@ -27,12 +27,14 @@ or before the state's last bar is a duplicate: its stored signals are returned, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import numpy as np
@@ -313,6 +315,14 @@ def commit_bar(store: Any, journal_row_key: str, journal: Mapping[str, Any], sig
     with store.write_session() as s:
         conn = s.connection()
         upsert, insert, signal_table = _commit_statements(conn.dialect.name)
+        # the live state only moves forward: a late commit of an older bar never rewinds it
+        # (SQLite: this transaction holds the write lock from BEGIN IMMEDIATE; PostgreSQL: FOR UPDATE)
+        risk_table = upsert.table
+        current = conn.execute(sa.select(risk_table.c.extra).where(risk_table.c.key == risk_key)
+                               .with_for_update()).scalar_one_or_none()
+        last = (current or {}).get("last_bar")
+        if last is not None and state.get("last_bar") is not None and _utc(last) >= _utc(state["last_bar"]):
+            states = states[:1]
         conn.execute(upsert, states)
         columns = sorted({c for r in rows for c in r})
         conn.execute(insert, [{c: r.get(c) for c in columns} for r in rows])
@@ -339,6 +349,21 @@ def _commit_statements(dialect: str) -> tuple[Any, Any, Any]:
         c: upsert.excluded[c] for c in (*COLUMNS, "extra", "updated_at")})
     signals = insert(signal_table).on_conflict_do_nothing(index_elements=["bar_time", "model_id"])
     return upsert, signals, signal_table
+
+
+@contextlib.contextmanager
+def process_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes of this machine (flock on `path`), held while the
+    block runs; released by the OS even if the process dies."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 # ---- the cycle -------------------------------------------------------------------------------

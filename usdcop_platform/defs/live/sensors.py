@@ -93,11 +93,14 @@ def plan_live_runs(
     return LivePlan(bars=tuple(ordered), cursor=latest.time.isoformat(), dropped=dropped)
 
 
-def run_request(bar: Bar, session_partition: str) -> dg.RunRequest:
+def run_request(bar: Bar, session_partition: str, earlier: tuple[Bar, ...] = ()) -> dg.RunRequest:
+    """The run of one bar; `earlier` = the bars this tick requested before it (processed first by
+    the run, so catch-up stays in time order even if the launcher starts runs out of order)."""
     return dg.RunRequest(
         run_key=bar.time.isoformat(),
         partition_key=session_partition,
-        run_config={"ops": {LIVE_OP_NAME: {"config": {"bar": bar.to_dict()}}}},
+        run_config={"ops": {LIVE_OP_NAME: {"config": {"bar": bar.to_dict(),
+                                                      "earlier": [b.to_dict() for b in earlier]}}}},
         tags={BAR_TIME_TAG: bar.time.isoformat()},
     )
 
@@ -118,7 +121,8 @@ def evaluate_live_sensor(
         context.log.warning(f"catch-up bounded to {cfg.mlops.sensor.max_catchup_bars} bars: {plan.dropped} older "
                             "missed bar(s) of the session are not replayed live")
     key = session_key(calendar.session_of(plan.bars[-1].time))
-    return dg.SensorResult(run_requests=[run_request(b, key) for b in plan.bars], cursor=plan.cursor)
+    return dg.SensorResult(run_requests=[run_request(b, key, plan.bars[:i]) for i, b in enumerate(plan.bars)],
+                           cursor=plan.cursor)
 
 
 def build_live_sensor(

@@ -181,7 +181,8 @@ def feature_drift(
         ),
     )
     streak = consecutive_drift(h.read_recent(lake, h.DRIFT_DATASET, sessions=drift_cfg.consecutive_checks_for_retrain + 5), model_id)
-    if drifted:
+    # Alert when drift starts and when it has lasted long enough to trigger a retrain, not on every hourly check.
+    if drifted and streak in (1, drift_cfg.consecutive_checks_for_retrain):
         alerts.dispatcher(store, mon.alerts, context.log).emit(
             drift_alert(
                 drift_share=report.drift_share, threshold=drift_cfg.threshold, drifted_features=report.drifted_features,
