@@ -242,4 +242,10 @@ CREATE INDEX ix_alerts_delivered ON alerts (delivered);
 
 INSERT INTO usdcop_alembic_version (version_num) VALUES ('0001_initial') RETURNING usdcop_alembic_version.version_num;
 
+-- Running upgrade 0001_initial -> 0002_additional_backtests
+
+ALTER TABLE promotion_proposals ADD COLUMN additional_backtests JSONB DEFAULT '[]' NOT NULL;
+
+UPDATE usdcop_alembic_version SET version_num='0002_additional_backtests' WHERE usdcop_alembic_version.version_num = '0001_initial';
+
 COMMIT;

@@ -96,5 +96,8 @@ def request_more_tests(
         request = store.backtest_requests.update_status(request["id"], "PENDING", error=result.error)
         message = f"backtest {start}..{end} recorded as PENDING; the Dagster launch failed: {result.error}"
     else:
-        message = f"backtest {start}..{end} recorded as PENDING (no Dagster webserver configured)"
+        message = (
+            f"backtest {start}..{end} recorded as PENDING (no Dagster webserver configured); "
+            f"run it with `usdcop backtest --request-id {request['id']}`"
+        )
     return BacktestOutcome(rec, request, result.launched, message)

@@ -59,7 +59,6 @@ ENGINE_POLL_S: Final = 1.0  # registry-version poll interval of the served engin
 RISK_STATE_REFRESH_S: Final = 1.0  # predictions see risk state at most this old
 AUTH_CACHE_TTL_S: Final = 10.0  # a verified key is trusted this long without a database round trip
 LATENCY_WINDOW: Final = 10_000  # requests kept per endpoint for /v1/metrics percentiles
-RISK_KEY: Final = "live"  # the live path's risk state (defs.live.cycle.DEFAULT_RISK_KEY)
 LATENCY_BUCKETS_S: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -225,7 +224,7 @@ class InferenceService:
         self.engine = InferenceEngine(self.store, self.cfg.features, self.cfg.mlops.ensemble,
                                       models_root=settings.models_dir, poll_interval_s=ENGINE_POLL_S)
         self.risk = RiskManager(self.cfg.mlops.risk, self.cfg.mlops.trading_hours, self.calendar, self.store.risk,
-                                key=RISK_KEY)
+                                key=risk_core.LIVE_RISK_KEY)
         inst = self.cfg.instrument
         self.cache = build_feature_cache(settings.redis_url, inst.bar_minutes, inst.bars_per_session)
         self.metrics = InferenceMetrics()

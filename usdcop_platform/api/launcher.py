@@ -2,9 +2,10 @@
 
 When `Settings.dagster_webserver_url` (USDCOP_DAGSTER_URL) is set, the request is submitted to
 the Dagster webserver through `dagster_graphql.DagsterGraphQLClient`; the run carries the
-request in its tags, so the run, the request row and the audit row point at each other.
-Without a webserver URL the request simply stays PENDING in `backtest_requests`, where a
-sensor or an operator picks it up.
+request in its tags, so the run, the request row and the audit row point at each other, and
+the evaluation assets complete the request from the tag (defs/evaluation/more_tests.py).
+Without a webserver URL the request stays PENDING in `backtest_requests` until an operator
+runs `usdcop backtest --request-id N`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from usdcop_platform.defs.evaluation.more_tests import BACKTEST_REQUEST_TAG
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ class LaunchResult:
 def run_tags(request: Any, experiment: str) -> dict[str, str]:
     """Tags that identify the request on the run; `dagster/partition` selects the experiment."""
     return {
-        f"{TAG_PREFIX}backtest_request_id": str(request["id"]),
+        BACKTEST_REQUEST_TAG: str(request["id"]),
         f"{TAG_PREFIX}model_id": str(request["model_id"]),
         f"{TAG_PREFIX}proposal_id": str(request.get("proposal_id") or ""),
         f"{TAG_PREFIX}start_date": str(request["start_date"]),

@@ -26,7 +26,7 @@ from usdcop_platform.api import actions, charts
 from usdcop_platform.api.deps import SESSION_COOKIE, app_state, enforce_rate_limit, has_role, verify_key
 from usdcop_platform.api.errors import ApiError, store_error_status
 from usdcop_platform.api.routers.common import market_tz, review_path
-from usdcop_platform.api.views import ExperimentDetail, experiment_detail
+from usdcop_platform.api.views import ADDITIONAL_METRICS, METRIC_DISPLAY, ExperimentDetail, experiment_detail
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -203,6 +203,8 @@ def _review_response(
             "mlflow_store": state.settings.resolved_mlflow_uri,
             "history": d.history,
             "backtest_requests": d.backtest_requests,
+            "additional_backtests": d.additional_backtests,
+            "additional_metric_labels": [METRIC_DISPLAY[k][0] for k in ADDITIONAL_METRICS],
             "series_info": d.series,
             "trades_count": d.trades_total,
             "flash": flash,

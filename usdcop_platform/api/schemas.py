@@ -209,6 +209,22 @@ class BacktestRequestOut(_Out):
     updated_at: datetime
 
 
+class AdditionalBacktestOut(BaseModel):
+    """A further period a reviewer requested (REQUEST_MORE_TESTS), attached when its backtest completed."""
+
+    request_id: int
+    start: date
+    end: date
+    requested_by: str
+    requested_at: datetime | None = None
+    completed_at: datetime
+    dagster_run_id: str | None = None
+    series_partition: str = Field(description="Lake partition of its series, trades and report")
+    metrics: dict[str, Any] = Field(
+        default={}, description="Candidate metrics over the period, bars, sessions covered, benchmarks' headline"
+    )
+
+
 class ExperimentDetailOut(ProposalSummary):
     reasons: list[str] = []
     criteria: dict[str, Any] = {}
@@ -227,6 +243,9 @@ class ExperimentDetailOut(ProposalSummary):
     mlflow_url: str | None = None
     history: list[AuditOut] = []
     backtest_requests: list[BacktestRequestOut] = []
+    additional_backtests: list[AdditionalBacktestOut] = Field(
+        default=[], description="Backtests of further periods reviewers requested, oldest first"
+    )
 
 
 class DecisionOut(BaseModel):

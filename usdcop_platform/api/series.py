@@ -1,8 +1,10 @@
 """Backtest series and trades of a proposal, read from the lake and shaped for display.
 
-The evaluation step writes them per model id through adapters.backtests (series with the
-candidate's equity/drawdown and the buy-and-hold and production-baseline equities; trades with
-their net PnL). The proposal's `series_path` is used when it points at a parquet file elsewhere.
+The evaluation step writes them per model id and period through adapters.backtests (series with
+the candidate's equity/drawdown and the buy-and-hold and production-baseline equities; trades
+with their net PnL); the proposal's lineage names the partition its first vote was made from
+(`backtest_partition`, the model id for the test split). The proposal's `series_path` is used
+when it points at a parquet file elsewhere.
 
 Long series are downsampled for display with a min/max bucket rule: the n points are split into
 b = max_points // 2 equal buckets and each bucket keeps its lowest and highest point (in time
@@ -43,9 +45,14 @@ def _read_parquet(path: str | None) -> pl.DataFrame | None:
     return None
 
 
+def proposal_partition(proposal: Mapping[str, Any]) -> str:
+    """The lake partition of the backtest the proposal was made from."""
+    return (proposal.get("lineage") or {}).get("backtest_partition") or proposal["model_id"]
+
+
 def load_series(lake: ParquetLake, proposal: Mapping[str, Any]) -> pl.DataFrame | None:
     """The proposal's mark-to-market series sorted by time, or None when it was not written."""
-    df = bt_store.load_backtest_series(lake, proposal["experiment_name"], proposal["model_id"])
+    df = bt_store.load_backtest_series(lake, proposal["experiment_name"], proposal_partition(proposal))
     if df is None:
         df = _read_parquet(proposal.get("series_path"))
     if df is None or df.height == 0:
@@ -54,7 +61,7 @@ def load_series(lake: ParquetLake, proposal: Mapping[str, Any]) -> pl.DataFrame 
 
 
 def load_trades(lake: ParquetLake, proposal: Mapping[str, Any]) -> pl.DataFrame | None:
-    df = bt_store.load_backtest_trades(lake, proposal["experiment_name"], proposal["model_id"])
+    df = bt_store.load_backtest_trades(lake, proposal["experiment_name"], proposal_partition(proposal))
     return None if df is None or df.height == 0 else df
 
 

@@ -1,9 +1,9 @@
 """Assembles what the API and the review page show about one proposal (no HTTP here).
 
 Sources: the proposal row (metrics, criteria as written by core.promotion, baseline comparison,
-lineage), the model registry row, the lake (series and trades), the audit log and the
-backtest requests. `experiment_detail` is the one place this is gathered; the JSON endpoint
-and the HTML page both render from it.
+lineage, the additional backtests reviewers requested), the model registry row, the lake
+(series and trades), the audit log and the backtest requests. `experiment_detail` is the one
+place this is gathered; the JSON endpoint and the HTML page both render from it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -41,6 +42,8 @@ LOWER_IS_BETTER = frozenset({"max_drawdown", "turnover"})
 NEUTRAL = frozenset({"trades", "exposure"})
 # Criteria metrics shown as percentages.
 PCT_CRITERIA = frozenset({"max_drawdown", "win_rate"})
+# Metrics shown for each additional (reviewer-requested) backtest, keys of METRIC_DISPLAY.
+ADDITIONAL_METRICS = ("sharpe", "total_return", "max_drawdown", "win_rate", "trades", "psr")
 
 
 def fmt_value(value: Any, kind: str = "num") -> str:
@@ -146,7 +149,9 @@ def mlflow_run_url(settings: Settings, run_id: str | None) -> str | None:
 
 _DATASET_KEYS = ("dataset_hash", "feature_order_hash", "norm_stats_hash", "config_hash", "dataset_id", "train_period")
 _MODEL_KEYS = ("model_id", "model_hash", "onnx_hash", "reward_config_hash", "mlflow_run_id", "mlflow_model_version", "seed")
-_BACKTEST_KEYS = ("backtest_hash", "test_period", "test_start", "test_end", "series_path", "cost_bps")
+_BACKTEST_KEYS = (
+    "backtest_hash", "test_period", "test_start", "test_end", "backtest_partition", "series_path", "cost_bps",
+)
 
 
 def _is_hash(key: str, value: Any) -> bool:
@@ -186,6 +191,62 @@ def lineage_chain(proposal: Mapping[str, Any], model: Mapping[str, Any] | None) 
     return chain
 
 
+def _instant(value: Any) -> Any:
+    """ISO instants stored in JSON back to datetimes (for display in the market time zone)."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+def additional_backtest_rows(proposal: Mapping[str, Any], requests: list[Any]) -> list[dict[str, Any]]:
+    """One row per period a reviewer asked for: the attached results (DONE), then the requests
+    of this proposal not done yet with their status (PENDING, LAUNCHED, FAILED and its error)."""
+    rows: list[dict[str, Any]] = []
+    attached = set()
+    for entry in proposal.get("additional_backtests") or []:
+        m = entry.get("metrics") or {}
+        attached.add(entry.get("request_id"))
+        rows.append(
+            {
+                "request_id": entry.get("request_id"),
+                "start": entry.get("start"),
+                "end": entry.get("end"),
+                "status": "DONE",
+                "requested_by": entry.get("requested_by"),
+                "completed_at": _instant(entry.get("completed_at")),
+                "dagster_run_id": entry.get("dagster_run_id"),
+                "n_bars": m.get("n_bars"),
+                "out_of_sample": m.get("out_of_sample"),
+                "note": m.get("insufficient"),
+                "metrics": [fmt_value(m.get(k), METRIC_DISPLAY[k][1]) for k in ADDITIONAL_METRICS],
+            }
+        )
+    for r in requests:
+        if r["id"] in attached or r["status"] == "DONE" or r.get("proposal_id") != proposal["proposal_id"]:
+            continue
+        rows.append(
+            {
+                "request_id": r["id"],
+                "start": r["start_date"].isoformat(),
+                "end": r["end_date"].isoformat(),
+                "status": r["status"],
+                "requested_by": r["requested_by"],
+                "completed_at": None,
+                "dagster_run_id": r.get("dagster_run_id"),
+                "n_bars": None,
+                "out_of_sample": None,
+                "note": r.get("error")
+                or ("waiting for its Dagster run" if r["status"] == "LAUNCHED"
+                    else f"run it with: usdcop backtest --request-id {r['id']}"),
+                "metrics": ["—"] * len(ADDITIONAL_METRICS),
+            }
+        )
+    return rows
+
+
 def find_proposal(store: Any, ident: str) -> Any:
     """A proposal by its id, or by its model id (one proposal per model); 404 otherwise."""
     if not ident.isprintable():
@@ -215,6 +276,7 @@ class ExperimentDetail:
     mlflow_url: str | None
     history: list[Any] = field(default_factory=list)
     backtest_requests: list[Any] = field(default_factory=list)
+    additional_backtests: list[dict[str, Any]] = field(default_factory=list)
 
 
 def experiment_detail(
@@ -226,6 +288,7 @@ def experiment_detail(
     trades = S.load_trades(lake, proposal)
     label, rows = baseline_rows(proposal)
     run_id = (proposal.get("lineage") or {}).get("mlflow_run_id") or (model or {}).get("mlflow_run_id")
+    requests = store.backtest_requests.list(model_id=proposal["model_id"])
     return ExperimentDetail(
         proposal=proposal,
         model=model,
@@ -241,5 +304,6 @@ def experiment_detail(
         mlflow_run_id=run_id,
         mlflow_url=mlflow_run_url(settings, run_id),
         history=store.audit.list(limit=100, proposal_id=proposal["proposal_id"]),
-        backtest_requests=[r for r in store.backtest_requests.list(model_id=proposal["model_id"])],
+        backtest_requests=requests,
+        additional_backtests=additional_backtest_rows(proposal, requests),
     )

@@ -1,8 +1,11 @@
-"""`usdcop backtest --experiment NAME [--start D --end D] [--model-id ID]`: backtest -> proposal.
+"""`usdcop backtest --experiment NAME [--start D --end D] [--model-id ID]`: backtest -> proposal;
+`usdcop backtest --request-id N`: run a reviewer's backtest request (REQUEST_MORE_TESTS).
 
 `evaluate_experiment()` is the reusable entry (the demo calls it): it materializes
 evaluation/backtest and evaluation/promotion_proposal for one experiment partition on the local
 Dagster instance, with the definitions' own assets and resources, and returns the proposal.
+`run_backtest_request()` serves a request without a Dagster webserver: the same run, tagged with
+the request, so the assets complete it exactly as in a run the API launched.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ def evaluate_experiment(
     start: str | None = None,
     end: str | None = None,
     model_id: str | None = None,
+    request_id: int | None = None,
 ) -> dict[str, Any]:
-    """Backtest the experiment's model (default: its newest) and write its proposal.
+    """Backtest the experiment's model (default: its newest) and write its proposal; with
+    `request_id`, serve that backtest request instead (the run carries it in its tags).
 
     Returns {"experiment", "dagster_run_id", "backtest": <backtest metadata>, "proposal": <row>}.
     Raises the domain error of the failing step (EvaluationError, BacktestInputError, ...)."""
@@ -51,6 +56,7 @@ def evaluate_experiment(
         backtest,
         promotion_proposal,
     )
+    from usdcop_platform.defs.evaluation.more_tests import BACKTEST_REQUEST_TAG
     from usdcop_platform.defs.resources import build_resources
     from usdcop_platform.defs.training.sensors import ensure_experiment_partitions
 
@@ -77,7 +83,10 @@ def evaluate_experiment(
                 instance=instance,
                 resources=build_resources(s),
                 run_config=run_config,
-                tags={"usdcop/command": "backtest"},
+                tags={
+                    "usdcop/command": "backtest",
+                    **({} if request_id is None else {BACKTEST_REQUEST_TAG: str(request_id)}),
+                },
             )
         except dg.DagsterExecutionStepExecutionError as exc:
             if exc.user_exception is not None:
@@ -102,6 +111,40 @@ def evaluate_experiment(
     }
 
 
+def run_backtest_request(request_id: int, settings: Settings | None = None) -> dict[str, Any]:
+    """Run backtest request `request_id` (its model and period) as evaluate_experiment does.
+
+    The run's assets complete the request (DONE, attached to the proposal, proposal back to
+    PENDING_APPROVAL) or mark it FAILED; a failure before the assets run (e.g. the experiment's
+    YAML is gone) is recorded here the same way. Returns evaluate_experiment's dict plus
+    "request" (the request row after the run). Re-running a request never duplicates anything."""
+    from usdcop_platform.adapters.store import get_store
+    from usdcop_platform.defs.evaluation.more_tests import error_text
+
+    s = settings or get_settings()
+    store = get_store(s.resolved_database_url)
+    request = store.backtest_requests.get(request_id)
+    if request is None:
+        raise UserFacingError(f"backtest request {request_id} does not exist")
+    model = store.models.get(request["model_id"])
+    if model is None:  # pragma: no cover - a foreign key keeps the model
+        raise UserFacingError(f"backtest request {request_id} refers to unknown model {request['model_id']!r}")
+    try:
+        out = evaluate_experiment(
+            model["experiment_name"],
+            s,
+            start=request["start_date"].isoformat(),
+            end=request["end_date"].isoformat(),
+            model_id=request["model_id"],
+            request_id=request_id,
+        )
+    except Exception as exc:
+        store.backtest_requests.fail(request_id, error_text(exc))
+        raise
+    out["request"] = dict(store.backtest_requests.get(request_id) or {})
+    return out
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.4f}"
@@ -111,22 +154,39 @@ def _fmt(v: Any) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("backtest")
     def backtest_cmd(
-        experiment: str = typer.Option(..., "--experiment", "-e", help="name of a config/experiments/*.yaml"),
+        experiment: str = typer.Option(None, "--experiment", "-e", help="name of a config/experiments/*.yaml"),
         start: str = typer.Option(None, "--start", help="first session YYYY-MM-DD (default: the test split)"),
         end: str = typer.Option(None, "--end", help="last session YYYY-MM-DD"),
         model_id: str = typer.Option(None, "--model-id", help="default: the experiment's newest registered model"),
+        request_id: int = typer.Option(
+            None, "--request-id", help="run this reviewer's backtest request (REQUEST_MORE_TESTS) instead"
+        ),
     ) -> None:
-        """Out-of-sample backtest of the experiment's model and its promotion proposal (first vote)."""
+        """Out-of-sample backtest of the experiment's model and its promotion proposal (first vote),
+        or, with --request-id, a reviewer's requested backtest attached to the proposal."""
         from usdcop_platform.adapters.store import StoreError
         from usdcop_platform.core.backtest import BacktestInputError
         from usdcop_platform.core.datasets import DatasetError
         from usdcop_platform.defs.evaluation.assets import EvaluationError
+        from usdcop_platform.defs.evaluation.more_tests import BacktestRequestError
 
         with cli_errors():
+            if request_id is not None and any(v is not None for v in (experiment, start, end, model_id)):
+                raise UserFacingError(
+                    "--request-id takes the experiment, model and period from the request: give it alone"
+                )
+            if request_id is None and experiment is None:
+                raise UserFacingError("give --experiment NAME (or --request-id N)")
             try:
-                out = evaluate_experiment(experiment, start=start, end=end, model_id=model_id)
-            except (EvaluationError, BacktestInputError, DatasetError, StoreError) as exc:
+                if request_id is not None:
+                    out = run_backtest_request(request_id)
+                else:
+                    out = evaluate_experiment(experiment, start=start, end=end, model_id=model_id)
+            except (EvaluationError, BacktestInputError, DatasetError, StoreError, BacktestRequestError) as exc:
                 raise UserFacingError(str(exc)) from exc
+        if request_id is not None:
+            _print_request(out)
+            return
         bt = out["backtest"]
         prop = out["proposal"] or {}
         table = Table(title=f"backtest {experiment} · model {bt.get('model_id')} · {bt.get('test_period', '')}")
@@ -149,3 +209,21 @@ def register(app: typer.Typer) -> None:
             console.print(f"  - {reason}")
         if prop.get("statistical_statement"):
             console.print(prop["statistical_statement"])
+
+
+def _print_request(out: dict[str, Any]) -> None:
+    req, bt, prop = out["request"], out["backtest"], out["proposal"] or {}
+    table = Table(title=f"backtest request {req.get('id')} · model {req.get('model_id')} · "
+                        f"{req.get('start_date')} .. {req.get('end_date')}")
+    table.add_column("item")
+    table.add_column("value")
+    table.add_row("request status", str(req.get("status")))
+    table.add_row("bars", _fmt(bt.get("n_bars")))
+    for key in ("sharpe", "max_drawdown", "total_return", "trades"):
+        if key in bt:
+            table.add_row(key, _fmt(bt[key]))
+    if bt.get("insufficient"):
+        table.add_row("insufficient", str(bt["insufficient"]))
+    table.add_row("lake partition", str(bt.get("lake_partition")))
+    table.add_row("proposal", f"{prop.get('proposal_id')} ({prop.get('status')})")
+    console.print(table)

@@ -53,6 +53,9 @@ CHECK_ORDER: Final[tuple[str, ...]] = (
     "max_trades",
 )
 
+# The key of the live path's state in the risk store (the live job writes it, the API reads it).
+LIVE_RISK_KEY: Final = "live"
+
 APPROVED: Final = "APPROVED"
 REJECTED: Final = "REJECTED"
 RiskStatus = Literal["APPROVED", "REJECTED"]

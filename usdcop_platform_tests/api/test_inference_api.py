@@ -176,3 +176,15 @@ def test_metrics_json_and_prometheus(client, keys, model):
     assert f'usdcop_model_served{{model_id="{model.model_id}"}} 1.0' in text
     assert "usdcop_inference_request_seconds_bucket" in text and "usdcop_risk_breaker_active" in text
     assert json.loads(json.dumps(m))  # JSON-serializable
+
+
+def test_standalone_inference_app(settings, store, keys, model):
+    from fastapi.testclient import TestClient
+
+    from usdcop_platform.api.inference import standalone_app
+
+    with TestClient(standalone_app(settings, store)) as c:
+        r = c.post("/v1/inference", json={"observation": obs()}, headers=keys.h("viewer"))
+        assert r.status_code == 200 and r.json()["models"][0]["model_id"] == model.model_id
+        assert c.post("/v1/inference", json={"observation": obs()[:3]}, headers=keys.h("viewer")).status_code == 422
+        assert "usdcop_inference_requests_total" in c.get("/metrics").text

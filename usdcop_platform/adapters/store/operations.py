@@ -3,22 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from usdcop_platform.adapters.store._sql import reject_unknown, to_record
+from usdcop_platform.adapters.store.approvals import write_audit
 from usdcop_platform.adapters.store.errors import NotFoundError
-from usdcop_platform.adapters.store.tables import BACKTEST_REQUEST_STATUSES, Alert, BacktestRequest, QuarantineRow
+from usdcop_platform.adapters.store.tables import (
+    BACKTEST_REQUEST_STATUSES,
+    Alert,
+    BacktestRequest,
+    PromotionProposal,
+    QuarantineRow,
+)
 from usdcop_platform.adapters.store.types import Record, as_date, as_utc, jsonable, utcnow
 
 if TYPE_CHECKING:
     from usdcop_platform.adapters.store.store import Store
 
 
+# Proposal statuses whose evidence may still change: attachments to a decided proposal are frozen.
+_AWAITING_DECISION = ("PENDING_APPROVAL", "MORE_TESTS_REQUESTED")
+# A request in these states has finished; a late launch report must not reopen it.
+_FINISHED = ("DONE", "FAILED")
+# Key metrics of an additional backtest copied into the audit row (the full set is on the proposal).
+_AUDIT_METRICS = ("sharpe", "total_return", "max_drawdown", "trades", "n_bars")
+
+
 class BacktestRequestRepository:
-    """`store.backtest_requests`."""
+    """`store.backtest_requests`: PENDING -> LAUNCHED -> DONE | FAILED.
+
+    `complete()` is the one way a request reaches DONE: one transaction attaches the backtest to
+    its proposal (`promotion_proposals.additional_backtests`), sends the proposal from
+    MORE_TESTS_REQUESTED back to PENDING_APPROVAL for the reviewer to decide again, marks the
+    request DONE and writes the MORE_TESTS_COMPLETED audit row. DONE is final.
+    """
 
     def __init__(self, store: "Store") -> None:
         self._store = store
@@ -77,12 +98,123 @@ class BacktestRequestRepository:
             row = s.get(BacktestRequest, request_id, with_for_update=True)
             if row is None:
                 raise NotFoundError(f"backtest request {request_id} does not exist")
-            row.status, row.updated_at = status, utcnow()
+            # The launcher reports LAUNCHED after submitting the run, which may already have ended.
+            if not (status == "LAUNCHED" and row.status in _FINISHED):
+                row.status = status
+            row.updated_at = utcnow()
             if dagster_run_id is not None:
                 row.dagster_run_id = dagster_run_id
             if error is not None:
                 row.error = error
             s.flush()
+            return to_record(row)
+
+    def complete(
+        self,
+        request_id: int,
+        *,
+        metrics: Mapping[str, Any],
+        series_partition: str,
+        dagster_run_id: str | None = None,
+        expires_at: datetime | None = None,
+        completed_by: str = "system",
+    ) -> Record:
+        """Attach the finished backtest of a request to its proposal and mark the request DONE.
+
+        The entry on the proposal is keyed by the request id, so completing a request again
+        replaces it instead of adding a second one (and writes no second audit row). A proposal
+        returning to PENDING_APPROVAL gets `expires_at` (a fresh review window) when given.
+        Returns {request, proposal (None without one), reopened, audit_id}.
+        """
+        now = utcnow()
+        with self._store.write_session() as s:
+            found = s.get(BacktestRequest, request_id)
+            if found is None:
+                raise NotFoundError(f"backtest request {request_id} does not exist")
+            # Lock order proposal -> request, as in ApprovalService.decide.
+            proposal = (
+                s.get(PromotionProposal, found.proposal_id, with_for_update=True) if found.proposal_id else None
+            )
+            req = s.get(BacktestRequest, request_id, with_for_update=True, populate_existing=True)
+            assert req is not None  # requests are never deleted
+            first = req.status != "DONE"
+            entry = jsonable(
+                {
+                    "request_id": req.id,
+                    "start": req.start_date,
+                    "end": req.end_date,
+                    "requested_by": req.requested_by,
+                    "requested_at": req.created_at,
+                    "completed_at": now,
+                    "dagster_run_id": dagster_run_id,
+                    "series_partition": series_partition,
+                    "metrics": dict(metrics),
+                }
+            )
+            reopened = False
+            audit_id: int | None = None
+            if proposal is not None and proposal.status in _AWAITING_DECISION:
+                current = list(proposal.additional_backtests or [])
+                ids = [e.get("request_id") for e in current]
+                if req.id in ids:
+                    current[ids.index(req.id)] = entry
+                else:
+                    current.append(entry)
+                proposal.additional_backtests = current
+            if first and proposal is not None and proposal.status == "MORE_TESTS_REQUESTED":
+                proposal.status = "PENDING_APPROVAL"
+                # Who asked and why stays in the audit log and on the request row.
+                proposal.decided_at = proposal.decided_by = proposal.decision_notes = None
+                if expires_at is not None:
+                    proposal.expires_at = as_utc(expires_at, "expires_at")
+                reopened = True
+            if first and proposal is not None:
+                audit_id = write_audit(
+                    s,
+                    action="MORE_TESTS_COMPLETED",
+                    reviewer=completed_by,
+                    model_id=req.model_id,
+                    proposal_id=proposal.proposal_id,
+                    notes=(
+                        f"backtest {req.start_date}..{req.end_date} requested by {req.requested_by} is done"
+                        + ("; the proposal is PENDING_APPROVAL again" if reopened else "")
+                    ),
+                    details={
+                        "backtest_request_id": req.id,
+                        "backtest_start": req.start_date,
+                        "backtest_end": req.end_date,
+                        "series_partition": series_partition,
+                        "dagster_run_id": dagster_run_id,
+                        "reopened": reopened,
+                        **{k: metrics.get(k) for k in _AUDIT_METRICS if k in metrics},
+                    },
+                    now=now,
+                ).id
+            req.status, req.error, req.updated_at = "DONE", None, now
+            if dagster_run_id is not None:
+                req.dagster_run_id = dagster_run_id
+            s.flush()
+            return Record(
+                request=to_record(req),
+                proposal=to_record(proposal) if proposal is not None else None,
+                reopened=reopened,
+                audit_id=audit_id,
+            )
+
+    def fail(self, request_id: int, error: str, *, dagster_run_id: str | None = None) -> Record:
+        """Mark a request FAILED with the error; its proposal stays MORE_TESTS_REQUESTED.
+
+        A DONE request stays DONE (its results are attached): a failed re-run changes nothing.
+        """
+        with self._store.write_session() as s:
+            row = s.get(BacktestRequest, request_id, with_for_update=True)
+            if row is None:
+                raise NotFoundError(f"backtest request {request_id} does not exist")
+            if row.status != "DONE":
+                row.status, row.error, row.updated_at = "FAILED", str(error), utcnow()
+                if dagster_run_id is not None:
+                    row.dagster_run_id = dagster_run_id
+                s.flush()
             return to_record(row)
 
 

@@ -140,6 +140,10 @@ class PromotionProposal(Base):
     decided_at: Mapped[datetime | None]
     decided_by: Mapped[str | None] = mapped_column(sa.String(128))
     decision_notes: Mapped[str | None] = mapped_column(sa.Text)
+    # Backtests of further periods a reviewer asked for (REQUEST_MORE_TESTS), attached as they
+    # complete, oldest first: [{request_id, start, end, series_partition, metrics, ...}]
+    # (BacktestRequestRepository.complete). The first vote above never reads them.
+    additional_backtests: Mapped[list[Any]] = mapped_column(default=list, server_default=sa.text("'[]'"))
 
 
 class ApprovalAuditLog(Base):

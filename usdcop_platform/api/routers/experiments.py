@@ -12,6 +12,7 @@ from usdcop_platform.api.routers.common import READ_ERRORS, WRITE_ERRORS, errors
 from usdcop_platform.api.schemas import (
     ID_PATTERN,
     MAX_POINTS_LIMIT,
+    AdditionalBacktestOut,
     ApproveRequest,
     AuditOut,
     BacktestLaunchOut,
@@ -55,7 +56,7 @@ def list_experiments(
     "/{proposal_id}",
     response_model=ExperimentDetailOut,
     responses={**READ_ERRORS, **errors(404)},
-    summary="One proposal: metrics, criteria, lineage, equity and drawdown series, trades",
+    summary="One proposal: metrics, criteria, lineage, equity and drawdown series, trades, additional backtests",
 )
 def get_experiment(
     proposal_id: ProposalId,
@@ -97,6 +98,7 @@ def get_experiment(
         mlflow_url=d.mlflow_url,
         history=[AuditOut.model_validate(dict(a)) for a in d.history],
         backtest_requests=[BacktestRequestOut.model_validate(dict(b)) for b in d.backtest_requests],
+        additional_backtests=[AdditionalBacktestOut.model_validate(e) for e in p.get("additional_backtests") or []],
     )
 
 

@@ -5,8 +5,10 @@
 The backtest replays the experiment's model over the out-of-sample test split through the
 serving code (core.inference verifies and loads the model exactly as the live path does;
 core.policy_runner makes the per-bar decisions), beside the current production model on the
-same bars, and stores series, trades and a report in the lake (adapters.backtests). The
-proposal applies the first-vote rules (core.promotion) and upserts one row per model id.
+same bars, and stores series, trades and a report in the lake (adapters.backtests; an explicit
+period gets its own partition). The proposal applies the first-vote rules (core.promotion) and
+upserts one row per model id. A run tagged with a reviewer's backtest request (REQUEST_MORE_TESTS)
+backtests the requested period and attaches it to the proposal instead (defs/evaluation/more_tests.py).
 The maths lives in core/; these functions only fetch, call and store.
 """
 
@@ -31,6 +33,7 @@ from usdcop_platform.core.features import feature_matrix
 from usdcop_platform.core.inference import InferenceEngine, ModelVerificationError, ServingModel
 from usdcop_platform.core.metrics import Annualization, BootstrapInterval
 from usdcop_platform.core.policy_runner import PolicyRun, run_policy_over_bars
+from usdcop_platform.defs.evaluation import more_tests
 from usdcop_platform.defs.partitions import experiment_partitions, session_key
 from usdcop_platform.defs.resources import PlatformResource
 from usdcop_platform.defs.training.assets import DATASET_KEY, MODEL_KEY
@@ -216,15 +219,35 @@ def criteria_markdown(decision: promotion.PromotionDecision) -> str:
     ),
 )
 def backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, platform: PlatformResource) -> dg.MaterializeResult:
+    store = platform.store()
+    request = more_tests.request_of_run(store, context.run.tags)
+    with more_tests.failure_recorded(store, request, context.run_id):
+        if request is None:
+            return _backtest(context, config, platform, store, None)
+        model_id, start, end = more_tests.request_period(request, config.model_id, config.start, config.end)
+        return _backtest(context, BacktestRunConfig(model_id=model_id, start=start, end=end), platform, store,
+                         request["id"])
+
+
+def _backtest(
+    context: dg.AssetExecutionContext,
+    config: BacktestRunConfig,
+    platform: PlatformResource,
+    store: Any,
+    request_id: int | None,
+) -> dg.MaterializeResult:
     name = context.partition_key
     cfg = platform.config
     exp, contract = cfg.experiment(name), cfg.features
-    store = platform.store()
     rec = resolve_model(store, name, config.model_id)
     engine = InferenceEngine(store, contract, cfg.mlops.ensemble, models_root=platform.models_path)
     member = load_member(engine, rec, "candidate")
 
     frame, period = period_frame(platform, exp, rec, config.start, config.end)
+    # An explicit period is stored beside the test-split backtest, never over it.
+    partition = bt_store.backtest_partition(
+        rec["model_id"], *(None if d is None else date.fromisoformat(d).isoformat() for d in (config.start, config.end))
+    )
     n = frame.height
     stats = EVALUATION.statistics
     base_report: dict[str, Any] = {
@@ -237,6 +260,8 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, platf
         "out_of_sample": period["out_of_sample"],
         "n_bars": n,
         "min_test_bars": exp.backtest.min_test_bars,
+        "lake_partition": partition,
+        "backtest_request_id": request_id,
     }
     lineage = {
         "config_hash": rec.get("config_hash"),
@@ -247,6 +272,7 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, platf
         "onnx_hash": rec.get("onnx_hash"),
         "mlflow_run_id": rec.get("mlflow_run_id"),
         "experiment_version": rec["experiment_version"],
+        "backtest_partition": partition,
     }
     if n < 2:
         # Nothing to trade on: record why, so the proposal can REJECT with that reason.
@@ -257,9 +283,13 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, platf
         report["backtest_hash"] = content_hash({k: report[k] for k in ("model_id", "model_hash", "n_bars", "test_start", "test_end")})
         report["lineage"] = {**lineage, "backtest_hash": report["backtest_hash"], "test_start": config.start, "test_end": config.end}
         empty = pl.DataFrame()
-        bt_store.save_backtest(platform.lake, name, rec["model_id"], series=empty, trades=empty, report=report)
+        bt_store.save_backtest(
+            platform.lake, name, rec["model_id"], series=empty, trades=empty, report=report, partition=partition
+        )
         context.log.warning(reason)
-        return dg.MaterializeResult(metadata={"model_id": rec["model_id"], "n_bars": n, "insufficient": reason})
+        return dg.MaterializeResult(
+            metadata={"model_id": rec["model_id"], "n_bars": n, "insufficient": reason, "lake_partition": partition}
+        )
 
     times, sessions, close = _arrays(frame)
     check_prices(close, times)
@@ -306,8 +336,8 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, platf
         }
     )
     lake = platform.lake
-    series_path = lake.path(bt_store.series_dataset(name), rec["model_id"])
-    trades_path = lake.path(bt_store.trades_dataset(name), rec["model_id"])
+    series_path = lake.path(bt_store.series_dataset(name), partition)
+    trades_path = lake.path(bt_store.trades_dataset(name), partition)
     action_counts = np.bincount(run.actions, minlength=3)
     report = {
         **base_report,
@@ -327,7 +357,8 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, platf
         "lineage": {**lineage, "backtest_hash": backtest_hash, "test_start": test_start, "test_end": test_end},
     }
     bt_store.save_backtest(
-        lake, name, rec["model_id"], series=evaluation.series_frame(), trades=cand.trades_frame(), report=report
+        lake, name, rec["model_id"], series=evaluation.series_frame(), trades=cand.trades_frame(), report=report,
+        partition=partition,
     )
 
     png = equity_drawdown_png(
@@ -352,6 +383,8 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, platf
             "test_period": f"{test_start} .. {test_end}",
             "period_source": period["source"],
             "out_of_sample": period["out_of_sample"],
+            "lake_partition": partition,
+            **({} if request_id is None else {"backtest_request_id": request_id}),
             "n_bars": n,
             "sharpe": float(m["sharpe"]),
             "max_drawdown": float(m["max_drawdown"]),
@@ -394,11 +427,11 @@ def promotion_proposal(
     exp = cfg.experiment(name)
     store = platform.store()
     lake = platform.lake
-    report = (
-        bt_store.load_backtest_report(lake, name, config.model_id)
-        if config.model_id
-        else bt_store.latest_backtest_report(lake, name)
-    )
+    request = more_tests.request_of_run(store, context.run.tags)
+    if request is not None:
+        with more_tests.failure_recorded(store, request, context.run_id):
+            return _complete_backtest_request(context, platform, store, request)
+    report = bt_store.latest_backtest_report(lake, name, config.model_id)
     if report is None:
         who = f"model {config.model_id!r}" if config.model_id else f"experiment {name!r}"
         raise EvaluationError(f"no backtest for {who}: materialize evaluation/backtest first")
@@ -473,6 +506,43 @@ def promotion_proposal(
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons)),
             "statistical_statement": dg.MetadataValue.md(statement),
             "backtest_hash": report.get("backtest_hash") or "",
+        }
+    )
+
+
+def _complete_backtest_request(
+    context: dg.AssetExecutionContext, platform: PlatformResource, store: Any, request: Any
+) -> dg.MaterializeResult:
+    """Attach the requested period's backtest to the proposal (no new first vote)."""
+    model_id, start, end = more_tests.request_period(request)
+    partition = bt_store.backtest_partition(model_id, start, end)
+    report = bt_store.load_backtest_report(platform.lake, context.partition_key, partition)
+    if report is None:
+        raise more_tests.BacktestRequestError(
+            f"no backtest of request {request['id']} ({model_id}, {start}..{end}) in the lake: "
+            "materialize evaluation/backtest in the same run"
+        )
+    out = more_tests.complete_request(
+        store, request["id"], report, run_id=context.run_id, review_days=EVALUATION.promotion.proposal_ttl_days
+    )
+    proposal = out["proposal"]
+    status = proposal["status"] if proposal is not None else "no proposal"
+    context.log.info(
+        f"backtest request {request['id']} ({model_id}, {start}..{end}) done; proposal "
+        f"{proposal['proposal_id'] if proposal is not None else '-'} is {status}"
+    )
+    metrics = report.get("metrics") or {}
+    return dg.MaterializeResult(
+        metadata={
+            "proposal_id": proposal["proposal_id"] if proposal is not None else "",
+            "model_id": model_id,
+            "status": status,
+            "backtest_request_id": request["id"],
+            "request_period": f"{start} .. {end}",
+            "reopened": bool(out["reopened"]),
+            "lake_partition": partition,
+            "n_bars": int(report.get("n_bars") or 0),
+            **{k: float(metrics[k]) for k in ("sharpe", "max_drawdown", "total_return") if metrics.get(k) is not None},
         }
     )
 

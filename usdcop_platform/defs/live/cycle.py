@@ -57,7 +57,7 @@ from usdcop_platform.core.schema import BAR_SCHEMA
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RISK_KEY: Final = "live"
+DEFAULT_RISK_KEY: Final = risk_core.LIVE_RISK_KEY
 JOURNAL_SEPARATOR: Final = "@"
 SIGNAL_ROLE: Final = "production"
 # Writes retried while the database is unreachable: the store retries a few times within a
@@ -325,7 +325,10 @@ def commit_bar(store: Any, journal_row_key: str, journal: Mapping[str, Any], sig
             states = states[:1]
         conn.execute(upsert, states)
         columns = sorted({c for r in rows for c in r})
-        conn.execute(insert, [{c: r.get(c) for c in columns} for r in rows])
+        inserted = conn.execute(insert, [{c: r.get(c) for c in columns} for r in rows]).mappings().all()
+        if len(inserted) == len(rows):
+            return [Record(dict(r)) for r in sorted(inserted, key=lambda r: r["id"])]
+        # some rows existed already (a re-run): return what is stored, the first write wins
         stored = conn.execute(sa.select(signal_table).where(
             signal_table.c.bar_time.in_({r["bar_time"] for r in rows}),
             signal_table.c.model_id.in_([r["model_id"] for r in rows])).order_by(signal_table.c.id)).mappings().all()
@@ -347,7 +350,8 @@ def _commit_statements(dialect: str) -> tuple[Any, Any, Any]:
     upsert = insert(risk_table)
     upsert = upsert.on_conflict_do_update(index_elements=["key"], set_={
         c: upsert.excluded[c] for c in (*COLUMNS, "extra", "updated_at")})
-    signals = insert(signal_table).on_conflict_do_nothing(index_elements=["bar_time", "model_id"])
+    signals = (insert(signal_table).on_conflict_do_nothing(index_elements=["bar_time", "model_id"])
+               .returning(*signal_table.c))
     return upsert, signals, signal_table
 
 

@@ -7,7 +7,9 @@ A new bar yields RunRequest(partition_key=session, run_key=bar time ISO) carryin
 run config; the cursor advances to it. Dagster never launches two runs with the same run_key
 for a sensor, so each bar runs once even if the cursor were lost. After downtime the missed
 bars of the session are requested in time order, at most `sensor.max_catchup_bars` of them
-(the newest ones). Bars off the session grid are never requested.
+(the newest ones); each run also carries the bars requested before it and processes them first
+(no-ops when done), under an inter-process lock, so bars reach the live path in time order
+whatever order the launcher starts the runs in. Bars off the session grid are never requested.
 """
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from usdcop_platform.adapters.store.migrate import head_revision
 from usdcop_platform.cli import app
 
 runner = CliRunner()
@@ -17,7 +18,7 @@ def test_db_upgrade_status_and_keys(isolated_settings, monkeypatch: pytest.Monke
     monkeypatch.setenv("DATABASE_URL", url)
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "0001_initial" in result.output and "cli.db" in result.output
+    assert head_revision() in result.output and "cli.db" in result.output
     assert "up to date" in runner.invoke(app, ["db", "status"]).output
 
     created = runner.invoke(app, ["keys", "create", "--name", "ana", "--role", "reviewer"])
