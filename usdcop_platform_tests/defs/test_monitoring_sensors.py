@@ -142,6 +142,37 @@ def test_run_failure_sensor_records_an_alert(world) -> None:
         assert alert["delivered"] and "doomed" in rx.texts()[0]
 
 
+def test_run_failure_sensor_fails_the_backtest_request_the_run_served(world) -> None:
+    from usdcop_platform.defs.evaluation.more_tests import BACKTEST_REQUEST_TAG
+
+    register_model(world, "m-cand")
+    req = world.store.backtest_requests.create("m-cand", date(2024, 3, 1), date(2024, 3, 8), requested_by="ana")
+    world.store.backtest_requests.update_status(req["id"], "LAUNCHED", dagster_run_id="pending")
+
+    @dg.op
+    def crash() -> None:
+        raise RuntimeError("worker lost")
+
+    @dg.job
+    def evaluate_like() -> None:
+        crash()
+
+    with webhook_receiver() as rx, dg.instance_for_test() as instance:
+        result = evaluate_like.execute_in_process(instance=instance, raise_on_error=False,
+                                                  tags={BACKTEST_REQUEST_TAG: str(req["id"])})
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name=monitoring_run_failure_sensor.name,
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event(),
+            resources=world.resources(rx.url),
+        ).for_run_failure()
+        monitoring_run_failure_sensor(ctx)
+    row = world.store.backtest_requests.get(req["id"])
+    assert row["status"] == "FAILED" and result.run_id in row["error"]
+    assert row["dagster_run_id"] == result.run_id
+
+
 def _freshness(world, as_of, webhook_url=None):
     defs = dg.Definitions(asset_checks=FRESHNESS_CHECKS, jobs=[monitoring_freshness_job], resources=world.resources(webhook_url))
     cfg = MonitoringRunConfig(as_of=as_of.isoformat())

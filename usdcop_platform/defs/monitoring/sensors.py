@@ -23,6 +23,7 @@ import dagster as dg
 import polars as pl
 
 from usdcop_platform.contracts.platform import PlatformConfig, get_config
+from usdcop_platform.adapters.store import NotFoundError
 from usdcop_platform.core.alerts import retrain_alert, run_failure_alert
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.defs.monitoring import history as h
@@ -137,13 +138,33 @@ def retrain_trigger_sensor(context: dg.SensorEvaluationContext, platform: Platfo
     )
 
 
+def _backtest_request_id(tags: dict[str, str]) -> int | None:
+    from usdcop_platform.defs.evaluation.more_tests import BacktestRequestError, request_id_of_run
+
+    try:
+        return request_id_of_run(tags)
+    except BacktestRequestError:
+        return None
+
+
 @dg.run_failure_sensor(
     name="monitoring_run_failure_sensor",
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Records an alert (log, store, webhook) for every failed run",
+    description="Records an alert (log, store, webhook) for every failed run; a failed run that served a "
+                "backtest request marks the request FAILED",
 )
 def monitoring_run_failure_sensor(context: dg.RunFailureSensorContext, platform: PlatformResource, alerts: AlertsResource):
     run = context.dagster_run
+    store = platform.store()
+    # a run can die outside the asset code (crash, cancellation, bad run config): the request
+    # it served must not stay LAUNCHED forever
+    request_id = _backtest_request_id(run.tags)
+    if request_id is not None:
+        try:
+            store.backtest_requests.fail(request_id, f"dagster run {run.run_id} failed: {context.failure_event.message}",
+                                         dagster_run_id=run.run_id)
+        except NotFoundError:
+            context.log.warning(f"run {run.run_id} names backtest request {request_id}, which does not exist")
     alerts.dispatcher(platform.store(), platform.config.mlops.monitoring.alerts, context.log).emit(
         run_failure_alert(
             job_name=run.job_name,
