@@ -8,7 +8,7 @@ bash scripts/bootstrap.sh
 bash scripts/system-deps.sh
 . .venv/bin/activate
 set +e
-python -m pytest "$@"
+python -m pytest -n "${USDCOP_TEST_WORKERS:-2}" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi

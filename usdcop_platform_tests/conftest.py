@@ -17,7 +17,9 @@ REAL_BARS = SHARED_DATA / "usdcop_m5_ohlcv_2020_2024.csv.gz"
 REAL_MACRO = SHARED_DATA / "macro_indicators_daily_to_2024.csv.gz"
 
 POSTGRES_URL = os.environ.get("USDCOP_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("USDCOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# one Redis database per pytest-xdist worker (gw0 -> 15, gw1 -> 14, ...) so flushes never collide
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_URL = os.environ.get("USDCOP_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{15 - _WORKER % 15}")
 REQUIRE_SERVICES = os.environ.get("USDCOP_REQUIRE_SERVICES") == "1"
 
 

@@ -362,18 +362,21 @@ class InferenceEngine:
                 self.stats["reloads"] += 1
             return snap
 
-    def maybe_reload(self, force: bool = False) -> bool:
-        """Reload when the registry version moved (polled at most every poll_interval_s).
+    def maybe_reload(self, force: bool = False, version: int | None = None) -> bool:
+        """Reload when the registry version moved (polled at most every poll_interval_s; a caller
+        that already read the version in its own transaction passes it as `version`).
 
         Returns True when a new snapshot was swapped in. Never raises while a snapshot is served:
         a failed reload leaves the old models serving and sets `last_error`.
         """
-        if not force and self._snapshot is not None and self._clock() - self._last_poll < self.poll_interval_s:
+        if (version is None and not force and self._snapshot is not None
+                and self._clock() - self._last_poll < self.poll_interval_s):
             return False
         current = self._snapshot
         if current is not None:
             try:
-                version = int(self.registry.registry_version())
+                if version is None:
+                    version = int(self.registry.registry_version())
             except Exception as exc:  # the DB is down: keep serving what we have
                 self.last_error = f"registry unreachable: {exc}"
                 self._last_poll = self._clock()

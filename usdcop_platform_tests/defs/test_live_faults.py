@@ -46,6 +46,26 @@ def test_database_down_during_signal_write_is_retried_then_written_once(tmp_path
     assert world.store.signals.count(LIVE_SESSION) == 2
 
 
+def test_database_down_when_the_bar_arrives(tmp_path, pg_proxy):
+    proxy, url = pg_proxy
+    world = make_world(tmp_path, url)
+    cycle = world.cycle()
+    bars = world.session_bars()[:3]
+    cycle.process(bars[0])
+    proxy.stop()
+    restart = threading.Timer(1.5, proxy.start)
+    restart.start()
+    res = cycle.process(bars[1])  # the whole bar transaction is retried until the database is back
+    restart.join()
+    assert not res.duplicate and [r["bar_time"] for r in res.signals] == [bars[1].time]
+    cycle.process(bars[2])
+    rows = world.store.signals.list(session_date=LIVE_SESSION)
+    assert [r["bar_time"] for r in rows] == [b.time for b in bars]
+    from usdcop_platform.defs.live.replay import replay_session
+
+    assert replay_session(world.cfg, world.calendar, world.lake, world.store, LIVE_SESSION).matched
+
+
 def test_outage_longer_than_the_budget_fails_the_run_and_the_rerun_writes_once(tmp_path, pg_proxy):
     proxy, url = pg_proxy
     world = make_world(tmp_path, url)

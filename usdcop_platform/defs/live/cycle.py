@@ -14,7 +14,9 @@ it from the lake, or resumes it from the feature cache's entry of the previous b
 run the same float operations, so they agree bit for bit, and the journal records the bars
 consumed so `usdcop replay` can run them again.
 
-Writes, in ONE transaction retried while the database is unreachable (idempotent statements):
+Each bar is ONE database transaction, retried whole while the database is unreachable: it reads
+the live risk state (row-locked, so an API trade result cannot be lost under it) and the registry
+version, then writes (idempotent statements):
 
     journal  risk_state[f"{risk_key}@{bar ISO}"]: the risk state before the bar, the ensemble
              that served it, the feature inputs, the decision (everything replay needs)
@@ -295,13 +297,20 @@ def retry_writes(fn: Callable[[], T], what: str, budget_s: float = WRITE_RETRY_B
 
 def commit_bar(store: Any, journal_row_key: str, journal: Mapping[str, Any], signals: list[Mapping[str, Any]],
                risk_key: str, state: Mapping[str, Any]) -> list[Any]:
-    """Write a bar's journal, signal rows and the live risk state in ONE transaction.
+    """Write a bar's journal, signal rows and the live risk state in ONE transaction."""
+    with store.write_session() as s:
+        return write_bar_rows(s.connection(), journal_row_key, journal, signals, risk_key, state)
+
+
+def write_bar_rows(conn: Any, journal_row_key: str, journal: Mapping[str, Any], signals: list[Mapping[str, Any]],
+                   risk_key: str, state: Mapping[str, Any]) -> list[Any]:
+    """The bar's rows, inside the caller's transaction; returns the stored signal rows.
 
     The rows go through the store's own validation and column mapping (signals.normalize_signal,
     the risk repository's column split) and the same idempotent statements as its repositories
-    (INSERT ... ON CONFLICT DO NOTHING on (bar_time, model_id); upsert on the risk key). One
-    transaction instead of five: the three writes are atomic (no window where a signal exists
-    without its journal or state), and the per-bar cost is one commit.
+    (INSERT ... ON CONFLICT DO NOTHING on (bar_time, model_id); upsert on the risk key), as one
+    unit: no window where a signal exists without its journal or the state that follows it.
+    The live state only moves forward: a late write of an older bar never rewinds it.
     """
     import sqlalchemy as sa
 
@@ -312,33 +321,65 @@ def commit_bar(store: Any, journal_row_key: str, journal: Mapping[str, Any], sig
     rows = [normalize_signal(sig) for sig in signals]
     now = utcnow()
     states = [{"key": k, **risk_columns(st), "updated_at": now} for k, st in ((journal_row_key, journal), (risk_key, state))]
-    with store.write_session() as s:
-        conn = s.connection()
-        upsert, insert, signal_table = _commit_statements(conn.dialect.name)
-        # the live state only moves forward: a late commit of an older bar never rewinds it
-        # (SQLite: this transaction holds the write lock from BEGIN IMMEDIATE; PostgreSQL: FOR UPDATE)
-        risk_table = upsert.table
-        current = conn.execute(sa.select(risk_table.c.extra).where(risk_table.c.key == risk_key)
-                               .with_for_update()).scalar_one_or_none()
-        last = (current or {}).get("last_bar")
-        if last is not None and state.get("last_bar") is not None and _utc(last) >= _utc(state["last_bar"]):
-            states = states[:1]
-        conn.execute(upsert, states)
-        columns = sorted({c for r in rows for c in r})
-        inserted = conn.execute(insert, [{c: r.get(c) for c in columns} for r in rows]).mappings().all()
-        if len(inserted) == len(rows):
-            return [Record(dict(r)) for r in sorted(inserted, key=lambda r: r["id"])]
-        # some rows existed already (a re-run): return what is stored, the first write wins
-        stored = conn.execute(sa.select(signal_table).where(
-            signal_table.c.bar_time.in_({r["bar_time"] for r in rows}),
-            signal_table.c.model_id.in_([r["model_id"] for r in rows])).order_by(signal_table.c.id)).mappings().all()
-        return [Record(dict(r)) for r in stored]
+    st = _statements(conn.dialect.name)
+    current = read_live_state(conn, risk_key)  # locks the row (FOR UPDATE; SQLite: BEGIN IMMEDIATE)
+    last = (current or {}).get("last_bar")
+    if last is not None and state.get("last_bar") is not None and _utc(last) >= _utc(state["last_bar"]):
+        states = states[:1]
+    conn.execute(st.upsert_risk, states)
+    columns = sorted({c for r in rows for c in r})
+    inserted = conn.execute(st.insert_signals, [{c: r.get(c) for c in columns} for r in rows]).mappings().all()
+    if len(inserted) == len(rows):
+        return [Record(dict(r)) for r in sorted(inserted, key=lambda r: r["id"])]
+    # some rows existed already (a re-run): return what is stored, the first write wins
+    return [Record(dict(r)) for r in conn.execute(sa.select(st.signals).where(
+        st.signals.c.bar_time.in_({r["bar_time"] for r in rows}),
+        st.signals.c.model_id.in_([r["model_id"] for r in rows])).order_by(st.signals.c.id)).mappings().all()]
+
+
+def read_live_state(conn: Any, risk_key: str) -> dict[str, Any] | None:
+    """The stored risk state (what store.risk.load returns), row-locked for this transaction."""
+    import sqlalchemy as sa
+
+    from usdcop_platform.adapters.store.risk import COLUMNS
+
+    t = _statements(conn.dialect.name).risk
+    row = conn.execute(sa.select(t).where(t.c.key == risk_key).with_for_update()).mappings().first()
+    if row is None:
+        return None
+    return {"key": row["key"], "updated_at": row["updated_at"], **{c: row[c] for c in COLUMNS}, **(row["extra"] or {})}
+
+
+def stored_signal_rows(conn: Any, bar_time: datetime) -> list[Any]:
+    import sqlalchemy as sa
+
+    from usdcop_platform.adapters.store.types import Record
+
+    t = _statements(conn.dialect.name).signals
+    return [Record(dict(r)) for r in conn.execute(
+        sa.select(t).where(t.c.bar_time == bar_time).order_by(t.c.id)).mappings().all()]
+
+
+def read_registry_version(conn: Any) -> int:
+    import sqlalchemy as sa
+
+    from usdcop_platform.adapters.store.tables import RegistryVersion
+
+    return int(conn.execute(sa.select(RegistryVersion.version).where(RegistryVersion.id == 1)).scalar_one())
+
+
+@dataclass(frozen=True)
+class _Statements:
+    risk: Any
+    signals: Any
+    upsert_risk: Any
+    insert_signals: Any
 
 
 @functools.lru_cache(maxsize=4)
-def _commit_statements(dialect: str) -> tuple[Any, Any, Any]:
-    """The risk-state upsert and the signal insert of `commit_bar`, built once per dialect: no
-    literal values inside, so SQLAlchemy compiles them once and only parameters travel."""
+def _statements(dialect: str) -> _Statements:
+    """The statements of `write_bar_rows`, built once per dialect: no literal values inside, so
+    SQLAlchemy compiles them once and only parameters travel."""
     from sqlalchemy.dialects import postgresql, sqlite
 
     from usdcop_platform.adapters.store.risk import COLUMNS
@@ -346,13 +387,13 @@ def _commit_statements(dialect: str) -> tuple[Any, Any, Any]:
     from usdcop_platform.adapters.store.tables import TradingSignal
 
     insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    risk_table, signal_table = RiskRow.__table__, TradingSignal.__table__
-    upsert = insert(risk_table)
+    risk, signals = RiskRow.__table__, TradingSignal.__table__
+    upsert = insert(risk)
     upsert = upsert.on_conflict_do_update(index_elements=["key"], set_={
         c: upsert.excluded[c] for c in (*COLUMNS, "extra", "updated_at")})
-    signals = (insert(signal_table).on_conflict_do_nothing(index_elements=["bar_time", "model_id"])
-               .returning(*signal_table.c))
-    return upsert, signals, signal_table
+    insert_signals = (insert(signals).on_conflict_do_nothing(index_elements=["bar_time", "model_id"])
+                      .returning(*signals.c))
+    return _Statements(risk, signals, upsert, insert_signals)
 
 
 @contextlib.contextmanager
@@ -399,9 +440,6 @@ class LiveCycle:
     def risk_state(self) -> RiskState:
         return RiskState.from_dict(self.store.risk.load(self.risk_key))
 
-    def stored_signals(self, bar_time: datetime, session: date) -> list[Any]:
-        return [r for r in self.store.signals.list(session_date=session) if r["bar_time"] == bar_time]
-
     def _macro_frame(self) -> pl.DataFrame | None:
         if self._macro is None:
             self._macro = read_macro(self.lake)
@@ -441,12 +479,13 @@ class LiveCycle:
         return self._flat_eod[model_id]
 
     # -- compute -------------------------------------------------------------------------------
-    def compute(self, bar: Bar, *, state_before: RiskState | None = None) -> PendingBar:
+    def compute(self, bar: Bar, *, state_before: RiskState | None = None,
+                registry_version: int | None = None) -> PendingBar:
         """Features, inference and the risk decision for `bar` (nothing written)."""
         t0 = time.perf_counter()
         session = validate_bar(bar, self.calendar)
         pre = state_before if state_before is not None else self.risk_state()
-        self.engine.maybe_reload()
+        self.engine.maybe_reload(version=registry_version)
         snap = self.engine.snapshot
         sf, source = self._features_for(bar, session)
         inputs = sf.inputs()
@@ -513,37 +552,57 @@ class LiveCycle:
             lambda: commit_bar(self.store, journal_key(self.risk_key, bar.time), pending.journal, pending.signals,
                                self.risk_key, pending.state_after.to_dict()),
             f"signals of bar {bar.time.isoformat()}", self.write_budget_s)
-        if self.cache is not None and self._sf is not None:
-            self.cache.put(bar.time, pending.features, {
-                **self._sf.cache_meta(), "session_bars": [t.isoformat() for t in self._sf.consumed[:-1]],
-                "model_id": pending.signals[0]["model_id"], "feature_hash": pending.feature_hash,
-                "action": pending.decision.final_action,
-            })
+        self._cache_put(pending)
         return stored
+
+    def _cache_put(self, pending: PendingBar) -> None:
+        """Publish the bar's features (and the engine state after it) to the feature cache."""
+        if self.cache is None or self._sf is None:
+            return
+        self.cache.put(pending.bar.time, pending.features, {
+            **self._sf.cache_meta(), "session_bars": [t.isoformat() for t in self._sf.consumed[:-1]],
+            "model_id": pending.signals[0]["model_id"], "feature_hash": pending.feature_hash,
+            "action": pending.decision.final_action,
+        })
 
     # -- the whole thing -----------------------------------------------------------------------
     def process(self, bar: Bar, *, write_bar: bool = True) -> CycleResult:
-        """Run one bar through the live path; a bar already processed returns its stored signals."""
-        timings: dict[str, float] = {}
+        """Run one bar through the live path in one database transaction: read the risk state
+        (row-locked) and the registry version, upsert the bar into the lake, compute, write the
+        journal, signals and state, commit. A bar already processed returns its stored signals;
+        the transaction is retried whole while the database is unreachable."""
         t0 = time.perf_counter()
         session = validate_bar(bar, self.calendar)
-        pre = self.risk_state()
-        if pre.last_bar is not None and bar.time <= pre.last_bar:
-            rows = self.stored_signals(bar.time, session)
-            if rows:
-                return CycleResult(bar, session, rows, duplicate=True)
-            raise StaleBar(f"bar {bar.time.isoformat()} is not after the last processed bar "
-                           f"{pre.last_bar.isoformat()} and has no signal: bars are processed in order")
-        if write_bar:
-            upsert_bar(self.lake, bar, session)
-            timings["lake_upsert"] = (time.perf_counter() - t0) * 1e3
-        pending = self.compute(bar, state_before=pre)
-        timings["compute"] = pending.compute_ms
-        t1 = time.perf_counter()
-        stored = self.commit(pending)
-        timings["commit"] = (time.perf_counter() - t1) * 1e3
-        timings["total"] = (time.perf_counter() - t0) * 1e3
-        return CycleResult(bar, session, stored, duplicate=False, pending=pending, timings_ms=timings)
+
+        def attempt() -> tuple[CycleResult, float]:
+            with self.store.write_session() as s:
+                conn = s.connection()
+                pre = RiskState.from_dict(read_live_state(conn, self.risk_key))
+                if pre.last_bar is not None and bar.time <= pre.last_bar:
+                    rows = stored_signal_rows(conn, bar.time)
+                    if rows:
+                        return CycleResult(bar, session, rows, duplicate=True), 0.0
+                    raise StaleBar(f"bar {bar.time.isoformat()} is not after the last processed bar "
+                                   f"{pre.last_bar.isoformat()} and has no signal: bars are processed in order")
+                timings: dict[str, float] = {}
+                if write_bar:
+                    t1 = time.perf_counter()
+                    upsert_bar(self.lake, bar, session)
+                    timings["lake_upsert"] = (time.perf_counter() - t1) * 1e3
+                pending = self.compute(bar, state_before=pre, registry_version=read_registry_version(conn))
+                timings["compute"] = pending.compute_ms
+                t_write = time.perf_counter()
+                stored = write_bar_rows(conn, journal_key(self.risk_key, bar.time), pending.journal,
+                                        pending.signals, self.risk_key, pending.state_after.to_dict())
+            return CycleResult(bar, session, stored, duplicate=False, pending=pending, timings_ms=timings), t_write
+
+        result, t_write = retry_writes(attempt, f"bar {bar.time.isoformat()}", self.write_budget_s)
+        if not result.duplicate:
+            assert result.pending is not None
+            result.timings_ms["commit"] = (time.perf_counter() - t_write) * 1e3
+            self._cache_put(result.pending)
+        result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
+        return result
 
     def reset_features(self) -> None:
         """Forget the in-memory feature engine (the next bar rebuilds it from cache or lake)."""
