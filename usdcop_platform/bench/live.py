@@ -414,8 +414,9 @@ def sensor_latencies(world: World, samples: int, budget_s: float, interval_s: in
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     bars.head(0).write_parquet(bars_file)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # its own process group: the daemon spawns a code server and run workers, all stopped below
     daemon = subprocess.Popen(["dagster-daemon", "run", "-w", str(root / "workspace.yaml")], env=env, cwd=root,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     latencies: list[float] = []
     available_at: dict[Any, datetime] = {}
     deadline = time.monotonic() + budget_s
@@ -442,13 +443,35 @@ def sensor_latencies(world: World, samples: int, budget_s: float, interval_s: in
                     raise RuntimeError(f"dagster-daemon exited: {daemon.stderr.read().decode()[-2000:]}")
                 time.sleep(0.2)
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        _stop_group(daemon)
         store.dispose()
     return {"samples": latencies, "requested": samples, "parts": _run_parts(home, available_at)}
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop `proc`'s process group (daemon, its code server, run workers): SIGTERM, wait, SIGKILL."""
+    import signal
+
+    def group_alive() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    if group_alive():
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + 15
+    while group_alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if group_alive():
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(timeout=10)
 
 
 def _run_parts(home: Path, available_at: dict[Any, datetime]) -> dict[str, float]:
