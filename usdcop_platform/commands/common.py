@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -26,3 +27,13 @@ def cli_errors() -> Iterator[None]:
     except (ConfigError, UserFacingError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from None
+
+
+def open_local_instance(settings: Any) -> Any:
+    """The persistent Dagster instance under DAGSTER_HOME (default .usdcop/dagster_home), so runs
+    started from the CLI show in `dagster dev`. The caller disposes it (or uses it in a `with`)."""
+    import dagster as dg
+
+    home = settings.resolved_dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.from_config(str(home))

@@ -20,7 +20,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from usdcop_platform.commands.common import UserFacingError, cli_errors, console, err_console
+from usdcop_platform.commands.common import UserFacingError, cli_errors, console, err_console, open_local_instance
 from usdcop_platform.settings import Settings, get_settings
 
 DEMO_REVIEWER = "demo-reviewer"
@@ -75,11 +75,9 @@ def materialize_features(sessions: list[date], settings: Settings, progress: Cal
     from usdcop_platform.defs.features.assets import m5_features
     from usdcop_platform.defs.resources import build_resources
 
-    home = settings.resolved_dagster_home
-    home.mkdir(parents=True, exist_ok=True)
     resources = build_resources(settings)
     counts = {"published": 0, "refused": 0}
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with open_local_instance(settings) as instance:
         for i, d in enumerate(sessions):
             result = dg.materialize([m5_features], partition_key=d.isoformat(), instance=instance,
                                     resources=resources, raise_on_error=False, tags={"usdcop/command": "demo"})
@@ -91,7 +89,6 @@ def materialize_features(sessions: list[date], settings: Settings, progress: Cal
 
 def run_live_session(session: date, settings: Settings, progress: Callable[[int], None] | None = None) -> int:
     """Send every stored bar of `session` through the live job, in order, as the sensor would."""
-    import dagster as dg
 
     from usdcop_platform.adapters.lake import ParquetLake
     from usdcop_platform.defs.live.cycle import bar_rows
@@ -102,8 +99,7 @@ def run_live_session(session: date, settings: Settings, progress: Callable[[int]
     if not bars:
         raise UserFacingError(f"no stored bars for session {session}")
     job = defs.get_job_def("live_signal_job")
-    home = settings.resolved_dagster_home
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with open_local_instance(settings) as instance:
         for i, bar in enumerate(bars):
             request = run_request(bar, session.isoformat())
             result = job.execute_in_process(
@@ -163,8 +159,9 @@ def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict
     sessions = calendar.sessions(start, end)
     with _progress() as bar:
         task = bar.add_task("3/8 ingesting synthetic bars + macro", total=1)
-        summary = ingest(source="synthetic", start=start, end=end, settings=settings,
-                         progress=lambda i, n, _m: bar.update(task, completed=i, total=n))
+        with open_local_instance(settings) as instance:  # the demo's runs all show in `dagster dev`
+            summary = ingest(source="synthetic", start=start, end=end, settings=settings, instance=instance,
+                             progress=lambda i, n, _m: bar.update(task, completed=i, total=n))
     console.print(f"[bold]3/8[/] ingested {summary['sessions']} sessions, {summary['bars_published']} bars "
                   f"({summary['quarantined']} quarantined, {summary['incomplete_sessions']} incomplete)")
 

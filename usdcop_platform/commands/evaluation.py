@@ -16,7 +16,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from usdcop_platform.commands.common import UserFacingError, cli_errors, console
+from usdcop_platform.commands.common import UserFacingError, cli_errors, console, open_local_instance
 from usdcop_platform.settings import Settings, get_settings
 
 HEADLINE = ("sharpe", "sortino", "max_drawdown", "total_return", "annual_return", "trades", "win_rate",
@@ -65,9 +65,7 @@ def evaluate_experiment(
     start, end = _check_date(start, "--start"), _check_date(end, "--end")
     if (start is None) != (end is None):
         raise UserFacingError("give both --start and --end, or neither (default: the experiment's test split)")
-    home = s.resolved_dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    instance = dg.DagsterInstance.from_config(str(home))
+    instance = open_local_instance(s)
     try:
         ensure_experiment_partitions(instance, str(s.config_dir))
         run_config = dg.RunConfig(

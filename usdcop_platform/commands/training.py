@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from usdcop_platform.commands.common import UserFacingError, cli_errors, console
+from usdcop_platform.commands.common import UserFacingError, cli_errors, console, open_local_instance
 from usdcop_platform.settings import Settings, get_settings
 
 
@@ -54,9 +54,7 @@ def train_experiment(
     )
     from usdcop_platform.defs.training.sensors import ensure_experiment_partitions
 
-    home = s.resolved_dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    instance = dg.DagsterInstance.from_config(str(home))
+    instance = open_local_instance(s)
     try:
         ensure_experiment_partitions(instance, str(s.config_dir))
         run_config = dg.RunConfig(

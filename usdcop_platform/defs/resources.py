@@ -7,7 +7,6 @@ registered here too so every key has exactly one definition.
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 

@@ -53,7 +53,8 @@ def test_graph_matches_snapshot() -> None:
     from usdcop_platform.definitions import defs
 
     current = json.loads(json.dumps(graph_snapshot(defs)))
-    if os.environ.get("USDCOP_UPDATE_SNAPSHOTS") == "1" or not SNAPSHOT.exists():
+    if os.environ.get("USDCOP_UPDATE_SNAPSHOTS") == "1":
         SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert SNAPSHOT.exists(), f"{SNAPSHOT} is missing: create it with USDCOP_UPDATE_SNAPSHOTS=1"
     expected = json.loads(SNAPSHOT.read_text())
     assert current == expected, "asset graph changed; if intended, re-run with USDCOP_UPDATE_SNAPSHOTS=1"

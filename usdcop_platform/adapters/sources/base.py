@@ -15,16 +15,10 @@ from typing import Protocol, runtime_checkable
 import polars as pl
 
 from usdcop_platform.core.calendar import TradingCalendar
-from usdcop_platform.core.schema import UTC_TIME
+from usdcop_platform.core.schema import BAR_SCHEMA
 
-RAW_BAR_SCHEMA: dict[str, pl.DataType] = {
-    "time": UTC_TIME,
-    "open": pl.Float64(),
-    "high": pl.Float64(),
-    "low": pl.Float64(),
-    "close": pl.Float64(),
-    "volume": pl.Float64(),
-}
+# Sources deliver bars in the published column layout (cleaning then decides which rows publish).
+RAW_BAR_SCHEMA: dict[str, pl.DataType] = dict(BAR_SCHEMA)
 
 
 class SourceError(RuntimeError):
