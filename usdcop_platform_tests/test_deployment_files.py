@@ -139,7 +139,7 @@ def test_production_dagster_yaml_loads_on_real_postgres(monkeypatch: pytest.Monk
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-            assert instance.get_settings("retention")["sensor"]["purge_after_days"]["skipped"] == 3
+            assert instance.get_settings("retention")["sensor"]["purge_after_days"]["skipped"] == 1
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))

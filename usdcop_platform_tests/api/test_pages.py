@@ -156,3 +156,16 @@ def test_logout_clears_the_session(client, keys) -> None:
     assert r.status_code == 303 and 'usdcop_key=""' in r.headers["set-cookie"]
     client.cookies.clear()
     assert client.get("/experiments", follow_redirects=False).status_code == 303
+
+
+def test_security_headers_on_pages_and_json(client, keys, proposal) -> None:
+    _login(client, keys.reviewer)
+    page = client.get(f"/experiments/{proposal['proposal_id']}/review")
+    assert page.status_code == 200
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    health = client.get("/health")
+    assert health.headers["X-Content-Type-Options"] == "nosniff"
+    assert health.headers["Referrer-Policy"] == "same-origin"
+    assert "Content-Security-Policy" not in health.headers  # JSON needs no CSP
