@@ -25,7 +25,7 @@ def cli_errors() -> Iterator[None]:
     try:
         yield
     except (ConfigError, UserFacingError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)  # never wrap a path or key
         raise typer.Exit(1) from None
 
 

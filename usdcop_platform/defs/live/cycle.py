@@ -303,7 +303,8 @@ def commit_bar(store: Any, journal_row_key: str, journal: Mapping[str, Any], sig
 
 
 def write_bar_rows(conn: Any, journal_row_key: str, journal: Mapping[str, Any], signals: list[Mapping[str, Any]],
-                   risk_key: str, state: Mapping[str, Any]) -> list[Any]:
+                   risk_key: str, state: Mapping[str, Any], *,
+                   locked_state: Mapping[str, Any] | None | bool = False) -> list[Any]:
     """The bar's rows, inside the caller's transaction; returns the stored signal rows.
 
     The rows go through the store's own validation and column mapping (signals.normalize_signal,
@@ -322,7 +323,8 @@ def write_bar_rows(conn: Any, journal_row_key: str, journal: Mapping[str, Any], 
     now = utcnow()
     states = [{"key": k, **risk_columns(st), "updated_at": now} for k, st in ((journal_row_key, journal), (risk_key, state))]
     st = _statements(conn.dialect.name)
-    current = read_live_state(conn, risk_key)  # locks the row (FOR UPDATE; SQLite: BEGIN IMMEDIATE)
+    # the caller may already hold the row lock and pass what it read (saves a round trip per bar)
+    current = read_live_state(conn, risk_key) if locked_state is False else locked_state  # FOR UPDATE; SQLite: BEGIN IMMEDIATE
     last = (current or {}).get("last_bar")
     if last is not None and state.get("last_bar") is not None and _utc(last) >= _utc(state["last_bar"]):
         states = states[:1]
@@ -577,7 +579,8 @@ class LiveCycle:
         def attempt() -> tuple[CycleResult, float]:
             with self.store.write_session() as s:
                 conn = s.connection()
-                pre = RiskState.from_dict(read_live_state(conn, self.risk_key))
+                locked = read_live_state(conn, self.risk_key)  # row lock held until commit
+                pre = RiskState.from_dict(locked)
                 if pre.last_bar is not None and bar.time <= pre.last_bar:
                     rows = stored_signal_rows(conn, bar.time)
                     if rows:
@@ -593,7 +596,8 @@ class LiveCycle:
                 timings["compute"] = pending.compute_ms
                 t_write = time.perf_counter()
                 stored = write_bar_rows(conn, journal_key(self.risk_key, bar.time), pending.journal,
-                                        pending.signals, self.risk_key, pending.state_after.to_dict())
+                                        pending.signals, self.risk_key, pending.state_after.to_dict(),
+                                        locked_state=locked)
             return CycleResult(bar, session, stored, duplicate=False, pending=pending, timings_ms=timings), t_write
 
         result, t_write = retry_writes(attempt, f"bar {bar.time.isoformat()}", self.write_budget_s)
