@@ -124,7 +124,7 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("USDCOP_DATA_DIR", str(tmp_path / "lake"))
     monkeypatch.setenv("USDCOP_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("USDCOP_STATE_DIR", str(tmp_path / "state"))
-    for var in ("DATABASE_URL", "MLFLOW_TRACKING_URI", "REDIS_URL"):
+    for var in ("DATABASE_URL", "MLFLOW_TRACKING_URI", "REDIS_URL", "DAGSTER_HOME"):
         monkeypatch.delenv(var, raising=False)
     get_settings.cache_clear()
     yield Settings()

@@ -182,11 +182,20 @@ def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict
     console.print(f"      proposal {proposal['proposal_id']}: {proposal['recommendation']} "
                   f"(confidence {proposal['confidence']:.2f})")
 
-    notes = "demo approval" if proposal["recommendation"] != "REJECT" else \
-        "demo override: smoke model approved to exercise the live path (rules recommended REJECT)"
-    decision = approve_through_api(proposal["proposal_id"], settings, notes)
-    console.print(f"[bold]7/8[/] approved by {DEMO_REVIEWER}: model {trained['model_id']} is in production "
-                  f"(registry version {decision.get('registry_version')})")
+    if proposal["status"] == "PENDING_APPROVAL":
+        notes = "demo approval" if proposal["recommendation"] != "REJECT" else \
+            "demo override: smoke model approved to exercise the live path (rules recommended REJECT)"
+        decision = approve_through_api(proposal["proposal_id"], settings, notes)
+        console.print(f"[bold]7/8[/] approved by {DEMO_REVIEWER}: model {trained['model_id']} is in production "
+                      f"(registry version {decision.get('registry_version')})")
+    else:  # a re-run: the same config, data and seed minted the same model, already decided
+        decision = {"status": proposal["status"]}
+        production = store.models.production()
+        if production is None:
+            raise UserFacingError(f"proposal {proposal['proposal_id']} is {proposal['status']} and there is "
+                                  "no production model for the live step")
+        console.print(f"[bold]7/8[/] proposal already {proposal['status']} (same model as a previous run); "
+                      f"production model {production['model_id']}")
 
     live_day = exp.date_ranges.test.end if calendar.is_session(exp.date_ranges.test.end) \
         else calendar.previous_session(exp.date_ranges.test.end)
