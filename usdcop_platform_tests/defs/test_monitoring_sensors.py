@@ -127,19 +127,26 @@ def test_run_failure_sensor_records_an_alert(world) -> None:
     def doomed() -> None:
         explode()
 
-    with webhook_receiver() as rx, dg.instance_for_test() as instance:
-        result = doomed.execute_in_process(instance=instance, raise_on_error=False)
+    with webhook_receiver() as rx:
+        _fail_and_sense(world, doomed, rx.url)
+        (alert,) = world.store.alerts.list(kind="run_failure")
+        assert alert["severity"] == "ERROR" and "of job doomed failed" in alert["message"]
+        assert alert["delivered"] and "doomed" in rx.texts()[0]
+
+
+def _fail_and_sense(world, job: dg.JobDefinition, webhook_url: str, tags: dict[str, str] | None = None):
+    """Run a failing job on a test instance and feed its failure to the run-failure sensor."""
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
         ctx = dg.build_run_status_sensor_context(
             sensor_name=monitoring_run_failure_sensor.name,
             dagster_instance=instance,
             dagster_run=result.dagster_run,
             dagster_event=result.get_run_failure_event(),
-            resources=world.resources(rx.url),
+            resources=world.resources(webhook_url),
         ).for_run_failure()
         monitoring_run_failure_sensor(ctx)
-        (alert,) = world.store.alerts.list(kind="run_failure")
-        assert alert["severity"] == "ERROR" and "of job doomed failed" in alert["message"]
-        assert alert["delivered"] and "doomed" in rx.texts()[0]
+    return result
 
 
 def test_run_failure_sensor_fails_the_backtest_request_the_run_served(world) -> None:
@@ -157,17 +164,8 @@ def test_run_failure_sensor_fails_the_backtest_request_the_run_served(world) -> 
     def evaluate_like() -> None:
         crash()
 
-    with webhook_receiver() as rx, dg.instance_for_test() as instance:
-        result = evaluate_like.execute_in_process(instance=instance, raise_on_error=False,
-                                                  tags={BACKTEST_REQUEST_TAG: str(req["id"])})
-        ctx = dg.build_run_status_sensor_context(
-            sensor_name=monitoring_run_failure_sensor.name,
-            dagster_instance=instance,
-            dagster_run=result.dagster_run,
-            dagster_event=result.get_run_failure_event(),
-            resources=world.resources(rx.url),
-        ).for_run_failure()
-        monitoring_run_failure_sensor(ctx)
+    with webhook_receiver() as rx:
+        result = _fail_and_sense(world, evaluate_like, rx.url, tags={BACKTEST_REQUEST_TAG: str(req["id"])})
     row = world.store.backtest_requests.get(req["id"])
     assert row["status"] == "FAILED" and result.run_id in row["error"]
     assert row["dagster_run_id"] == result.run_id
