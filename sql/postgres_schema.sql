@@ -248,4 +248,12 @@ ALTER TABLE promotion_proposals ADD COLUMN additional_backtests JSONB DEFAULT '[
 
 UPDATE usdcop_alembic_version SET version_num='0002_additional_backtests' WHERE usdcop_alembic_version.version_num = '0001_initial';
 
+-- Running upgrade 0002_additional_backtests -> 0003_drop_sql_quarantine
+
+DROP INDEX ix_quarantine_dataset_partition;
+
+DROP TABLE quarantine;
+
+UPDATE usdcop_alembic_version SET version_num='0003_drop_sql_quarantine' WHERE usdcop_alembic_version.version_num = '0002_additional_backtests';
+
 COMMIT;

@@ -1,14 +1,16 @@
-"""Operational queues: backtest requests (REQUEST_MORE_TESTS), data-quality quarantine, alerts."""
+"""Operational queues: backtest requests (REQUEST_MORE_TESTS) and alerts.
+
+Quarantined rows live in the parquet lake (quarantine/<dataset>/<partition>), not here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from usdcop_platform.adapters.store._sql import reject_unknown, to_record
+from usdcop_platform.adapters.store._sql import to_record
 from usdcop_platform.adapters.store.approvals import write_audit
 from usdcop_platform.adapters.store.errors import NotFoundError
 from usdcop_platform.adapters.store.tables import (
@@ -16,7 +18,6 @@ from usdcop_platform.adapters.store.tables import (
     Alert,
     BacktestRequest,
     PromotionProposal,
-    QuarantineRow,
 )
 from usdcop_platform.adapters.store.types import Record, as_date, as_utc, jsonable, utcnow
 
@@ -216,61 +217,6 @@ class BacktestRequestRepository:
                     row.dagster_run_id = dagster_run_id
                 s.flush()
             return to_record(row)
-
-
-_QUARANTINE_FIELDS = ("dataset", "partition", "rule", "field", "value", "row", "detected_at")
-
-
-class QuarantineRepository:
-    """`store.quarantine`: row-level data-quality rejects, kept for review."""
-
-    def __init__(self, store: "Store") -> None:
-        self._store = store
-
-    def add_many(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Insert rejects (keys: dataset, rule, and optionally partition, field, value, row, detected_at)."""
-        now = utcnow()
-        values: list[dict[str, Any]] = []
-        for r in rows:
-            reject_unknown("quarantine", r, _QUARANTINE_FIELDS)
-            if not r.get("dataset") or not r.get("rule"):
-                raise ValueError(f"quarantine rows need dataset and rule: {dict(r)!r}")
-            detected = r.get("detected_at")
-            values.append(
-                {
-                    "dataset": str(r["dataset"]),
-                    "partition": None if r.get("partition") is None else str(r["partition"]),
-                    "rule": str(r["rule"]),
-                    "field": None if r.get("field") is None else str(r["field"]),
-                    "value": None if r.get("value") is None else str(r["value"]),
-                    "row": jsonable(dict(r.get("row") or {})),
-                    "detected_at": as_utc(detected, "detected_at") if detected is not None else now,
-                }
-            )
-        if not values:
-            return 0
-        with self._store.write_session() as s:
-            s.execute(sa.insert(QuarantineRow), values)
-        return len(values)
-
-    def list(self, dataset: str | None = None, limit: int = 100, partition: str | None = None) -> list[Record]:
-        """Most recent rejects first."""
-        stmt = sa.select(QuarantineRow).order_by(QuarantineRow.id.desc()).limit(limit)
-        if dataset is not None:
-            stmt = stmt.where(QuarantineRow.dataset == dataset)
-        if partition is not None:
-            stmt = stmt.where(QuarantineRow.partition == partition)
-        with self._store.read_session() as s:
-            return [to_record(r) for r in s.execute(stmt).scalars()]
-
-    def count(self, dataset: str | None = None, partition: str | None = None) -> int:
-        stmt = sa.select(sa.func.count()).select_from(QuarantineRow)
-        if dataset is not None:
-            stmt = stmt.where(QuarantineRow.dataset == dataset)
-        if partition is not None:
-            stmt = stmt.where(QuarantineRow.partition == partition)
-        with self._store.read_session() as s:
-            return int(s.execute(stmt).scalar_one())
 
 
 class AlertRepository:

@@ -22,7 +22,7 @@ from usdcop_platform.adapters.store.engine import (
     write_engine,
 )
 from usdcop_platform.adapters.store.errors import StoreError
-from usdcop_platform.adapters.store.operations import AlertRepository, BacktestRequestRepository, QuarantineRepository
+from usdcop_platform.adapters.store.operations import AlertRepository, BacktestRequestRepository
 from usdcop_platform.adapters.store.proposals import ProposalRepository
 from usdcop_platform.adapters.store.registry import ModelRepository
 from usdcop_platform.adapters.store.risk import RiskStateRepository
@@ -56,7 +56,6 @@ class Store:
         self.risk = RiskStateRepository(self)
         self.api_keys = ApiKeyRepository(self)
         self.backtest_requests = BacktestRequestRepository(self)
-        self.quarantine = QuarantineRepository(self)
         self.alerts = AlertRepository(self)
 
     # -- identity --------------------------------------------------------------------------------

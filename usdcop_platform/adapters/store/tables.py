@@ -271,22 +271,6 @@ class BacktestRequest(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
 
 
-class QuarantineRow(Base):
-    """Row-level data-quality rejects: kept for review, never silently dropped."""
-
-    __tablename__ = "quarantine"
-    __table_args__ = (sa.Index("ix_quarantine_dataset_partition", "dataset", "partition"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    dataset: Mapped[str] = mapped_column(sa.String(64))
-    partition: Mapped[str | None] = mapped_column(sa.String(64))
-    rule: Mapped[str] = mapped_column(sa.String(64))
-    field: Mapped[str | None] = mapped_column(sa.String(128))
-    value: Mapped[str | None] = mapped_column(sa.Text)
-    row: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    detected_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
-
-
 class Alert(Base):
     __tablename__ = "alerts"
     __table_args__ = (sa.Index("ix_alerts_delivered", "delivered"),)

@@ -49,26 +49,6 @@ def test_backtest_requests(store: Store, make_model: Callable[..., Record]) -> N
         store.backtest_requests.update_status(10_000, "DONE")
 
 
-def test_quarantine_keeps_every_reject(store: Store) -> None:
-    t = datetime(2024, 3, 4, 13, 0, tzinfo=timezone.utc)
-    rows = [
-        {"dataset": "bars", "partition": "2024-03-04", "rule": "spike", "field": "close", "value": 5123.4,
-         "row": {"time": t, "close": np.float64(5123.4)}},
-        {"dataset": "bars", "partition": "2024-03-04", "rule": "stale_run", "field": "close", "value": 4000},
-        {"dataset": "macro", "rule": "out_of_range", "field": "vix", "value": None, "row": {"vix": float("nan")}},
-    ]
-    assert store.quarantine.add_many(rows) == 3
-    assert store.quarantine.add_many([]) == 0
-    assert store.quarantine.count() == 3 and store.quarantine.count("bars") == 2
-    latest = store.quarantine.list("bars", limit=1)[0]
-    assert latest.rule == "stale_run" and latest.value == "4000"
-    spike = store.quarantine.list("bars")[1]
-    assert spike.row == {"time": t.isoformat(), "close": 5123.4}
-    assert store.quarantine.list("macro")[0].row == {"vix": None}
-    with pytest.raises(ValueError):
-        store.quarantine.add_many([{"dataset": "bars"}])
-
-
 def test_alert_outbox(store: Store) -> None:
     a = store.alerts.add("drift", "warning", "drift share 0.27 > 0.15", {"share": 0.27})
     b = store.alerts.add("breaker", "critical", "circuit breaker tripped")
