@@ -89,16 +89,21 @@ def materialize_features(sessions: list[date], settings: Settings, progress: Cal
 
 def run_live_session(session: date, settings: Settings, progress: Callable[[int], None] | None = None) -> int:
     """Send every stored bar of `session` through the live job, in order, as the sensor would."""
+    import dagster as dg
 
     from usdcop_platform.adapters.lake import ParquetLake
+    from usdcop_platform.defs.live.definitions import defs as live_defs
     from usdcop_platform.defs.live.cycle import bar_rows
     from usdcop_platform.defs.live.sensors import run_request
-    from usdcop_platform.definitions import defs
+    from usdcop_platform.defs.resources import build_resources
 
     bars = bar_rows(ParquetLake(settings.data_dir).read("raw/usdcop_m5_ohlcv", session.isoformat()))
     if not bars:
         raise UserFacingError(f"no stored bars for session {session}")
-    job = defs.get_job_def("live_signal_job")
+    # resources from *these* settings: the code location's module-level defs were bound to the
+    # settings of whichever process imported it first
+    defs = dg.Definitions.merge(live_defs, dg.Definitions(resources=build_resources(settings)))
+    job = defs.resolve_job_def("live_signal_job")
     with open_local_instance(settings) as instance:
         for i, bar in enumerate(bars):
             request = run_request(bar, session.isoformat())

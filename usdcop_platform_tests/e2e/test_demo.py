@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+# Imported before the test's settings exist, as in a long-lived process: the demo must not run on
+# resources bound at import time to other settings (it once sent its live bars to another store).
+import usdcop_platform.definitions  # noqa: F401
+
 pytestmark = pytest.mark.slow
 
 
