@@ -433,8 +433,7 @@ def trade_result(body: TradeResult, request: Request, _: Any = Depends(write_rol
 def risk_reset(request: Request, body: ResetRequest | None = None,
                principal: Any = Depends(write_role("admin"))) -> dict[str, Any]:
     svc = service(request)
-    before = svc.risk.state()
-    after = svc.risk.reset(datetime.now(timezone.utc))
+    before, after = svc.risk.reset_returning_previous(datetime.now(timezone.utc))  # one transaction
     svc.invalidate_risk()
     svc.store.audit.append("RISK_RESET", principal["name"], notes=(body.notes if body else ""),
                            details={"before": before.to_dict(), "after": after.to_dict()})

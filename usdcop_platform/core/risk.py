@@ -24,12 +24,14 @@ session; a breaker tripped by the daily loss clears with the new day, one trippe
 stays until an explicit reset (the drawdown it measured does not go away overnight).
 
 Everything here is a pure function of (state, inputs); `RiskManager` wraps them with a lock
-and a repository (anything with load(key) / save(key, state)) so the state survives restarts.
+and a repository (anything with load(key) and an atomic update(key, fn)) so the state survives
+restarts and another process's writes (the live path) are never lost to a read-modify-write.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Final, Literal, Protocol
@@ -66,7 +68,10 @@ class RiskStateRepository(Protocol):
 
     def load(self, key: str) -> dict[str, Any] | None: ...
 
-    def save(self, key: str, state: dict[str, Any]) -> Any: ...
+    def update(self, key: str, fn: Callable[[dict[str, Any] | None], Mapping[str, Any]]) -> Any:
+        """Store fn(current state or None) under `key`, reading and writing in one transaction
+        that excludes every other writer of the key (other processes included)."""
+        ...
 
 
 def _iso(value: datetime | date | None) -> str | None:
@@ -306,8 +311,10 @@ def summary(state: RiskState, limits: RiskLimits) -> dict[str, Any]:
 class RiskManager:
     """Thread-safe risk manager whose state lives in a repository (or memory when none is given).
 
-    Every operation is load → pure update → save under one lock, so the process never holds a
-    state the repository does not have: a restart resumes exactly where it stopped.
+    Every mutation is one atomic read → pure update → write: the lock serializes this process,
+    repository.update() the other processes, so the process never holds a state the repository
+    does not have (a restart resumes exactly where it stopped) and never overwrites a write
+    made between its read and its write.
     """
 
     def __init__(
@@ -329,38 +336,57 @@ class RiskManager:
                 return self._memory
             return RiskState.from_dict(self.repository.load(self.key))
 
-    def _save(self, state: RiskState) -> RiskState:
-        if self.repository is None:
-            self._memory = state
-        else:
-            self.repository.save(self.key, state.to_dict())
-        return state
+    def _update(self, fn: Callable[[RiskState], RiskState]) -> tuple[RiskState, RiskState]:
+        """Atomically replace the state by fn(state); returns (before, after). `fn` must be pure:
+        the repository may run it again when it retries the transaction."""
+        with self._lock:
+            if self.repository is None:
+                before, self._memory = self._memory, fn(self._memory)
+                return before, self._memory
+            seen: list[tuple[RiskState, RiskState]] = []
+
+            def step(current: dict[str, Any] | None) -> dict[str, Any]:
+                before = RiskState.from_dict(current)
+                seen.append((before, fn(before)))
+                return seen[-1][1].to_dict()
+
+            self.repository.update(self.key, step)
+            return seen[-1]  # the attempt that committed is the last one
 
     def evaluate(self, action: int, confidence: float, at: datetime) -> RiskDecision:
         with self._lock:
             before = self.state()
             decision, after = evaluate(before, self.limits, self.hours, self.calendar, action, confidence, at)
-            if after != before:
-                self._save(after)
-            return decision
+            if after == before:
+                return decision  # read-only: nothing to write
+            # The state changes (day roll, breaker, cooldown): decide again on the locked state.
+            decisions: list[RiskDecision] = []
+
+            def step(st: RiskState) -> RiskState:
+                d, new = evaluate(st, self.limits, self.hours, self.calendar, action, confidence, at)
+                decisions.append(d)
+                return new
+
+            self._update(step)
+            return decisions[-1]
 
     def apply(self, decision: RiskDecision, price: float, at: datetime) -> RiskState:
-        with self._lock:
-            return self._save(apply_decision(self.state(), self.limits, decision, price, at))
+        return self._update(lambda st: apply_decision(st, self.limits, decision, price, at))[1]
 
     def record_trade_result(self, pnl: float, at: datetime) -> RiskState:
-        with self._lock:
-            st = roll_day(self.state(), self.calendar, at)
-            return self._save(record_trade_result(st, self.limits, pnl, at))
+        return self._update(
+            lambda st: record_trade_result(roll_day(st, self.calendar, at), self.limits, pnl, at))[1]
 
     def reset(self, at: datetime) -> RiskState:
-        with self._lock:
-            return self._save(reset_state(self.state(), at))
+        return self.reset_returning_previous(at)[1]
+
+    def reset_returning_previous(self, at: datetime) -> tuple[RiskState, RiskState]:
+        """Reset; returns (before, after) of the same transaction (what an audit must record)."""
+        return self._update(lambda st: reset_state(st, at))
 
     def put(self, state: RiskState) -> RiskState:
         """Replace the state (used to restore it from a persisted signal's lineage)."""
-        with self._lock:
-            return self._save(state)
+        return self._update(lambda _: state)[1]
 
     def summary(self) -> dict[str, Any]:
         return summary(self.state(), self.limits)

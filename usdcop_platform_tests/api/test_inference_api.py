@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 from usdcop_platform.api.inference import MAX_BATCH, inference_service
 from usdcop_platform.bench import live_fixtures as fx
 from usdcop_platform.contracts.platform import get_config
+from usdcop_platform.core.risk import LIVE_RISK_KEY, RiskState
 
 CFG = get_config()
 N = CFG.features.n_features
@@ -123,6 +127,37 @@ def test_trade_results_trip_the_breaker_and_reset_clears_it(client, keys, model)
         pytest.fail("no confident BUY/SELL among 200 observations")
     assert post(client, keys, {}, "admin", "/v1/risk/reset").json()["breaker_active"] is False
     assert post(client, keys, {"pnl": 2.0}, "reviewer", "/v1/risk/trade-result").status_code == 422
+
+
+def test_trade_result_during_a_live_bar_loses_neither_and_reset_audits_before_after(client, keys, store):
+    """The live path (another process) holds the risk row while the API records a trade result:
+    the API waits and builds on the bar's state, instead of overwriting it. (On SQLite the
+    request's key check, a write, already queues behind the bar; on PostgreSQL only the row lock
+    of the atomic update makes the trade result wait.)"""
+    store.risk.save(LIVE_RISK_KEY, RiskState().to_dict())  # an earlier bar's row, which the bar locks
+    bar_inside = threading.Event()
+
+    def live_bar(cur):
+        bar_inside.set()
+        time.sleep(0.3)  # the bar's work, inside its transaction
+        return {**RiskState.from_dict(cur).to_dict(), "trading_date": IN_SESSION.date().isoformat(),
+                "last_bar": IN_SESSION.isoformat(), "position": 1, "position_size": 0.1,
+                "entry_price": 4000.0, "trades_today": 1, "total_trades": 1}
+
+    with ThreadPoolExecutor(1) as pool:
+        bar = pool.submit(store.risk.update, LIVE_RISK_KEY, live_bar)
+        assert bar_inside.wait(10)
+        r = post(client, keys, {"pnl": -0.005, "at": IN_SESSION.isoformat()}, "reviewer", "/v1/risk/trade-result")
+        bar.result(30)
+    assert r.status_code == 200, r.text
+    st = RiskState.from_dict(store.risk.load(LIVE_RISK_KEY))
+    assert st.last_bar == IN_SESSION and st.position == 1 and st.trades_today == 1  # the bar's write
+    assert st.consecutive_losses == 1 and st.daily_pnl == pytest.approx(-0.005)  # the API's
+
+    assert post(client, keys, {"notes": "x"}, "admin", "/v1/risk/reset").status_code == 200
+    details = store.audit.list(action="RISK_RESET")[0]["details"]
+    assert details["before"]["consecutive_losses"] == 1 and details["before"]["trades_today"] == 1
+    assert details["after"]["consecutive_losses"] == 0 and details["after"]["position"] == 1
 
 
 def test_cached_features_by_bar_time(client, keys, model):

@@ -174,6 +174,38 @@ class DictRepository:
     def save(self, key, state):
         self.rows[key] = json.dumps(state)
 
+    def update(self, key, fn):
+        # Atomic (nothing else runs in between); DictRepository's own load, not a subclass's.
+        DictRepository.save(self, key, dict(fn(DictRepository.load(self, key))))
+        return DictRepository.load(self, key)
+
+
+class RacingRepository(DictRepository):
+    """After race(), another process commits `other(state)` right after our next read: between
+    a load() and the save() that would follow it, or, against update(), once that has committed
+    (the row lock makes the other writer wait)."""
+
+    pending = None
+
+    def race(self, key, other) -> None:
+        self.pending = (key, other)
+
+    def _other_process(self) -> None:
+        if self.pending:
+            key, other = self.pending
+            self.pending = None
+            DictRepository.update(self, key, other)
+
+    def load(self, key):
+        out = super().load(key)
+        self._other_process()
+        return out
+
+    def update(self, key, fn):
+        out = super().update(key, fn)
+        self._other_process()
+        return out
+
 
 def test_manager_state_survives_restart_and_reset(limits, hours, calendar):
     repo = DictRepository()
@@ -190,6 +222,31 @@ def test_manager_state_survives_restart_and_reset(limits, hours, calendar):
     assert not st.breaker_active and st.daily_pnl == 0 and st.equity == 1.0 and st.position == 1
     summ = rm.summary()
     assert summ["limits"]["max_trades_per_day"] == 50 and summ["trades_remaining"] == 50
+
+
+def test_manager_mutations_do_not_lose_a_concurrent_write(limits, hours, calendar):
+    """A live bar committed while the API records a trade result survives it (and vice versa)."""
+    def live_bar(state):
+        return {**RiskState.from_dict(state).to_dict(), "last_bar": AT.isoformat(), "position": 1}
+
+    for mutate in (lambda rm: rm.record_trade_result(-0.004, AT), lambda rm: rm.reset(AT)):
+        repo = RacingRepository()
+        rm = RiskManager(limits, hours, calendar, repo, key="k")
+        rm.put(RiskState(trading_date=AT.date(), consecutive_losses=2, daily_pnl=-0.01))
+        repo.race("k", live_bar)
+        mutate(rm)
+        st = rm.state()
+        assert st.last_bar == AT and st.position == 1  # the other process's write
+        assert st.consecutive_losses in (3, 0) and st.updated_at == AT  # ours
+
+
+@pytest.mark.parametrize("with_repository", [True, False], ids=["repository", "memory"])
+def test_reset_returns_the_state_it_replaced(limits, hours, calendar, with_repository):
+    rm = RiskManager(limits, hours, calendar, DictRepository() if with_repository else None, key="k")
+    rm.record_trade_result(-0.03, AT)
+    before, after = rm.reset_returning_previous(AT + timedelta(minutes=1))
+    assert before.breaker_active and before.daily_pnl == pytest.approx(-0.03)
+    assert not after.breaker_active and after.daily_pnl == 0 and rm.state() == after
 
 
 def test_state_dict_round_trip():

@@ -119,6 +119,23 @@ def test_replay_reproduces_the_session_bit_for_bit(world):
     assert any("stored bar changed" in d for d in bad[0].differences)
 
 
+def test_journal_names_consumed_bars_by_grid_index_and_old_journals_still_replay(world):
+    cycle = world.cycle()
+    bars = world.session_bars()[:4]
+    for b in bars:
+        cycle.process(b)
+    last = world.store.risk.load(journal_key("live", bars[3].time))
+    assert last["feature_inputs"]["session_bar_indices"] == [0, 1, 2]
+    # journals written before the grid-index form carried ISO instants: rewrite them so
+    for b in bars:
+        j = dict(world.store.risk.load(journal_key("live", b.time)))
+        inputs = dict(j["feature_inputs"])
+        inputs["session_bars"] = [bars[i].time.isoformat() for i in inputs.pop("session_bar_indices")]
+        world.store.risk.save(journal_key("live", b.time), j | {"feature_inputs": inputs})
+    report = replay_session(world.cfg, world.calendar, world.lake, world.store, LIVE_SESSION)
+    assert report.matched and len(report.bars) == 4, [b.differences for b in report.mismatches()]
+
+
 def test_replay_command(world, monkeypatch):
     from usdcop_platform.cli import app
     from usdcop_platform.settings import get_settings

@@ -44,6 +44,8 @@ class Store:
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
             raise StoreError(f"invalid database URL {self.masked_url}: {exc}") from None
         self._write_engine = write_engine(self.engine)
+        self._hot_engine: sa.Engine | None = None
+        self._hot_lock = threading.Lock()
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
 
@@ -98,6 +100,31 @@ class Store:
     def write_session(self) -> contextlib.AbstractContextManager[Session]:
         return self._scope(self._write_sessions)
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """A Core write transaction for a hot path (the live bar): no ORM session, and on
+        PostgreSQL no pre-ping round trip. Commit on success, rollback on error, errors
+        translated like the sessions'. For callers that retry the WHOLE transaction on
+        DatabaseUnavailable/DatabaseBusy: a connection dropped by a server restart fails the
+        first statement and the retry gets a fresh one."""
+        try:
+            with self._hot().begin() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            translated = translate(self.url, exc)
+            if translated is not None:
+                raise translated from exc
+            raise
+
+    def _hot(self) -> sa.Engine:
+        if self.engine.dialect.name == "sqlite":
+            return self._write_engine  # no pre-ping to skip; BEGIN IMMEDIATE
+        if self._hot_engine is None:
+            with self._hot_lock:
+                if self._hot_engine is None:
+                    self._hot_engine = create_store_engine(self.url, self.tuning, pre_ping=False)
+        return self._hot_engine
+
     def read_session(self) -> contextlib.AbstractContextManager[Session]:
         """A Session for reads (SQLite: a deferred transaction that never blocks writers)."""
         return self._scope(self._read_sessions)
@@ -140,6 +167,8 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._hot_engine is not None:
+            self._hot_engine.dispose()
 
 
 _STORES: dict[str, Store] = {}

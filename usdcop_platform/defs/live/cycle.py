@@ -14,9 +14,10 @@ it from the lake, or resumes it from the feature cache's entry of the previous b
 run the same float operations, so they agree bit for bit, and the journal records the bars
 consumed so `usdcop replay` can run them again.
 
-Each bar is ONE database transaction, retried whole while the database is unreachable: it reads
-the live risk state (row-locked, so an API trade result cannot be lost under it) and the registry
-version, then writes (idempotent statements):
+Each bar is ONE database transaction (adapters/store/live.py: BEGIN, 2 statements, COMMIT on
+PostgreSQL), retried whole while the database is unreachable: it reads the live risk state
+(row-locked, so an API trade result cannot be lost under it) and the registry version, then
+writes (idempotent statements):
 
     journal  risk_state[f"{risk_key}@{bar ISO}"]: the risk state before the bar, the ensemble
              that served it, the feature inputs, the decision (everything replay needs)
@@ -30,12 +31,11 @@ or before the state's last bar is a duplicate: its stored signals are returned, 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -43,6 +43,7 @@ import numpy as np
 import polars as pl
 
 from usdcop_platform.adapters.cache import FeatureCache
+from usdcop_platform.adapters.store import live as live_sql
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.adapters.store.errors import DatabaseBusy, DatabaseUnavailable
 from usdcop_platform.contracts.base import sha256_hex
@@ -60,6 +61,7 @@ from usdcop_platform.core.schema import BAR_SCHEMA
 log = logging.getLogger(__name__)
 
 DEFAULT_RISK_KEY: Final = risk_core.LIVE_RISK_KEY
+INITIAL_RISK_STATE: Final = RiskState().to_dict()  # stored by the very first bar (see live_sql.open_bar)
 JOURNAL_SEPARATOR: Final = "@"
 SIGNAL_ROLE: Final = "production"
 # Writes retried while the database is unreachable: the store retries a few times within a
@@ -181,27 +183,54 @@ def read_macro(lake: ParquetLake) -> pl.DataFrame | None:
 
 @dataclass
 class SessionFeatures:
-    """The feature engine of one session and the session bars it has consumed."""
+    """The feature engine of one session and the session bars it has consumed.
+
+    The journal names the consumed bars by their index on the session grid (0..59): a few
+    bytes each instead of an ISO instant, written with every bar."""
 
     session: date
     engine: IncrementalFeatureEngine
     warmup_first: datetime
     warmup_last: datetime
     n_warmup: int
+    open_utc: datetime  # the session's first bar start
+    bar_seconds: float
     consumed: list[datetime] = field(default_factory=list)
+    consumed_indices: list[int] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, calendar: TradingCalendar, session: date, engine: IncrementalFeatureEngine,
+              warmup_first: datetime, warmup_last: datetime, n_warmup: int) -> "SessionFeatures":
+        return cls(session, engine, warmup_first, warmup_last, n_warmup, calendar.session_open_utc(session),
+                   calendar.bar_delta.total_seconds())
 
     @property
     def last_time(self) -> datetime | None:
         return self.consumed[-1] if self.consumed else None
 
+    def consume(self, t: datetime) -> None:
+        """Record that the engine has been updated with the session bar starting at `t`."""
+        self.consumed.append(t)
+        self.consumed_indices.append(self.index_of(t))
+
+    def index_of(self, t: datetime) -> int:
+        return int((t - self.open_utc).total_seconds() // self.bar_seconds)
+
+    def time_of(self, index: int) -> datetime:
+        return self.open_utc + timedelta(seconds=index * self.bar_seconds)
+
     def inputs(self) -> dict[str, Any]:
         """What the features of the next bar are computed from (recorded in the journal)."""
         return {"session": self.session.isoformat(), "warmup_first": self.warmup_first.isoformat(),
                 "warmup_last": self.warmup_last.isoformat(), "n_warmup": self.n_warmup,
-                "session_bars": [t.isoformat() for t in self.consumed]}
+                "session_bar_indices": list(self.consumed_indices)}
 
     def cache_meta(self) -> dict[str, Any]:
-        return {**self.inputs(), "engine_state": self.engine.state_dict()}
+        """The feature-cache entry after the last consumed bar (resume_session_features reads it)."""
+        return {"session": self.session.isoformat(), "warmup_first": self.warmup_first.isoformat(),
+                "warmup_last": self.warmup_last.isoformat(), "n_warmup": self.n_warmup,
+                "session_bars": [t.isoformat() for t in self.consumed[:-1]],
+                "engine_state": self.engine.state_dict()}
 
 
 def build_session_features(
@@ -212,10 +241,10 @@ def build_session_features(
     window = warmup_window(lake, calendar, cfg.features.warmup_bars, session)
     engine = IncrementalFeatureEngine(cfg.features, calendar, cfg.macro)
     engine.warm_up(window, macro)
-    sf = SessionFeatures(session, engine, window["time"][0], window["time"][-1], window.height)
+    sf = SessionFeatures.start(calendar, session, engine, window["time"][0], window["time"][-1], window.height)
     for b in prior_bars:
         engine.update(b.to_dict() | {"time": b.time})
-        sf.consumed.append(b.time)
+        sf.consume(b.time)
     return sf
 
 
@@ -225,9 +254,10 @@ def resume_session_features(
 ) -> SessionFeatures:
     """Rebuild from a feature-cache entry (the engine state after `last_bar`)."""
     engine = IncrementalFeatureEngine.from_state(meta["engine_state"], cfg.features, calendar, cfg.macro, macro)
-    sf = SessionFeatures(date.fromisoformat(meta["session"]), engine, _utc(meta["warmup_first"]),
-                         _utc(meta["warmup_last"]), int(meta["n_warmup"]),
-                         [_utc(t) for t in meta["session_bars"]] + [last_bar])
+    sf = SessionFeatures.start(calendar, date.fromisoformat(meta["session"]), engine, _utc(meta["warmup_first"]),
+                               _utc(meta["warmup_last"]), int(meta["n_warmup"]))
+    for t in [_utc(t) for t in meta["session_bars"]] + [last_bar]:
+        sf.consume(t)
     return sf
 
 
@@ -297,105 +327,12 @@ def retry_writes(fn: Callable[[], T], what: str, budget_s: float = WRITE_RETRY_B
 
 def commit_bar(store: Any, journal_row_key: str, journal: Mapping[str, Any], signals: list[Mapping[str, Any]],
                risk_key: str, state: Mapping[str, Any]) -> list[Any]:
-    """Write a bar's journal, signal rows and the live risk state in ONE transaction."""
-    with store.write_session() as s:
-        return write_bar_rows(s.connection(), journal_row_key, journal, signals, risk_key, state)
-
-
-def write_bar_rows(conn: Any, journal_row_key: str, journal: Mapping[str, Any], signals: list[Mapping[str, Any]],
-                   risk_key: str, state: Mapping[str, Any], *,
-                   locked_state: Mapping[str, Any] | None | bool = False) -> list[Any]:
-    """The bar's rows, inside the caller's transaction; returns the stored signal rows.
-
-    The rows go through the store's own validation and column mapping (signals.normalize_signal,
-    the risk repository's column split) and the same idempotent statements as its repositories
-    (INSERT ... ON CONFLICT DO NOTHING on (bar_time, model_id); upsert on the risk key), as one
-    unit: no window where a signal exists without its journal or the state that follows it.
-    The live state only moves forward: a late write of an older bar never rewinds it.
-    """
-    import sqlalchemy as sa
-
-    from usdcop_platform.adapters.store.risk import _columns as risk_columns
-    from usdcop_platform.adapters.store.signals import normalize_signal
-    from usdcop_platform.adapters.store.types import Record, utcnow
-
-    rows = [normalize_signal(sig) for sig in signals]
-    now = utcnow()
-    states = [{"key": k, **risk_columns(st), "updated_at": now} for k, st in ((journal_row_key, journal), (risk_key, state))]
-    st = _statements(conn.dialect.name)
-    # the caller may already hold the row lock and pass what it read (saves a round trip per bar)
-    current = read_live_state(conn, risk_key) if locked_state is False else locked_state  # FOR UPDATE; SQLite: BEGIN IMMEDIATE
-    last = (current or {}).get("last_bar")
-    if last is not None and state.get("last_bar") is not None and _utc(last) >= _utc(state["last_bar"]):
-        states = states[:1]
-    conn.execute(st.upsert_risk, states)
-    columns = sorted({c for r in rows for c in r})
-    inserted = conn.execute(st.insert_signals, [{c: r.get(c) for c in columns} for r in rows]).mappings().all()
-    if len(inserted) == len(rows):
-        return [Record(dict(r)) for r in sorted(inserted, key=lambda r: r["id"])]
-    # some rows existed already (a re-run): return what is stored, the first write wins
-    return [Record(dict(r)) for r in conn.execute(sa.select(st.signals).where(
-        st.signals.c.bar_time.in_({r["bar_time"] for r in rows}),
-        st.signals.c.model_id.in_([r["model_id"] for r in rows])).order_by(st.signals.c.id)).mappings().all()]
-
-
-def read_live_state(conn: Any, risk_key: str) -> dict[str, Any] | None:
-    """The stored risk state (what store.risk.load returns), row-locked for this transaction."""
-    import sqlalchemy as sa
-
-    from usdcop_platform.adapters.store.risk import COLUMNS
-
-    t = _statements(conn.dialect.name).risk
-    row = conn.execute(sa.select(t).where(t.c.key == risk_key).with_for_update()).mappings().first()
-    if row is None:
-        return None
-    return {"key": row["key"], "updated_at": row["updated_at"], **{c: row[c] for c in COLUMNS}, **(row["extra"] or {})}
-
-
-def stored_signal_rows(conn: Any, bar_time: datetime) -> list[Any]:
-    import sqlalchemy as sa
-
-    from usdcop_platform.adapters.store.types import Record
-
-    t = _statements(conn.dialect.name).signals
-    return [Record(dict(r)) for r in conn.execute(
-        sa.select(t).where(t.c.bar_time == bar_time).order_by(t.c.id)).mappings().all()]
-
-
-def read_registry_version(conn: Any) -> int:
-    import sqlalchemy as sa
-
-    from usdcop_platform.adapters.store.tables import RegistryVersion
-
-    return int(conn.execute(sa.select(RegistryVersion.version).where(RegistryVersion.id == 1)).scalar_one())
-
-
-@dataclass(frozen=True)
-class _Statements:
-    risk: Any
-    signals: Any
-    upsert_risk: Any
-    insert_signals: Any
-
-
-@functools.lru_cache(maxsize=4)
-def _statements(dialect: str) -> _Statements:
-    """The statements of `write_bar_rows`, built once per dialect: no literal values inside, so
-    SQLAlchemy compiles them once and only parameters travel."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    from usdcop_platform.adapters.store.risk import COLUMNS
-    from usdcop_platform.adapters.store.tables import RiskState as RiskRow
-    from usdcop_platform.adapters.store.tables import TradingSignal
-
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-    risk, signals = RiskRow.__table__, TradingSignal.__table__
-    upsert = insert(risk)
-    upsert = upsert.on_conflict_do_update(index_elements=["key"], set_={
-        c: upsert.excluded[c] for c in (*COLUMNS, "extra", "updated_at")})
-    insert_signals = (insert(signals).on_conflict_do_nothing(index_elements=["bar_time", "model_id"])
-                      .returning(*signals.c))
-    return _Statements(risk, signals, upsert, insert_signals)
+    """Write a bar computed earlier (journal, signal rows, live risk state) in ONE transaction,
+    under the live state's row lock (a state already past this bar is kept)."""
+    with store.transaction() as conn:
+        opened = live_sql.open_bar(conn, risk_key, INITIAL_RISK_STATE)
+        return live_sql.write_bar(conn, journal_row_key, journal, signals, risk_key, state,
+                                  opened.state.get("last_bar"))
 
 
 @contextlib.contextmanager
@@ -492,7 +429,7 @@ class LiveCycle:
         sf, source = self._features_for(bar, session)
         inputs = sf.inputs()
         vec = sf.engine.update(bar.to_dict() | {"time": bar.time}, position=float(pre.position))
-        sf.consumed.append(bar.time)
+        sf.consume(bar.time)
         self._sf = sf
         if not np.isfinite(vec).all():
             bad = [n for n, v in zip(self.cfg.features.names, vec) if not np.isfinite(v)]
@@ -509,13 +446,17 @@ class LiveCycle:
         journal = {
             **pre.to_dict(),
             "bar": bar.to_dict(),
+            # the signal rows carry each member's probabilities, action and remaining hashes
             "ensemble": {"method": snap.method, "ensemble_hash": snap.ensemble_hash,
                          "registry_version": snap.registry_version,
-                         "members": [m.describe() for m in snap.members]},
+                         "members": [{"model_id": m.model_id, "model_hash": m.model_hash, "onnx_hash": m.onnx_hash,
+                                      "weight": m.weight} for m in snap.members]},
             "feature_inputs": inputs,
             "feature_hash": fh,
             "forced_flat": flat,
-            "prediction": prediction.to_dict(),
+            "prediction": {"action": prediction.action, "confidence": prediction.confidence,
+                           "probabilities": [float(p) for p in prediction.probabilities],
+                           "values": [m.value for m in prediction.members]},
             "decision": decision.to_dict(),
             "state_after": post.to_dict(),
         }
@@ -562,8 +503,7 @@ class LiveCycle:
         if self.cache is None or self._sf is None:
             return
         self.cache.put(pending.bar.time, pending.features, {
-            **self._sf.cache_meta(), "session_bars": [t.isoformat() for t in self._sf.consumed[:-1]],
-            "model_id": pending.signals[0]["model_id"], "feature_hash": pending.feature_hash,
+            **self._sf.cache_meta(), "model_id": pending.signals[0]["model_id"], "feature_hash": pending.feature_hash,
             "action": pending.decision.final_action,
         })
 
@@ -577,12 +517,11 @@ class LiveCycle:
         session = validate_bar(bar, self.calendar)
 
         def attempt() -> tuple[CycleResult, float]:
-            with self.store.write_session() as s:
-                conn = s.connection()
-                locked = read_live_state(conn, self.risk_key)  # row lock held until commit
-                pre = RiskState.from_dict(locked)
+            with self.store.transaction() as conn:
+                opened = live_sql.open_bar(conn, self.risk_key, INITIAL_RISK_STATE)  # row lock until commit
+                pre = RiskState.from_dict(opened.state)
                 if pre.last_bar is not None and bar.time <= pre.last_bar:
-                    rows = stored_signal_rows(conn, bar.time)
+                    rows = live_sql.stored_signals(conn, bar.time)
                     if rows:
                         return CycleResult(bar, session, rows, duplicate=True), 0.0
                     raise StaleBar(f"bar {bar.time.isoformat()} is not after the last processed bar "
@@ -592,12 +531,12 @@ class LiveCycle:
                     t1 = time.perf_counter()
                     upsert_bar(self.lake, bar, session)
                     timings["lake_upsert"] = (time.perf_counter() - t1) * 1e3
-                pending = self.compute(bar, state_before=pre, registry_version=read_registry_version(conn))
+                pending = self.compute(bar, state_before=pre, registry_version=opened.registry_version)
                 timings["compute"] = pending.compute_ms
                 t_write = time.perf_counter()
-                stored = write_bar_rows(conn, journal_key(self.risk_key, bar.time), pending.journal,
-                                        pending.signals, self.risk_key, pending.state_after.to_dict(),
-                                        locked_state=locked)
+                stored = live_sql.write_bar(conn, journal_key(self.risk_key, bar.time), pending.journal,
+                                            pending.signals, self.risk_key, pending.state_after.to_dict(),
+                                            opened.state.get("last_bar"))
             return CycleResult(bar, session, stored, duplicate=False, pending=pending, timings_ms=timings), t_write
 
         result, t_write = retry_writes(attempt, f"bar {bar.time.isoformat()}", self.write_budget_s)

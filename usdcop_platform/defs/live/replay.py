@@ -98,8 +98,11 @@ def features_from_inputs(cfg: PlatformConfig, calendar: TradingCalendar, lake: P
     engine = IncrementalFeatureEngine(cfg.features, calendar, cfg.macro)
     engine.warm_up(window, macro)
     session = date.fromisoformat(inputs["session"])
-    sf = SessionFeatures(session, engine, first, last, window.height)
-    wanted = [_utc(t) for t in inputs["session_bars"]]
+    sf = SessionFeatures.start(calendar, session, engine, first, last, window.height)
+    if "session_bar_indices" in inputs:
+        wanted = [sf.time_of(int(i)) for i in inputs["session_bar_indices"]]
+    else:  # journals written before the bars were named by grid index
+        wanted = [_utc(t) for t in inputs["session_bars"]]
     if wanted:
         today = lake.read(BARS_DATASET, session.isoformat())
         rows = {b.time: b for b in (Bar.from_mapping(r) for r in (today.iter_rows(named=True) if today is not None else []))}
@@ -107,7 +110,7 @@ def features_from_inputs(cfg: PlatformConfig, calendar: TradingCalendar, lake: P
             if t not in rows:
                 raise ReplayError(f"bar {t.isoformat()} consumed by the live path is no longer in the lake")
             engine.update(rows[t].to_dict() | {"time": t})
-            sf.consumed.append(t)
+            sf.consume(t)
     return sf
 
 
