@@ -110,7 +110,9 @@ def json_serializer(value: Any) -> str:
 
     The common case (JSON-native values, datetimes, numpy) goes straight through the C encoder,
     which calls back only for the non-native values; only a non-finite float, which must become
-    null, takes the slower full walk. Both give the same text (a test holds them together)."""
+    null, takes the slower full walk. Both give the same JSON value (a property test holds them
+    together); the text differs only when two keys of one dict become the same string (True and
+    "true"), where every reader keeps the last one, as the walk does."""
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"), default=_json_default)
     except ValueError:

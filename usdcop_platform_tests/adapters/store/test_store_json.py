@@ -1,5 +1,7 @@
 """The JSON columns' serializer: its fast path (the C encoder calling back for non-native values)
-writes exactly what the full jsonable() walk writes, NaN/inf become null, unknown types are refused."""
+writes the same JSON value as the full jsonable() walk (the same text unless two keys of a dict
+become the same string, e.g. True and "true": then the text repeats the key and any reader keeps
+the last, as the walk does), NaN/inf become null, unknown types are refused."""
 
 from __future__ import annotations
 
@@ -37,7 +39,17 @@ def _walked(value: object) -> str:
 @settings(max_examples=300, deadline=None)
 @given(_values)
 def test_fast_path_writes_what_the_walk_writes(value):
+    assert json.loads(json_serializer(value)) == json.loads(_walked(value))
+
+
+def test_same_text_when_no_keys_collide():
+    value = {"a": [1.5, np.float32(0.25), {"b": datetime(2024, 1, 2, tzinfo=timezone.utc)}], 3: None, None: True}
     assert json_serializer(value) == _walked(value)
+
+
+def test_colliding_keys_read_back_like_the_walk():
+    text = json_serializer({True: 1, "true": 2})
+    assert json.loads(text) == json.loads(_walked({True: 1, "true": 2})) == {"true": 2}
 
 
 def test_typical_journal_goes_through_and_non_finite_becomes_null():
