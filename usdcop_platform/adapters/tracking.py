@@ -16,14 +16,15 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus
-from mlflow.utils.time import get_current_time_millis
 
 from usdcop_platform.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # MLflow loads only in the processes that track (every run process imports this module)
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
 
 CHALLENGER_ALIAS = "challenger"
 MODEL_ARTIFACT_PATH = "onnx_model"
@@ -56,6 +57,8 @@ class TrackedRun:
     _metrics: list[Metric] = field(default_factory=list, repr=False)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, v) for k, v in flatten(params).items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH], synchronous=True)
@@ -65,6 +68,9 @@ class TrackedRun:
             self.client.set_tag(self.run_id, k, str(v))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+        from mlflow.utils.time import get_current_time_millis
+
         now = get_current_time_millis()
         self._metrics.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
         if len(self._metrics) >= MAX_METRICS_PER_BATCH:
@@ -135,6 +141,8 @@ class MlflowResource(dg.ConfigurableResource):
     def client(self) -> MlflowClient:
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        from mlflow import MlflowClient
+
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def experiment_name(self, experiment: str) -> str:
@@ -161,6 +169,8 @@ class MlflowResource(dg.ConfigurableResource):
     @contextlib.contextmanager
     def run(self, experiment: str, run_name: str, tags: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
         """A run that is always ended: FINISHED on success, FAILED when the body raises."""
+        from mlflow.entities import RunStatus
+
         tracked = self.start_run(experiment, run_name, tags)
         try:
             yield tracked

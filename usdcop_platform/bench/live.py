@@ -13,7 +13,9 @@
    generator (asyncio, keep-alive connections) in a second process, for a bounded time.
 4. Bar available → signal persisted through the sensor with a running `dagster-daemon`: the
    bench appends a bar to the market file the sensor polls and times until its signal row
-   exists. Sampled a few times, bounded in time.
+   exists. Sampled a few times, bounded in time. The bench's code location imports the
+   default one (`usdcop_platform.definitions`), so each run process pays what a run of the
+   default workspace pays to start.
 
 Everything runs on temporary stores (SQLite file, a fresh PostgreSQL schema, a temp lake and
 Dagster home); nothing of the user's state is touched.
@@ -406,6 +408,8 @@ def api_under_load(world: World, seconds: float, app: str = "usdcop_platform.api
 
 _DAEMON_DEFS = """
 import dagster as dg
+# every run process of the default workspace imports the whole code location: pay the same cost
+import usdcop_platform.definitions  # noqa: F401
 from usdcop_platform.defs.live.assets import live_signal, live_signal_job
 from usdcop_platform.defs.live.resources import FeatureCacheResource, LiveFeedResource
 from usdcop_platform.defs.live.sensors import build_live_sensor

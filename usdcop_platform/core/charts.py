@@ -11,17 +11,25 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: renders in workers and servers alike
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 DEFAULT_MAX_POINTS = 1500
 FIGSIZE_IN = (9.0, 4.8)
 DPI = 80
 
+
+
+def _pyplot() -> Any:
+    """matplotlib on the Agg backend (no display: renders in workers and servers alike), loaded on
+    first use: every Dagster run process imports this module, few of them draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 def _thin(x: np.ndarray, max_points: int) -> np.ndarray:
     if x.size <= max_points:
@@ -51,6 +59,7 @@ def equity_drawdown_png(
         raise ValueError(f"equity and drawdown must be non-empty and aligned; got {eq.shape}, {dd.shape}")
     idx = _thin(eq, max_points)
     x = np.asarray(times)[idx] if times is not None else idx
+    plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(
         2, 1, figsize=FIGSIZE_IN, dpi=DPI, sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
     )

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 # Decile bins are the conventional PSI binning; the floor keeps ln() finite for empty bins.
 PSI_BINS = 10
@@ -113,6 +112,8 @@ def drift_report(
             raise DriftError(f"{label} features carry NaN/inf")
     if not 0 < ks_pvalue < 1 or psi_threshold <= 0:
         raise DriftError(f"need 0 < ks_pvalue < 1 and psi_threshold > 0, got {ks_pvalue}, {psi_threshold}")
+    from scipy import stats  # loads on first use: every Dagster run process imports this module
+
     out = []
     for j, name in enumerate(names):
         if name in skip:

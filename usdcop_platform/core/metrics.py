@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
 # Euler-Mascheroni constant (a mathematical constant, not a tunable).
 EULER_GAMMA = 0.5772156649015329
@@ -80,6 +79,20 @@ class Moments:
         """Per-period Sharpe mean/std; 0 when the series has no dispersion."""
         return self.mean / self.std if self.std > 0 else 0.0
 
+
+
+def _ndtr(x: float) -> float:
+    """Standard normal CDF (scipy loads on first use: every Dagster run process imports this module)."""
+    from scipy.special import ndtr
+
+    return float(ndtr(x))
+
+
+def _ndtri(p: float) -> float:
+    """Standard normal quantile."""
+    from scipy.special import ndtri
+
+    return float(ndtri(p))
 
 def moments(returns: np.ndarray) -> Moments:
     """Mean, std (ddof=1), skewness and kurtosis in one pass over the centred series."""
@@ -185,7 +198,7 @@ def probabilistic_sharpe_ratio(sr: float, n: int, skew: float, kurtosis: float, 
     if n < 2:
         return 0.5 if sr == sr_benchmark else float(sr > sr_benchmark)
     z = (sr - sr_benchmark) / math.sqrt(sharpe_estimator_variance(sr, n, skew, kurtosis))
-    return float(ndtr(z))
+    return _ndtr(z)
 
 
 def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
@@ -196,7 +209,7 @@ def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
         return 0.0
     n = float(n_trials)
     return math.sqrt(sr_variance) * (
-        (1.0 - EULER_GAMMA) * float(ndtri(1.0 - 1.0 / n)) + EULER_GAMMA * float(ndtri(1.0 - 1.0 / (n * math.e)))
+        (1.0 - EULER_GAMMA) * _ndtri(1.0 - 1.0 / n) + EULER_GAMMA * _ndtri(1.0 - 1.0 / (n * math.e))
     )
 
 
@@ -226,7 +239,7 @@ def min_track_record_length(
     the observed Sharpe does not beat the benchmark (no length would certify it)."""
     if sr <= sr_benchmark:
         return math.inf
-    z = float(ndtri(confidence))
+    z = _ndtri(confidence)
     core = max(1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr, 1e-12)
     return 1.0 + core * (z / (sr - sr_benchmark)) ** 2
 
@@ -239,7 +252,7 @@ def certifiable_sharpe(n: int, confidence: float, skew: float = 0.0, kurtosis: f
     """
     if n < 2:
         return math.inf
-    z2 = float(ndtri(confidence)) ** 2
+    z2 = _ndtri(confidence) ** 2
     a = (n - 1) - z2 * (kurtosis - 1.0) / 4.0
     b = z2 * skew
     c = -z2

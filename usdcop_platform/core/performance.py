@@ -45,7 +45,6 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from usdcop_platform.core.actions import ACTION_TO_POSITION
 from usdcop_platform.core.env import BPS
@@ -391,6 +390,8 @@ def paired_test(
         correction = math.sqrt(max(n + 1 - 2 * h + h * (h - 1) / n, 0.0) / n)
     else:
         raise ValueError(f"method must be 'diebold_mariano' or 'paired_t', got {method!r}")
+    from scipy import stats  # loads on first use: every Dagster run process imports this module
+
     if se > 0:
         statistic = dbar / se * correction
         p_value = float(2.0 * stats.t.sf(abs(statistic), df=n - 1))

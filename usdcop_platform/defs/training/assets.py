@@ -13,7 +13,6 @@ import numpy as np
 
 from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS, MlflowResource
 from usdcop_platform.core import datasets as ds
-from usdcop_platform.core.training import TrainingData, package_model, train_experiment
 from usdcop_platform.defs.partitions import experiment_partitions, session_key
 from usdcop_platform.defs.resources import PlatformResource
 
@@ -144,6 +143,9 @@ def ppo_policy(
             f"the experiment is now {exp.config_hash[:12]}…: rematerialize datasets/experiment_dataset"
         )
     position_index = contract.names.index("position")
+    # torch + SB3 load only in the run that trains: every run process imports this module
+    from usdcop_platform.core.training import TrainingData, package_model, train_experiment
+
     data = TrainingData(
         train=dataset.market_data("train", contract),
         val=dataset.market_data("val", contract),
