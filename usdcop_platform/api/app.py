@@ -132,13 +132,15 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
                 swagger_favicon_url=f"{SWAGGER_MOUNT}/favicon-32x32.png",
             )
 
+    # The inference router first: FastAPI tries routers in order on every request, and
+    # /v1/inference is by far the busiest route (no path below overlaps its /v1/* and /metrics).
+    _include_optional(app)
     app.include_router(registry.health_router)
     app.include_router(experiments.router)
     app.include_router(registry.models_router)
     app.include_router(registry.audit_router)
     app.include_router(registry.keys_router)
     app.include_router(pages.router)
-    _include_optional(app)
     app.include_router(importlib.import_module("usdcop_platform.api.monitoring").router)  # monitoring (issue 9): /health/detailed, alerts, rollback proposals, drift
     install_error_handlers(app, html_renderer=pages.render_error_page)
     return app
