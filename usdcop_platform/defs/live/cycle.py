@@ -196,7 +196,6 @@ class SessionFeatures:
     open_utc: datetime  # the session's first bar start
     bar_seconds: float
     consumed: list[datetime] = field(default_factory=list)
-    consumed_indices: list[int] = field(default_factory=list)
 
     @classmethod
     def start(cls, calendar: TradingCalendar, session: date, engine: IncrementalFeatureEngine,
@@ -211,7 +210,6 @@ class SessionFeatures:
     def consume(self, t: datetime) -> None:
         """Record that the engine has been updated with the session bar starting at `t`."""
         self.consumed.append(t)
-        self.consumed_indices.append(self.index_of(t))
 
     def index_of(self, t: datetime) -> int:
         return int((t - self.open_utc).total_seconds() // self.bar_seconds)
@@ -223,7 +221,7 @@ class SessionFeatures:
         """What the features of the next bar are computed from (recorded in the journal)."""
         return {"session": self.session.isoformat(), "warmup_first": self.warmup_first.isoformat(),
                 "warmup_last": self.warmup_last.isoformat(), "n_warmup": self.n_warmup,
-                "session_bar_indices": list(self.consumed_indices)}
+                "session_bar_indices": [self.index_of(t) for t in self.consumed]}
 
     def cache_meta(self) -> dict[str, Any]:
         """The feature-cache entry after the last consumed bar (resume_session_features reads it)."""
