@@ -12,9 +12,9 @@ COMMIT on PostgreSQL: the round trips, not the work, dominated its latency (it w
 statement is a construct SQLAlchemy caches (bind parameters only, rows as SELECT ... UNION ALL
 rather than a multi-row VALUES, which it would recompile per bar at ~5 ms), so each is compiled
 once per shape and only values travel. On SQLite, RETURNING makes SQLAlchemy's
-"insertmanyvalues" send each list of rows as one statement. Rows go through the store's own validation and column mapping
-(signals.normalize_signal, the risk repository's column split), so the live path writes exactly
-what the repositories would.
+"insertmanyvalues" send each list of rows as one statement. Rows go through the store's own
+validation and column mapping (signals.normalize_signal, the risk repository's column split and
+its inverse), so the live path writes and reads exactly what the repositories would.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from usdcop_platform.adapters.store.risk import COLUMNS as RISK_COLUMNS
 from usdcop_platform.adapters.store.risk import _columns as risk_columns
+from usdcop_platform.adapters.store.risk import state_record
 from usdcop_platform.adapters.store.signals import normalize_signal
 from usdcop_platform.adapters.store.tables import RegistryVersion, TradingSignal
 from usdcop_platform.adapters.store.tables import RiskState as RiskRow
@@ -61,9 +62,7 @@ def open_bar(conn: sa.Connection, risk_key: str, initial_state: Mapping[str, Any
     if row is None:
         conn.execute(st.insert_initial, [_risk_row(risk_key, initial_state, utcnow())])
         row = conn.execute(st.open, {"key": risk_key}).mappings().one()
-    state = {"key": row["key"], "updated_at": row["updated_at"], **{c: row[c] for c in RISK_COLUMNS},
-             **(row["extra"] or {})}
-    return OpenedBar(Record(state), int(row["registry_version"]))
+    return OpenedBar(state_record(row), int(row["registry_version"]))
 
 
 def write_bar(conn: sa.Connection, journal_key: str, journal: Mapping[str, Any],

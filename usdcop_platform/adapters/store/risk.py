@@ -53,10 +53,15 @@ def _columns(state: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def state_record(row: Mapping[str, Any]) -> Record:
+    """What load() returns, from a risk_state row's values: key, updated_at, the columns, and
+    the keys kept in `extra` (the inverse of _columns)."""
+    return Record({"key": row["key"], "updated_at": row["updated_at"], **{c: row[c] for c in COLUMNS},
+                   **(row["extra"] or {})})
+
+
 def _record(row: RiskState) -> Record:
-    data = {c: getattr(row, c) for c in COLUMNS}
-    data.update(row.extra or {})
-    return Record(key=row.key, updated_at=row.updated_at, **data)
+    return state_record({c: getattr(row, c) for c in ("key", "updated_at", "extra", *COLUMNS)})
 
 
 def _locked_row(s: Session, key: str) -> RiskState | None:
