@@ -16,7 +16,16 @@ class EnvironmentConfig(StrictModel):
     cost_bps: float = Field(ge=0)
 
 
+CostCharging = Literal["per_change", "round_trip_at_entry"]
+
+
 class RewardConfig(StrictModel):
+    """Reward weights (core.env). `cost_charging` decides when the reward sees costs, never how
+    much: per_change charges cost x |dp| at each change; round_trip_at_entry charges the whole
+    round trip (2 x cost) when a position is opened and nothing when it is closed (episodes end flat,
+    so both sum to the same total)."""
+
+    cost_charging: CostCharging = "per_change"
     pnl_weight: float = 1.0
     drawdown_penalty: float = Field(default=0.0, ge=0)
     turnover_penalty: float = Field(default=0.0, ge=0)
@@ -55,7 +64,20 @@ class AlgorithmConfig(StrictModel):
     n_envs: int = Field(default=16, ge=1)
     hyperparameters: PPOHyperparameters = PPOHyperparameters()
     net_arch: tuple[int, ...] = (64, 64)
+    # Added to the HOLD logit of the freshly initialised policy: the untrained policy stays flat
+    # most of the time, so whole sessions without a trade are sampled from the first rollout.
+    initial_hold_bias: float = Field(default=0.0, ge=0, le=10)
     early_stopping: EarlyStopping | None = None
+
+
+class WalkForwardConfig(StrictModel):
+    """Expanding-window walk-forward: fold k trains on every session from the train start up to its
+    own cut (normalization fitted on that window only) and is scored on the next `test_sessions`
+    sessions, which no earlier fold trained on. 0 folds = off."""
+
+    folds: int = Field(default=0, ge=0)
+    test_sessions: int = Field(default=20, ge=1)
+    min_train_sessions: int = Field(default=60, ge=1)
 
 
 class BacktestConfig(StrictModel):
@@ -64,6 +86,7 @@ class BacktestConfig(StrictModel):
     cost_sweep_bps: tuple[float, ...] = (2, 5, 10, 25, 50, 75)
     min_test_bars: int = Field(default=3000, ge=1)
     walk_forward_folds: int = Field(default=0, ge=0)
+    walk_forward: WalkForwardConfig = WalkForwardConfig()
 
 
 class SuccessCriteria(StrictModel):
@@ -72,6 +95,10 @@ class SuccessCriteria(StrictModel):
     min_win_rate: float = Field(default=0.45, ge=0, le=1)
     min_trades: int = Field(default=50, ge=0)
     improvement_threshold: float = Field(default=0.05, ge=0)
+    # Significance: PSR(0) and DSR must reach p_min and the test must be at least MinTRL(p_min) long.
+    p_min: float = Field(default=0.95, gt=0.5, lt=1)
+    # Stability: share of walk-forward folds with a positive Sharpe (used when folds exist).
+    min_positive_fold_share: float = Field(default=0.5, ge=0, le=1)
 
 
 class ExperimentConfig(StrictModel):

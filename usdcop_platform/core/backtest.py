@@ -44,6 +44,7 @@ from usdcop_platform.core.metrics import (
     probabilistic_sharpe_ratio,
     profit_factor,
     sortino_ratio,
+    trial_sharpe_variance,
 )
 
 VALID_POSITIONS = frozenset(int(p) for p in ACTION_POSITIONS)
@@ -390,6 +391,7 @@ def compute_metrics(
     pnl = trades.net_pnl
     n_tr = trades.count
     dsr, sr0 = deflated_sharpe_ratio(sr, n, mom.skew, mom.kurtosis, n_trials, trial_sharpes)
+    trial_v, trial_v_source = trial_sharpe_variance(n, trial_sharpes)
     mintrl = min_track_record_length(sr, mom.skew, mom.kurtosis, confidence)
     return {
         "n_bars": n,
@@ -421,6 +423,10 @@ def compute_metrics(
         "dsr": dsr,
         "sr0_annual": sr0 * ann.bar_factor,
         "n_trials": int(n_trials),
+        # V of the DSR, per bar and annualized (x bars per year), and where it came from
+        "trial_sharpe_variance": trial_v,
+        "trial_sharpe_variance_annual": trial_v * ann.bars_per_year,
+        "trial_variance_source": trial_v_source,
         "confidence_level": confidence,
         "min_track_record_bars": mintrl,
         "min_track_record_years": mintrl / ann.bars_per_year,

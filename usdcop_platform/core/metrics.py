@@ -213,6 +213,20 @@ def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
     )
 
 
+# Where DSR's V came from (recorded next to it, shown on every report).
+V_CROSS_TRIAL = "cross-trial: variance of the family's trial Sharpes (trial ledger)"
+V_NULL = "null: sampling variance 1/(n-1) of one Sharpe estimate (fewer than 2 trial Sharpes recorded)"
+
+
+def trial_sharpe_variance(n: int, trial_sharpes: np.ndarray | None) -> tuple[float, str]:
+    """(V, source) for the deflated Sharpe: the variance (ddof=1) of the trials' per-period Sharpes
+    when two or more are given (0 when they are identical: repeats of one result add no selection),
+    otherwise the null sampling variance 1/(n-1) of a Sharpe estimate (every trial unskilled)."""
+    if trial_sharpes is not None and np.asarray(trial_sharpes).size >= 2:
+        return float(np.var(np.asarray(trial_sharpes, dtype=np.float64), ddof=1)), V_CROSS_TRIAL
+    return (1.0 / (n - 1) if n > 1 else 0.0), V_NULL
+
+
 def deflated_sharpe_ratio(
     sr: float,
     n: int,
@@ -221,13 +235,8 @@ def deflated_sharpe_ratio(
     n_trials: int,
     trial_sharpes: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """(DSR, SR_0). V is the variance of the trials' per-period Sharpes when they are given (two
-    or more), otherwise the null sampling variance 1/(n-1) of a Sharpe estimate (every trial
-    unskilled: the dispersion of their estimates is pure noise)."""
-    if trial_sharpes is not None and np.asarray(trial_sharpes).size >= 2:
-        variance = float(np.var(np.asarray(trial_sharpes, dtype=np.float64), ddof=1))
-    else:
-        variance = 1.0 / (n - 1) if n > 1 else 0.0
+    """(DSR, SR_0) with V from `trial_sharpe_variance`. One trial, or V = 0: SR_0 = 0 and DSR = PSR(0)."""
+    variance, _ = trial_sharpe_variance(n, trial_sharpes)
     sr0 = expected_max_sharpe(n_trials, variance)
     return probabilistic_sharpe_ratio(sr, n, skew, kurtosis, sr0), sr0
 

@@ -1,22 +1,28 @@
 """First vote: success criteria -> PROMOTE / REVIEW / REJECT, with reasons and a statistical statement.
 
 Rules (REFERENCE.md "Promotion proposal"; thresholds from the experiment's `success_criteria`,
-confidences from contracts.evaluation.PromotionPolicy):
+confidences from contracts.evaluation.PromotionPolicy). Every criterion is recorded PASS/FAIL
+with its value and threshold, and has a kind:
 
-    criteria   min_test_bars  n_bars        >= backtest.min_test_bars
-               min_sharpe     sharpe        >= min_sharpe
-               max_drawdown   max_drawdown  <= max_drawdown
-               min_win_rate   win_rate      >= min_win_rate
-               min_trades     trades        >= min_trades
-    improved   with a production baseline: sharpe >= baseline_sharpe + improvement_threshold * |baseline_sharpe|
-               and sharpe > baseline_sharpe; without one there is nothing to beat (improved).
-    decision   every criterion passes and improved      -> PROMOTE (0.85)
-               every criterion passes, not improved     -> REVIEW  (0.60)
-               any criterion fails                      -> REJECT  (0.90)
+    point         min_test_bars    n_bars            >= backtest.min_test_bars
+                  min_sharpe       sharpe            >= min_sharpe
+                  max_drawdown     max_drawdown      <= max_drawdown
+                  min_win_rate     win_rate          >= min_win_rate
+                  min_trades       trades            >= min_trades
+                  fold_stability   share of walk-forward folds with Sharpe > 0 >= min_positive_fold_share
+                                   (only when the backtest has walk-forward folds)
+    significance  psr              PSR(0)            >= p_min
+                  dsr              DSR (N trials of the family, V their Sharpe variance) >= p_min
+                  min_track_record test bars         >= MinTRL(p_min) in bars
+    improved      with a production baseline: sharpe >= baseline_sharpe + improvement_threshold * |baseline_sharpe|
+                  and sharpe > baseline_sharpe; without one there is nothing to beat (improved).
+    decision      any point criterion fails                                  -> REJECT  (0.90)
+                  point criteria pass, significance or improvement fails     -> REVIEW  (0.60), with the reason
+                  everything passes                                          -> PROMOTE (0.85)
 
-The statement reports PSR(0), DSR with its trial count, the test length against the minimum
-track record length, the bootstrap interval of the Sharpe difference, and how large a Sharpe
-this test length (and a one-year test) can certify at all.
+The statement reports PSR(0), DSR with its trial count N and cross-trial variance V (and where they
+come from), the test length against the minimum track record length, the bootstrap interval of the
+Sharpe difference, and how large a Sharpe this test length (and a one-year test) can certify at all.
 """
 
 from __future__ import annotations
@@ -27,9 +33,16 @@ from typing import Any, Literal
 
 from usdcop_platform.contracts.evaluation import PromotionPolicy, Recommendation
 from usdcop_platform.contracts.experiment import SuccessCriteria
-from usdcop_platform.core.metrics import Annualization, BootstrapInterval, certifiable_sharpe
+from usdcop_platform.core.metrics import (
+    NORMAL_KURTOSIS,
+    Annualization,
+    BootstrapInterval,
+    certifiable_sharpe,
+    min_track_record_length,
+)
 
 Comparator = Literal[">=", "<="]
+CriterionKind = Literal["point", "significance"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,7 @@ class Criterion:
     threshold: float | int
     comparator: Comparator
     passed: bool
+    kind: CriterionKind = "point"
 
     @property
     def status(self) -> str:
@@ -87,23 +101,62 @@ def _num(metrics: dict[str, Any] | None, key: str) -> float | None:
 
 
 def evaluate_criteria(
-    metrics: dict[str, Any] | None, n_bars: int, criteria: SuccessCriteria, min_test_bars: int
+    metrics: dict[str, Any] | None,
+    n_bars: int,
+    criteria: SuccessCriteria,
+    min_test_bars: int,
+    walk_forward: dict[str, Any] | None = None,
 ) -> tuple[Criterion, ...]:
-    """Each criterion with its value and threshold; a missing value (no backtest) fails."""
-
-    def ge(name: str, metric: str, value: float | None, threshold: float | int) -> Criterion:
-        return Criterion(name, metric, value, threshold, ">=", value is not None and value >= threshold)
-
-    def le(name: str, metric: str, value: float | None, threshold: float | int) -> Criterion:
-        return Criterion(name, metric, value, threshold, "<=", value is not None and value <= threshold)
-
+    """The point criteria, each with its value and threshold; a missing value (no backtest) fails."""
     trades = _num(metrics, "trades")
+    out = [
+        _ge("min_test_bars", "test_bars", n_bars, min_test_bars),
+        _ge("min_sharpe", "sharpe", _num(metrics, "sharpe"), criteria.min_sharpe),
+        _le("max_drawdown", "max_drawdown", _num(metrics, "max_drawdown"), criteria.max_drawdown),
+        _ge("min_win_rate", "win_rate", _num(metrics, "win_rate"), criteria.min_win_rate),
+        _ge("min_trades", "trades", None if trades is None else int(trades), criteria.min_trades),
+    ]
+    share = ((walk_forward or {}).get("aggregate") or {}).get("positive_share")
+    if walk_forward:
+        out.append(
+            _ge("fold_stability", "positive_fold_share", None if share is None else float(share),
+                criteria.min_positive_fold_share)
+        )
+    return tuple(out)
+
+
+def _ge(name: str, metric: str, value: float | None, threshold: float | int, kind: CriterionKind = "point") -> Criterion:
+    return Criterion(name, metric, value, threshold, ">=", value is not None and value >= threshold, kind)
+
+
+def _le(name: str, metric: str, value: float | None, threshold: float | int, kind: CriterionKind = "point") -> Criterion:
+    return Criterion(name, metric, value, threshold, "<=", value is not None and value <= threshold, kind)
+
+
+def min_track_record_bars(metrics: dict[str, Any] | None, p_min: float) -> float | None:
+    """MinTRL at confidence p_min in bars, from the backtest's per-bar moments (inf when the Sharpe
+    is <= 0: no length certifies it; None without statistics). The per-bar Sharpe is the annual
+    one over sqrt(bars per year), and bars per year = n_bars / years, both recorded by the backtest."""
+    sharpe, n, years = _num(metrics, "sharpe"), _num(metrics, "n_bars"), _num(metrics, "years")
+    if sharpe is None or not n or not years:
+        return None
+    sr = sharpe / math.sqrt(n / years)
+    skew = _num(metrics, "skew") or 0.0
+    kurt = _num(metrics, "kurtosis") or NORMAL_KURTOSIS
+    return min_track_record_length(sr, skew, kurt, p_min)
+
+
+def significance_criteria(metrics: dict[str, Any] | None, n_bars: int, p_min: float) -> tuple[Criterion, ...]:
+    """PSR(0) >= p_min, DSR >= p_min and test length >= MinTRL(p_min) (bars)."""
+    mintrl = min_track_record_bars(metrics, p_min)
     return (
-        ge("min_test_bars", "test_bars", n_bars, min_test_bars),
-        ge("min_sharpe", "sharpe", _num(metrics, "sharpe"), criteria.min_sharpe),
-        le("max_drawdown", "max_drawdown", _num(metrics, "max_drawdown"), criteria.max_drawdown),
-        ge("min_win_rate", "win_rate", _num(metrics, "win_rate"), criteria.min_win_rate),
-        ge("min_trades", "trades", None if trades is None else int(trades), criteria.min_trades),
+        _ge("psr", "psr", _num(metrics, "psr"), p_min, "significance"),
+        _ge("dsr", "dsr", _num(metrics, "dsr"), p_min, "significance"),
+        Criterion(
+            "min_track_record", "test_bars", n_bars,
+            math.inf if mintrl is None else math.ceil(mintrl) if math.isfinite(mintrl) else math.inf,
+            ">=", mintrl is not None and math.isfinite(mintrl) and n_bars >= mintrl, "significance",
+        ),
     )
 
 
@@ -148,12 +201,16 @@ def decide(
     baseline_metrics: dict[str, Any] | None = None,
     baseline_model_id: str | None = None,
     statement: str = "",
+    walk_forward: dict[str, Any] | None = None,
 ) -> PromotionDecision:
     """Apply the rules of the module docstring."""
-    crit = evaluate_criteria(metrics, n_bars, criteria, min_test_bars)
+    point = evaluate_criteria(metrics, n_bars, criteria, min_test_bars, walk_forward)
+    significance = significance_criteria(metrics, n_bars, criteria.p_min)
+    crit = point + significance
     sharpe = _num(metrics, "sharpe")
     improved, detail = improvement(sharpe, _num(baseline_metrics, "sharpe"), criteria.improvement_threshold)
-    failed = [c for c in crit if not c.passed]
+    failed = [c for c in point if not c.passed]
+    unsure = [c for c in significance if not c.passed]
     reasons: list[str] = []
     if any(c.name == "min_test_bars" for c in failed):
         reasons.append(
@@ -164,21 +221,30 @@ def decide(
     if failed:
         rec: Recommendation = "REJECT"
         conf = policy.reject_confidence
-    elif improved:
-        rec, conf = "PROMOTE", policy.promote_confidence
-        reasons.append(
-            "all criteria pass and no production model exists"
-            if baseline_metrics is None
-            else f"all criteria pass and Sharpe {_fmt(sharpe or 0.0)} beats the production baseline "
-            f"{_fmt(detail['baseline_sharpe'])} by at least {criteria.improvement_threshold:.0%}"
-        )
+        reasons += [f"FAIL {c.describe()}" for c in unsure]
     else:
-        rec, conf = "REVIEW", policy.review_confidence
-        reasons.append(
-            f"all criteria pass but Sharpe {_fmt(sharpe or 0.0)} does not beat the production baseline "
-            f"{_fmt(detail['baseline_sharpe'])} by {criteria.improvement_threshold:.0%} "
-            f"(needs >= {_fmt(detail['required_sharpe'])}): a human should judge"
-        )
+        if unsure:
+            reasons.append(
+                f"the point criteria pass but the result is not significant at p_min {criteria.p_min:g}: "
+                + "; ".join(_significance_reason(c, criteria.p_min) for c in unsure)
+                + ": a human should judge"
+            )
+        if not improved:
+            reasons.append(
+                f"the point criteria pass but Sharpe {_fmt(sharpe or 0.0)} does not beat the production baseline "
+                f"{_fmt(detail['baseline_sharpe'])} by {criteria.improvement_threshold:.0%} "
+                f"(needs >= {_fmt(detail['required_sharpe'])}): a human should judge"
+            )
+        if unsure or not improved:
+            rec, conf = "REVIEW", policy.review_confidence
+        else:
+            rec, conf = "PROMOTE", policy.promote_confidence
+            reasons.append(
+                f"all criteria pass, significant at p_min {criteria.p_min:g}, and "
+                + ("no production model exists" if baseline_metrics is None
+                   else f"Sharpe {_fmt(sharpe or 0.0)} beats the production baseline "
+                   f"{_fmt(detail['baseline_sharpe'])} by at least {criteria.improvement_threshold:.0%}")
+            )
     comparison = {
         "baseline_model_id": baseline_model_id,
         "improved": improved,
@@ -186,6 +252,40 @@ def decide(
         "deltas": baseline_deltas(metrics, baseline_metrics),
     }
     return PromotionDecision(rec, conf, crit, improved, tuple(reasons), comparison, statement)
+
+
+def _significance_reason(c: Criterion, p_min: float) -> str:
+    if c.name == "psr":
+        return f"PSR(0) {_fmt_opt(c.value)} < {p_min:g} (the Sharpe may be zero)"
+    if c.name == "dsr":
+        return f"DSR {_fmt_opt(c.value)} < {p_min:g} (not better than the best of the family's trials by luck)"
+    if isinstance(c.threshold, float) and not math.isfinite(c.threshold):
+        return "no track record length certifies a Sharpe <= 0"
+    return f"the test holds {_fmt_opt(c.value)} bars, fewer than MinTRL({p_min:g}) = {_fmt(c.threshold)} bars"
+
+
+def _fmt_opt(x: float | int | None) -> str:
+    return "n/a" if x is None else _fmt(x)
+
+
+def dsr_sentence(metrics: dict[str, Any], dsr: float, trials: int) -> str:
+    """DSR with N and V and where each comes from; N = 1 and V = 0 are stated, not hidden."""
+    plural = "s" if trials != 1 else ""
+    n_source = metrics.get("n_trials_source") or "trials counted by the caller"
+    head = f"Deflated for N = {trials} trial{plural} of the experiment family ({n_source}), DSR = {dsr:.2f}"
+    if trials == 1:
+        return f"{head}: with one trial there is no selection to deflate for, so DSR = PSR(0)."
+    v = metrics.get("trial_sharpe_variance_annual")
+    v_source = metrics.get("trial_variance_source") or "not recorded"
+    if v is not None and float(v) == 0.0:
+        return (f"{head}: V = 0, the trials' Sharpes are identical (repeats of one result), so the best Sharpe "
+                "luck alone would show is 0 and DSR = PSR(0).")
+    v_text = "n/a" if v is None else f"{float(v):.3g}"
+    return (
+        f"{head}: the same probability measured against the best Sharpe that {trials} unskilled trials would show "
+        f"by luck (annual {float(metrics.get('sr0_annual', 0.0)):.2f}), with V = {v_text} the variance of the "
+        f"annualized trial Sharpes ({v_source})."
+    )
 
 
 def one_year_certifiable_sharpe(ann: Annualization, confidence: float) -> float:
@@ -225,9 +325,7 @@ def statistical_statement(
         f"({years:.2f} years).",
         f"Annualized Sharpe {sharpe:.2f}. The probabilistic Sharpe ratio PSR(0) = {psr:.2f} is the probability "
         "that the true Sharpe is above zero given this sample's length, skew and fat tails.",
-        f"Deflated for {trials} trial{'s' if trials != 1 else ''} (experiments x seeds evaluated), "
-        f"DSR = {dsr:.2f}: the same probability measured against the best Sharpe that {trials} unskilled "
-        f"trial{'s' if trials != 1 else ''} would show by luck (annual {float(metrics.get('sr0_annual', 0.0)):.2f}).",
+        dsr_sentence(metrics, dsr, trials),
     ]
     if mintrl_years is None or not math.isfinite(float(mintrl_years)):
         parts.append(

@@ -179,7 +179,10 @@ def test_without_production_baseline_a_good_model_is_proposed_for_promotion(worl
     row = world["store"].proposals.by_model("cand")
     assert row["recommendation"] == "PROMOTE" and row["status"] == "PENDING_APPROVAL"
     assert all(c["status"] == "PASS" for c in row["criteria"].values())
-    assert set(row["criteria"]) == {"min_test_bars", "min_sharpe", "max_drawdown", "min_win_rate", "min_trades"}
+    assert set(row["criteria"]) == {"min_test_bars", "min_sharpe", "max_drawdown", "min_win_rate", "min_trades",
+                                    "fold_stability", "psr", "dsr", "min_track_record"}
+    assert {c["kind"] for c in row["criteria"].values()} == {"point", "significance"}
+    assert "| psr | significance |" in prop["criteria"] and "| dsr | significance |" in prop["criteria"]
     lineage = row["lineage"]
     for key in ("config_hash", "dataset_hash", "feature_order_hash", "norm_stats_hash", "model_hash", "onnx_hash",
                 "mlflow_run_id", "backtest_hash", "test_start", "test_end"):

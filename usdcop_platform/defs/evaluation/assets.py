@@ -199,9 +199,9 @@ def walk_forward_markdown(wf: dict[str, Any]) -> str:
 
 
 def criteria_markdown(decision: promotion.PromotionDecision) -> str:
-    lines = ["| criterion | value | threshold | result |", "|---|---|---|---|"]
+    lines = ["| criterion | kind | value | threshold | result |", "|---|---|---|---|---|"]
     for c in decision.criteria:
-        lines.append(f"| {c.name} | {_fmt(c.value)} | {c.comparator} {_fmt(c.threshold)} | {c.status} |")
+        lines.append(f"| {c.name} | {c.kind} | {_fmt(c.value)} | {c.comparator} {_fmt(c.threshold)} | {c.status} |")
     return "\n".join(lines)
 
 
@@ -459,6 +459,7 @@ def promotion_proposal(
         baseline_metrics=(report.get("benchmarks") or {}).get("baseline"),
         baseline_model_id=report.get("baseline_model_id"),
         statement=statement,
+        walk_forward=report.get("walk_forward"),
     )
     reasons = list(decision.reasons)
     if report.get("insufficient"):
