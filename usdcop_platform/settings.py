@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     api_public_url: str | None = Field(default=None, alias="USDCOP_API_PUBLIC_URL")
     cors_origins: str = Field(default="http://localhost:8000,http://127.0.0.1:8000", alias="USDCOP_CORS_ORIGINS")
     write_rate_limit_per_minute: int = Field(default=60, alias="USDCOP_WRITE_RATE_LIMIT")
+    # Largest request body accepted (413 above it, before parsing). The largest legitimate body is a
+    # full /v1/inference/batch: 256 observations x 15 floats, ~100 kB even at 17 significant digits.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, alias="USDCOP_MAX_BODY_BYTES")
+    # Failed logins allowed per client IP and per key prefix per minute (429 beyond, no key lookup).
+    auth_failures_per_minute: int = Field(default=20, ge=1, alias="USDCOP_AUTH_FAILURES_PER_MINUTE")
     alert_webhook_url: str | None = Field(default=None, alias="USDCOP_ALERT_WEBHOOK_URL")
 
     @property

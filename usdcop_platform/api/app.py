@@ -22,6 +22,7 @@ from starlette.datastructures import MutableHeaders
 
 from usdcop_platform.api import pages
 from usdcop_platform.api.deps import API_KEY_HEADER, AppState
+from usdcop_platform.api.edge import EdgeGuardMiddleware
 from usdcop_platform.api.errors import install_error_handlers
 from usdcop_platform.api.routers import experiments, registry
 from usdcop_platform.api.routers.common import market_tz
@@ -105,6 +106,8 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
     state.templates = pages.make_templates(market_tz(settings))
     app.state.usdcop = state
 
+    # innermost of the three: its 401/413 answers still get CORS and security headers
+    app.add_middleware(EdgeGuardMiddleware, state=state)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origin_list(),

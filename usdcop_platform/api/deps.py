@@ -21,6 +21,8 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from usdcop_platform.adapters.lake import ParquetLake
+from usdcop_platform.api.auth import Authenticator
+from usdcop_platform.api.edge import PRINCIPAL_STATE_KEY
 from usdcop_platform.api.errors import ApiError
 from usdcop_platform.api.ratelimit import TokenBucketLimiter
 from usdcop_platform.settings import Settings
@@ -45,6 +47,7 @@ class AppState:
         self._store = store
         self._lock = threading.Lock()
         self.limiter = TokenBucketLimiter(settings.write_rate_limit_per_minute)
+        self.authenticator = Authenticator(settings.auth_failures_per_minute)
         self.lake = ParquetLake(settings.data_dir)
         self.templates: Any = None  # set by the app factory (pages.make_templates)
 
@@ -77,25 +80,37 @@ def get_lake(request: Request) -> ParquetLake:
     return app_state(request).lake
 
 
-def verify_key(store: Any, key: str | None) -> Any | None:
-    """The key's row (name, role, ...) when `key` is a valid, unrevoked key; else None."""
-    if not key or not key.isprintable():  # control characters are never part of a key
-        return None
-    return store.api_keys.verify(key)
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
-def authenticate(
-    key: str | None = Security(api_key_header),
-    store: Any = Depends(get_store),
-) -> Any:
+def verify_key(request: Request, key: str | None, *, cached: bool = False) -> Any | None:
+    """The key's row (name, role, ...) when `key` is a valid, unrevoked key; else None.
+    Raises 429 while the client or the key prefix is throttled for failed logins."""
+    state = app_state(request)
+    result = state.authenticator.authenticate(state.store, key, client_ip(request), cached=cached)
+    if result.status == 429:
+        raise ApiError(429, result.message, headers={"Retry-After": str(result.retry_after_s)})
+    return result.principal
+
+
+def principal_from_edge(request: Request) -> Any | None:
+    """The key row the edge middleware verified before the body was read (requests with a body)."""
+    return request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+
+
+def authenticate(request: Request, key: str | None = Security(api_key_header), *, cached: bool = False) -> Any:
     """The caller's key row; 401 when the header is missing or the key is unknown/revoked."""
+    row = principal_from_edge(request)
+    if row is not None:
+        return row
     if not key:
         raise ApiError(
             401,
             f"missing API key: send it in the {API_KEY_HEADER} header",
             headers={"WWW-Authenticate": API_KEY_HEADER},
         )
-    row = verify_key(store, key)
+    row = verify_key(request, key, cached=cached)
     if row is None:
         raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": API_KEY_HEADER})
     return row

@@ -101,6 +101,15 @@ def store_error_status(exc: StoreError) -> int:
     return 400
 
 
+def public_store_message(exc: StoreError) -> str:
+    """What a client may read about a store error: an unavailable database is logged in full (URL
+    without password, reason) and answered without the user, host, port or database name."""
+    if isinstance(exc, DatabaseUnavailable):
+        log.error("database unavailable: %s", exc)
+        return "database unavailable; retry later (the server log has the details)"
+    return str(exc)
+
+
 def validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
     """One entry per pydantic error; `field` is the innermost name, `location` the dotted path."""
     out = []
@@ -165,10 +174,7 @@ def install_error_handlers(app: FastAPI, html_renderer: Any | None = None) -> No
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> Response:
-        status = store_error_status(exc)
-        if status == 503:
-            log.error("database unavailable: %s", exc)
-        return respond(request, status, str(exc))
+        return respond(request, store_error_status(exc), public_store_message(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -14,14 +14,13 @@
 
 The engine is core.inference (onnxruntime only) and hot-reloads when the registry version
 moves (polled at most every ENGINE_POLL_S). Read endpoints need a viewer key; verified keys are
-remembered for AUTH_CACHE_TTL_S so a prediction does not cost a database write (a revoked key
-stops working within that time). Writes go through the shared write_role (rate-limited).
+remembered for api.auth.AUTH_CACHE_TTL_S so a prediction does not cost a database round trip (a
+revoked key stops working within that time). Writes go through the shared write_role (rate-limited).
 Bad observations are 422 with a message naming the problem; no model → 503.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import weakref
@@ -38,7 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from usdcop_platform.adapters.cache import build_feature_cache
-from usdcop_platform.api.deps import api_key_header, has_role, write_role
+from usdcop_platform.api.deps import api_key_header, authenticate, has_role, write_role
 from usdcop_platform.api.errors import ApiError
 from usdcop_platform.contracts.platform import get_config
 from usdcop_platform.core import risk as risk_core
@@ -57,7 +56,6 @@ N_FEATURES: Final = get_config().features.n_features
 MAX_BATCH: Final = 256  # observations per batch call: bounds one request's CPU time and body size
 ENGINE_POLL_S: Final = 1.0  # registry-version poll interval of the served engine (hot reload delay)
 RISK_STATE_REFRESH_S: Final = 1.0  # predictions see risk state at most this old
-AUTH_CACHE_TTL_S: Final = 10.0  # a verified key is trusted this long without a database round trip
 LATENCY_WINDOW: Final = 10_000  # requests kept per endpoint for /v1/metrics percentiles
 LATENCY_BUCKETS_S: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
@@ -228,7 +226,6 @@ class InferenceService:
         inst = self.cfg.instrument
         self.cache = build_feature_cache(settings.redis_url, inst.bar_minutes, inst.bars_per_session)
         self.metrics = InferenceMetrics()
-        self._auth: dict[str, tuple[float, Any]] = {}
         self._risk_state: tuple[float, RiskState] | None = None
         self._lock = threading.Lock()
         self._refresher: threading.Thread | None = None
@@ -255,19 +252,6 @@ class InferenceService:
 
         self._refresher = threading.Thread(target=loop, name="usdcop-inference-refresh", daemon=True)
         self._refresher.start()
-
-    # -- auth ----------------------------------------------------------------------------------
-    def principal(self, key: str) -> Any | None:
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        now = time.monotonic()
-        hit = self._auth.get(digest)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        row = self.store.api_keys.verify(key)
-        if row is not None:
-            with self._lock:
-                self._auth[digest] = (now + AUTH_CACHE_TTL_S, row)
-        return row
 
     # -- serving -------------------------------------------------------------------------------
     def engine_ready(self) -> InferenceEngine:
@@ -313,12 +297,9 @@ _SERVICE_LOCK = threading.Lock()
 
 
 async def viewer(request: Request, key: str | None = Security(api_key_header)) -> Any:
-    """A viewer (or higher) key, verified against the store at most every AUTH_CACHE_TTL_S."""
-    if not key:
-        raise ApiError(401, "missing API key: send it in the X-API-Key header", headers={"WWW-Authenticate": "X-API-Key"})
-    principal = service(request).principal(key)
-    if principal is None:
-        raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": "X-API-Key"})
+    """A viewer (or higher) key, verified against the store at most every AUTH_CACHE_TTL_S
+    (requests with a body were already verified by the edge middleware, before the body)."""
+    principal = authenticate(request, key, cached=True)
     if not has_role(principal, "viewer"):
         raise ApiError(403, f"key {principal['name']!r} has role {principal['role']!r}; this needs 'viewer' or higher")
     return principal
@@ -505,8 +486,11 @@ def standalone_app(settings: Any = None, store: Any = None) -> Any:
     from usdcop_platform.api.errors import install_error_handlers
     from usdcop_platform.settings import get_settings
 
+    from usdcop_platform.api.edge import EdgeGuardMiddleware
+
     app = FastAPI(title="USD/COP inference API", description=__doc__, docs_url=None, redoc_url=None)
     app.state.usdcop = AppState(settings or get_settings(), store)
+    app.add_middleware(EdgeGuardMiddleware, state=app.state.usdcop)
     app.include_router(router)
     install_error_handlers(app)
     return app

@@ -73,7 +73,7 @@ def csrf_token(cookie_value: str) -> str:
 
 
 def _principal(request: Request) -> Any | None:
-    return verify_key(app_state(request).store, request.cookies.get(SESSION_COOKIE))
+    return verify_key(request, request.cookies.get(SESSION_COOKIE))
 
 
 def _login_redirect(request: Request) -> RedirectResponse:
@@ -92,7 +92,7 @@ def render_error_page(request: Request, status: int, message: str, headers: dict
     principal = None
     try:
         principal = _principal(request)
-    except StoreError:
+    except (StoreError, ApiError):  # database down, or the client is throttled
         pass
     return _templates(request).TemplateResponse(
         request, "error.html", {"status": status, "message": message, "principal": principal},
@@ -114,7 +114,7 @@ def login_form(request: Request, next: str = "/experiments") -> Response:
 
 @router.post("/login", response_class=HTMLResponse)
 def login(request: Request, api_key: str = Form(""), next: str = Form("/experiments")) -> Response:
-    row = verify_key(app_state(request).store, api_key.strip())
+    row = verify_key(request, api_key.strip())
     if row is None:
         return _templates(request).TemplateResponse(
             request, "login.html",

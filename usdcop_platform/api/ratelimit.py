@@ -39,7 +39,7 @@ class Decision:
 class TokenBucketLimiter:
     """Thread-safe per-key token buckets (sync routes run in a thread pool)."""
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
         if per_minute < 1:
             raise ValueError(f"rate limit must be at least 1 request per minute, got {per_minute}")
         self.capacity = float(per_minute)
@@ -47,6 +47,16 @@ class TokenBucketLimiter:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
+        self.max_keys = max_keys  # bounds memory when keys are attacker-chosen (IPs, key prefixes)
+
+    def _prune(self, now: float) -> None:
+        """Forget buckets that refilled; if still too many, the least recently used half."""
+        full = [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.capacity]
+        for k in full:
+            del self._buckets[k]
+        if len(self._buckets) >= self.max_keys:
+            for k, _ in sorted(self._buckets.items(), key=lambda kv: kv[1].updated)[: len(self._buckets) // 2]:
+                del self._buckets[k]
 
     def take(self, key: str) -> Decision:
         """Take one token from `key`'s bucket if there is one."""
@@ -54,6 +64,8 @@ class TokenBucketLimiter:
         with self._lock:
             b = self._buckets.get(key)
             if b is None:
+                if len(self._buckets) >= self.max_keys:
+                    self._prune(now)
                 b = self._buckets[key] = _Bucket(self.capacity, now)
             b.tokens = min(self.capacity, b.tokens + (now - b.updated) * self.rate)
             b.updated = now
@@ -61,3 +73,17 @@ class TokenBucketLimiter:
                 b.tokens -= 1.0
                 return Decision(True, 0, int(b.tokens))
             return Decision(False, max(1, math.ceil((1.0 - b.tokens) / self.rate)), 0)
+
+    def blocked_for(self, key: str) -> int:
+        """Seconds until `key`'s bucket holds a token again (0: a token is available). Takes none."""
+        now = self._clock()
+        with self._lock:
+            b = self._buckets.get(key)
+            if b is None:
+                return 0
+            tokens = min(self.capacity, b.tokens + (now - b.updated) * self.rate)
+            if tokens >= 1.0:
+                if tokens >= self.capacity:  # full again: forget it (keeps the table small)
+                    del self._buckets[key]
+                return 0
+            return max(1, math.ceil((1.0 - tokens) / self.rate))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from usdcop_platform.adapters.store._sql import to_record
 from usdcop_platform.adapters.store.errors import ConflictError, NotFoundError
 from usdcop_platform.adapters.store.tables import API_KEY_ROLES, ApiKey
-from usdcop_platform.adapters.store.types import Record, utcnow
+from usdcop_platform.adapters.store.types import Record, as_utc, utcnow
 from usdcop_platform.contracts.base import sha256_hex
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ KEY_RANDOM_BYTES = 32
 PREFIX_RANDOM_CHARS = 8
 HASH_ALGORITHM = "sha256"
 SALT_BYTES = 16
+# last_used_at is refreshed at most this often per key (a write per authenticated request is waste).
+LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 def key_prefix(plaintext: str) -> str:
@@ -81,19 +84,28 @@ class ApiKeyRepository:
         return plaintext, record
 
     def verify(self, plaintext: str | None) -> Record | None:
-        """The active key matching `plaintext` (and its last_used_at is updated), or None."""
+        """The active key matching `plaintext`, or None.
+
+        The lookup is a read: a wrong key never opens a write transaction (guessing must not
+        queue behind, or block, real writers). A match refreshes last_used_at when it is older
+        than LAST_USED_RESOLUTION, in a short write of its own."""
         if not plaintext or not plaintext.startswith(KEY_SCHEME):
             return None
-        with self._store.write_session() as s:
+        with self._store.read_session() as s:
             candidates = s.execute(
                 sa.select(ApiKey).where(ApiKey.key_prefix == key_prefix(plaintext), ApiKey.revoked_at.is_(None))
             ).scalars().all()
-            for row in candidates:
-                if _matches(plaintext, row.key_hash):
-                    row.last_used_at = utcnow()
-                    s.flush()
-                    return to_record(row, exclude=("key_hash",))
-        return None
+            match = next((row for row in candidates if _matches(plaintext, row.key_hash)), None)
+            if match is None:
+                return None
+            record = to_record(match, exclude=("key_hash",))
+        now = utcnow()
+        last = record.get("last_used_at")
+        if last is None or now - as_utc(last) >= LAST_USED_RESOLUTION:
+            with self._store.write_session() as s:
+                s.execute(sa.update(ApiKey).where(ApiKey.id == record["id"]).values(last_used_at=now))
+            record = Record({**record, "last_used_at": now})
+        return record
 
     def revoke(self, name: str) -> Record:
         with self._store.write_session() as s:
