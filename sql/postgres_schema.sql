@@ -256,4 +256,46 @@ DROP TABLE quarantine;
 
 UPDATE usdcop_alembic_version SET version_num='0003_drop_sql_quarantine' WHERE usdcop_alembic_version.version_num = '0002_additional_backtests';
 
+-- Running upgrade 0003_drop_sql_quarantine -> 0004_trial_ledger
+
+CREATE TABLE trial_ledger (
+    id BIGSERIAL NOT NULL,
+    trial_id VARCHAR(64) NOT NULL,
+    family VARCHAR(128) NOT NULL,
+    experiment_version VARCHAR(64) NOT NULL,
+    kind VARCHAR(32) NOT NULL,
+    seed INTEGER,
+    selected BOOLEAN DEFAULT false NOT NULL,
+    model_id VARCHAR(128),
+    params_hash VARCHAR(64),
+    config_hash VARCHAR(64) NOT NULL,
+    data_hash VARCHAR(64) NOT NULL,
+    val_sharpe FLOAT,
+    test_sharpe FLOAT,
+    test_bars INTEGER,
+    returns_partition VARCHAR(128),
+    run_id VARCHAR(64),
+    mlflow_run_id VARCHAR(64),
+    details JSONB NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    CONSTRAINT pk_trial_ledger PRIMARY KEY (id),
+    CONSTRAINT ck_trial_ledger_kind CHECK (kind IN ('training_seed', 'search_trial')),
+    CONSTRAINT uq_trial_ledger_trial_id UNIQUE (trial_id)
+);
+
+CREATE INDEX ix_trial_ledger_family ON trial_ledger (family);
+
+CREATE FUNCTION trial_ledger_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'trial_ledger is append-only: % is not allowed', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+
+CREATE TRIGGER trg_trial_ledger_no_update_delete BEFORE UPDATE OR DELETE ON trial_ledger FOR EACH ROW EXECUTE FUNCTION trial_ledger_append_only();
+
+CREATE TRIGGER trg_trial_ledger_no_truncate BEFORE TRUNCATE ON trial_ledger FOR EACH STATEMENT EXECUTE FUNCTION trial_ledger_append_only();
+
+UPDATE usdcop_alembic_version SET version_num='0004_trial_ledger' WHERE usdcop_alembic_version.version_num = '0003_drop_sql_quarantine';
+
 COMMIT;

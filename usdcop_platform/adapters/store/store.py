@@ -28,6 +28,7 @@ from usdcop_platform.adapters.store.registry import ModelRepository
 from usdcop_platform.adapters.store.risk import RiskStateRepository
 from usdcop_platform.adapters.store.signals import SignalRepository
 from usdcop_platform.adapters.store.tables import RegistryVersion
+from usdcop_platform.adapters.store.trials import TrialRepository
 
 
 class Store:
@@ -59,6 +60,7 @@ class Store:
         self.api_keys = ApiKeyRepository(self)
         self.backtest_requests = BacktestRequestRepository(self)
         self.alerts = AlertRepository(self)
+        self.trials = TrialRepository(self)
 
     # -- identity --------------------------------------------------------------------------------
     @property

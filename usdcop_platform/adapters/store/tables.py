@@ -22,6 +22,7 @@ SIGNAL_ROLES = ("production", "shadow")
 RISK_STATUSES = ("APPROVED", "REJECTED")
 API_KEY_ROLES = ("viewer", "reviewer", "admin")
 BACKTEST_REQUEST_STATUSES = ("PENDING", "LAUNCHED", "DONE", "FAILED")
+TRIAL_KINDS = ("training_seed", "search_trial")
 # Actions (0 SELL, 1 HOLD, 2 BUY) are the one encoding used everywhere.
 ACTIONS = (0, 1, 2)
 
@@ -284,3 +285,36 @@ class Alert(Base):
     delivered: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class TrialLedgerRow(Base):
+    """One trial of an experiment family (its name across versions): every training seed, every
+    search trial, every retraining. Append-only (database triggers refuse UPDATE and DELETE); the
+    deflated Sharpe ratio counts these rows (N) and takes the variance of their Sharpes (V).
+    `trial_id` makes a retried write idempotent; the per-session returns live in the lake."""
+
+    __tablename__ = "trial_ledger"
+    __table_args__ = (
+        sa.CheckConstraint(_in("kind", TRIAL_KINDS), name="kind"),
+        sa.Index("ix_trial_ledger_family", "family"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    trial_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    family: Mapped[str] = mapped_column(sa.String(128))
+    experiment_version: Mapped[str] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    seed: Mapped[int | None] = mapped_column(sa.Integer)
+    selected: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    model_id: Mapped[str | None] = mapped_column(sa.String(128))
+    params_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    config_hash: Mapped[str] = mapped_column(sa.String(64))
+    data_hash: Mapped[str] = mapped_column(sa.String(64))
+    val_sharpe: Mapped[float | None] = mapped_column(sa.Float)
+    test_sharpe: Mapped[float | None] = mapped_column(sa.Float)
+    test_bars: Mapped[int | None] = mapped_column(sa.Integer)
+    returns_partition: Mapped[str | None] = mapped_column(sa.String(128))
+    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    mlflow_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
