@@ -39,6 +39,7 @@ from usdcop_platform.core.quality import (
     flag_macro,
     grid_index_expr,
     local_date_expr,
+    macro_gate_frame,
     quarantine_frame,
     session_dates,
     session_metrics,
@@ -251,6 +252,8 @@ def clean_bars(
 
 
 # ---- macro ---------------------------------------------------------------------------------------
+PREVIOUS_VALUE = "previous_value"  # merge_macro: the accepted lake value a newcomer would replace
+
 @dataclass(frozen=True)
 class MacroReport:
     raw_rows: int
@@ -262,6 +265,7 @@ class MacroReport:
     flagged_by_variable: dict[str, int]
     first_date: date | None
     last_date: date | None
+    overwrites_refused: int = 0  # flagged newcomers that would have replaced an accepted lake value
 
     def as_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -310,21 +314,60 @@ def macro_long(raw_wide: pl.DataFrame, ssot: MacroSSOT) -> tuple[pl.DataFrame, l
     return long.select([pl.col(c).cast(t) for c, t in MACRO_SCHEMA.items()]), missing
 
 
+def _macro_note() -> pl.Expr:
+    """Quarantine note of a flagged value (rows joined with their limits by macro_gate_frame): the
+    range it left, or its jump vs the last accepted value (out-of-range values have no jump)."""
+    outside = text(pl.col("value"), " (outside [", pl.col("range_lo"), ", ", pl.col("range_hi"), "])")
+    jumped = text(pl.col("value"), " (jump ", pl.col("jump_pct").round(2), "% > ", pl.col("max_jump_pct"), "%)")
+    return pl.when(pl.col("flag_reason") == "out_of_range").then(outside).otherwise(jumped)
+
+
+def _refuse_overwrites(flagged: pl.DataFrame, ssot: MacroSSOT) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Where a flagged newcomer replaced an accepted value (merge_macro's PREVIOUS_VALUE), put the
+    accepted value back and re-flag the series. Returns (re-flagged frame, refused newcomers as flagged)."""
+    if PREVIOUS_VALUE not in flagged.columns:
+        return flagged, flagged.clear()
+    refused_mask = pl.col("flagged") & pl.col(PREVIOUS_VALUE).is_not_null()
+    refused = flagged.filter(refused_mask)
+    if refused.is_empty():
+        return flagged.drop(PREVIOUS_VALUE), refused.drop(PREVIOUS_VALUE)
+    restored = flagged.with_columns(
+        pl.when(refused_mask).then(pl.col(PREVIOUS_VALUE)).otherwise(pl.col("value")).alias("value")
+    ).select(list(MACRO_SCHEMA))
+    return flag_macro(restored, ssot), refused
+
+
 def clean_macro_long(
     long: pl.DataFrame, ssot: MacroSSOT, *, raw_rows: int | None = None, missing: list[str] | None = None,
     detected_at: datetime | None = None,
 ) -> MacroResult:
-    """Flag a long macro frame (the whole series of each variable, so jumps see their history)."""
-    flagged = flag_macro(long, ssot)
+    """Flag a long macro frame (the whole series of each variable, so jumps see their history).
+
+    A frame from merge_macro may carry PREVIOUS_VALUE: a newcomer that the flags refuse never
+    replaces the accepted value it would overwrite; it is quarantined (rule = its flag, note naming
+    the value kept) and the accepted value stays."""
+    flagged, refused = _refuse_overwrites(flag_macro(long, ssot), ssot)
     detail = flagged.select([*[pl.col(c).cast(t) for c, t in MACRO_FLAGGED_SCHEMA.items()], "jump_pct"])
     detail = detail.sort("variable", "date")
     frame = detail.drop("jump_pct")
     bad = flagged.filter(pl.col("flagged"))
-    quarantined = quarantine_frame(
-        bad, dataset=MACRO_DATASET, partition=pl.col("date").dt.to_string("%Y-%m-%d"),
-        rule=pl.col("flag_reason"), field=pl.col("variable"),
-        value=text(pl.col("value"), " (jump ", pl.col("jump_pct").round(2), "%)"),
-        row_columns=["date", "variable", "value", "available_date"], detected_at=detected_at,
+    row_columns = ["date", "variable", "value", "available_date"]
+    partition = pl.col("date").dt.to_string("%Y-%m-%d")
+    quarantined = pl.concat(
+        [
+            quarantine_frame(
+                macro_gate_frame(bad, ssot), dataset=MACRO_DATASET, partition=partition,
+                rule=pl.col("flag_reason"), field=pl.col("variable"), value=_macro_note(),
+                row_columns=row_columns, detected_at=detected_at,
+            ),
+            quarantine_frame(
+                macro_gate_frame(refused, ssot), dataset=MACRO_DATASET, partition=partition,
+                rule=pl.col("flag_reason"), field=pl.col("variable"),
+                value=text(_macro_note(), "; not merged: kept the accepted value ", pl.col(PREVIOUS_VALUE)),
+                row_columns=row_columns, detected_at=detected_at,
+            ),
+        ],
+        how="vertical",
     )
     report = MacroReport(
         raw_rows=raw_rows if raw_rows is not None else long.height,
@@ -336,6 +379,7 @@ def clean_macro_long(
         flagged_by_variable=dict(bad.group_by("variable").len().sort("variable").iter_rows()),
         first_date=frame["date"].min() if frame.height else None,  # type: ignore[arg-type]
         last_date=frame["date"].max() if frame.height else None,  # type: ignore[arg-type]
+        overwrites_refused=refused.height,
     )
     return MacroResult(frame=frame, report=report, quarantined=quarantined, detail=detail)
 
@@ -347,12 +391,24 @@ def clean_macro(raw_wide: pl.DataFrame, ssot: MacroSSOT, *, detected_at: datetim
 
 
 def merge_macro(existing: pl.DataFrame | None, new_long: pl.DataFrame) -> pl.DataFrame:
-    """Upsert keyed on (date, variable), new values win; returns the unflagged long frame to re-flag."""
+    """Upsert keyed on (date, variable), new values win -- except over an accepted value.
+
+    Returns the long frame to re-flag with clean_macro_long, plus PREVIOUS_VALUE: the lake's
+    accepted (unflagged) value where the newcomer differs from it, else null. Whether the newcomer
+    is refused depends on the whole re-flagged series, so clean_macro_long decides: a flagged
+    newcomer is quarantined and the accepted value stays (re-ingesting a file with DXY x 1000 must
+    not replace 105.01 by 105010.0). An unflagged newcomer (a vendor revision) wins."""
     base = new_long.select(list(MACRO_SCHEMA))
     if existing is None or existing.is_empty():
-        return base
+        return base.with_columns(pl.lit(None, dtype=pl.Float64).alias(PREVIOUS_VALUE))
+    accepted = existing.filter(~pl.col("flagged")) if "flagged" in existing.columns else existing
     merged = pl.concat([existing.select(list(MACRO_SCHEMA)), base], how="vertical")
-    return merged.unique(subset=["date", "variable"], keep="last", maintain_order=True)
+    merged = merged.unique(subset=["date", "variable"], keep="last", maintain_order=True)
+    previous = accepted.select("date", "variable", pl.col("value").cast(pl.Float64).alias("_accepted"))
+    return merged.join(previous, on=["date", "variable"], how="left").select(
+        *MACRO_SCHEMA,
+        pl.when(pl.col("_accepted") != pl.col("value")).then(pl.col("_accepted")).otherwise(None).alias(PREVIOUS_VALUE),
+    )
 
 
 __all__ = [
@@ -360,6 +416,7 @@ __all__ = [
     "MACRO_DATASET",
     "MACRO_FLAGGED_SCHEMA",
     "MACRO_PARTITION",
+    "PREVIOUS_VALUE",
     "CleanReport",
     "CleanResult",
     "CleaningError",
