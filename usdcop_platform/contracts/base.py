@@ -21,12 +21,55 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(problem=f"duplicate key {key!r} at line {line} (first at line {first_line})")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """yaml.safe_load's loader, except that a key repeated in one mapping is an error.
+
+    The YAML spec requires unique keys, but PyYAML silently keeps the last: `seeds: [7]` appended
+    to an experiment file would replace its seeds unnoticed and be recorded as the contract."""
+
+
+def _construct_strict_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden explicitly
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in seen:
+                raise DuplicateKeyError(key, line, seen[key])
+            seen[key] = line
+        except TypeError:  # an unhashable key: the standard constructor reports it
+            continue
+    return loader.construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_strict_mapping)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML text with StrictLoader (duplicate keys raise DuplicateKeyError)."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: Path) -> Any:
-    """Parse a YAML file, turning I/O and syntax problems into a ConfigError naming the file."""
+    """Parse a YAML file, turning I/O and syntax problems (and duplicate keys) into a ConfigError
+    naming the file, the line and the key."""
     if not path.exists():
         raise ConfigError(path, "", "file not found")
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = load_yaml_text(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as exc:
+        raise ConfigError(
+            path, str(exc.key), f"duplicate key at line {exc.line} (first at line {exc.first_line}); "
+            "YAML would silently keep only the last one, so the file is refused"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
