@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "training": "usdcop_platform.bench.training",
     "backtest": "usdcop_platform.bench.backtest",
     "live": "usdcop_platform.bench.live",
+    "learnability": "usdcop_platform.bench.learnability",
 }
 
 LOWER_IS_BETTER_UNITS = {"s", "ms", "us", "µs", "ns", "MB", "GB"}
@@ -106,8 +107,12 @@ def run_benchmark(name: str, json_path: Path | None = None, **kwargs: Any) -> di
     if name not in BENCHMARKS:
         raise KeyError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}")
     module = importlib.import_module(BENCHMARKS[name])
-    results: list[BenchResult] = module.run(**kwargs)
-    payload = {"benchmark": name, "machine": machine_info(), "results": [asdict(r) for r in results]}
+    out = module.run(**kwargs)
+    # A benchmark returns its rows, or (rows, details) when the rows summarize a richer report.
+    results, details = out if isinstance(out, tuple) else (out, None)
+    payload: dict[str, Any] = {"benchmark": name, "machine": machine_info(), "results": [asdict(r) for r in results]}
+    if details is not None:
+        payload["details"] = details
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(payload, indent=2))

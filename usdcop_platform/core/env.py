@@ -145,6 +145,7 @@ class TradingEnv(gym.Env[np.ndarray, np.int64]):
         self._w_turn = reward.turnover_penalty
         self._w_dd = reward.drawdown_penalty
         self._w_idle = reward.inactivity_penalty
+        self._prepaid = reward.cost_charging == "round_trip_at_entry"
         self._cost_multiplier = 1.0
         self._cost_rate = 0.0
         self.cost_multiplier = cost_multiplier
@@ -210,7 +211,11 @@ class TradingEnv(gym.Env[np.ndarray, np.int64]):
         dd = 1.0 - equity / peak
         dd_new = dd - self._dd if dd > self._dd else 0.0
         idle = self._w_idle if target == 0 else 0.0
-        reward = self._scale * (self._w_pnl * gross - cost - self._w_turn * dp - self._w_dd * dd_new - idle)
+        if self._prepaid:  # the round trip is charged when a position opens, its close is free
+            charged = 2.0 * self._cost_rate if (target != 0 and target != self._pos) else 0.0
+        else:
+            charged = cost
+        reward = self._scale * (self._w_pnl * gross - charged - self._w_turn * dp - self._w_dd * dd_new - idle)
         self._pos, self._equity, self._peak, self._dd = target, equity, peak, dd
         if dd > self._max_dd:
             self._max_dd = dd

@@ -10,7 +10,9 @@ the bars of a session never depend on the requested range. Per session d:
 
 with eta, g ~ N(0, 1), t ~ Student-t(nu) (fat tails), and kappa = v / (2 level_sd^2) where
 v = overnight_vol^2 + N bar_vol^2 is the per-session variance, so the log price is stationary
-around ln(level) with sd level_sd. On top of the path the generator reproduces the export's
+around ln(level) with sd level_sd. With a `PlantedEdge` of strength s > 0 every
+5-minute log return also carries a latent drift mu (see `planted_drift`): a known, persistent edge
+that trailing returns reveal, for the learnability benchmark and the demo. On top of the path the generator reproduces the export's
 quirks: close-only bars (O=H=L=C), blocks of missing bars, whole missing sessions, stale runs of
 unchanged closes, indicative flat bars on Colombian holidays, and backfill rows stamped in Bogota
 wall-clock time but labelled UTC (some duplicating true-UTC bars, some filling their gaps).
@@ -70,6 +72,35 @@ class BarCalibration:
     holiday_range: float = 0.0001  # their tiny (H - L) / C
     backfill_session_share: float = 0.042  # sessions with mislabelled backfill rows (52 of 1,225)
     backfill_fill_share: float = 0.5  # of those, sessions whose true-UTC copies are missing
+
+
+@dataclass(frozen=True)
+class PlantedEdge:
+    """A persistent latent drift added to every 5-minute log return: an edge of known strength.
+
+        mu_t = a mu_{t-1} + sqrt(1 - a^2) * strength * bar_vol * z_t,   a = 2^(-1 / half_life_bars)
+
+    over the continuous series of grid bars (sessions chained), so sd(mu) = strength * bar_vol: the
+    per-bar signal-to-noise ratio is `strength`, and the drift persists for about `half_life_bars`.
+    Trailing returns (log_ret_1h, log_ret_4h of the observation) estimate it; nothing observes it.
+    strength 0 is the zero-edge market (the bars are then exactly those without an edge).
+    """
+
+    strength: float = 0.0
+    half_life_bars: float = 24.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.strength) and self.strength >= 0):
+            raise ValueError(f"planted edge strength must be a finite number >= 0; got {self.strength!r}")
+        if not (math.isfinite(self.half_life_bars) and self.half_life_bars > 0):
+            raise ValueError(f"planted edge half_life_bars must be > 0; got {self.half_life_bars!r}")
+
+    @property
+    def persistence(self) -> float:
+        return 2.0 ** (-1.0 / self.half_life_bars)
+
+
+NO_EDGE = PlantedEdge()
 
 
 @dataclass(frozen=True)
@@ -134,18 +165,49 @@ def synthetic_bars(
     calibration: BarCalibration | None = None,
     *,
     quirks: bool = True,
+    edge: PlantedEdge = NO_EDGE,
 ) -> pl.DataFrame:
     """Raw synthetic bars with labelled UTC dates in [start, end]: time (UTC), OHLC, volume (0),
-    source. With quirks=False only clean on-grid session bars (no gaps, holidays or backfill)."""
+    source. With quirks=False only clean on-grid session bars (no gaps, holidays or backfill).
+    `edge` plants a latent drift in the returns (PlantedEdge); the quirks are applied on top."""
     cal = calibration or BarCalibration()
-    full = _generate(calendar, end, seed, cal, quirks)
+    full = _generate(calendar, end, seed, cal, quirks, edge)
     lo = datetime.combine(start, datetime.min.time(), tzinfo=timezone.utc)
     hi = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
     return full.filter((pl.col("time") >= lo) & (pl.col("time") < hi))
 
 
+def planted_drift(
+    calendar: TradingCalendar, end: date, seed: int, edge: PlantedEdge, calibration: BarCalibration | None = None
+) -> pl.DataFrame:
+    """The latent drift of every grid bar from the calendar anchor to `end`: time (UTC), drift
+    (log return per bar). What the generator adds to the returns; the latent optimum reads it."""
+    cal = calibration or BarCalibration()
+    sessions = calendar.sessions(calendar.instrument.calendar_start, end)
+    mu = _drift(seed, cal, edge, len(sessions), calendar.bars_per_session)
+    opens_utc = np.array([_utc_us(calendar.session_open_utc(d)) for d in sessions], dtype="datetime64[us]")
+    times = (opens_utc[:, None] + _grid_offsets(calendar)[None, :]).ravel()
+    return pl.DataFrame(
+        {"time": pl.Series(times.astype("datetime64[us]")).dt.replace_time_zone("UTC"), "drift": mu.ravel()}
+    )
+
+
+def _drift(seed: int, cal: BarCalibration, edge: PlantedEdge, n_s: int, n_b: int) -> np.ndarray:
+    """(n_s, n_b) AR(1) drift of PlantedEdge, started from its stationary distribution."""
+    if edge.strength == 0 or n_s == 0:
+        return np.zeros((n_s, n_b))
+    from scipy.signal import lfilter  # scipy loads where it is used (code-location import cost)
+
+    a = edge.persistence
+    z = _stream(seed, "edge").standard_normal(n_s * n_b) * (edge.strength * cal.bar_vol)
+    z[1:] *= math.sqrt(1.0 - a * a)  # z[0] is the stationary draw
+    return lfilter([1.0], [1.0, -a], z).reshape(n_s, n_b)
+
+
 @lru_cache(maxsize=8)
-def _generate(calendar: TradingCalendar, end: date, seed: int, cal: BarCalibration, quirks: bool) -> pl.DataFrame:
+def _generate(
+    calendar: TradingCalendar, end: date, seed: int, cal: BarCalibration, quirks: bool, edge: PlantedEdge = NO_EDGE
+) -> pl.DataFrame:
     anchor = calendar.instrument.calendar_start
     sessions = calendar.sessions(anchor, end)
     n_s, n_b = len(sessions), calendar.bars_per_session
@@ -163,7 +225,7 @@ def _generate(calendar: TradingCalendar, end: date, seed: int, cal: BarCalibrati
 
     # fat-tailed unit-variance innovations
     t = _stream(seed, "ret").standard_t(cal.tail_dof, size=(n_s, n_b)) / math.sqrt(cal.tail_dof / (cal.tail_dof - 2))
-    r = sigma[:, None] * t
+    r = sigma[:, None] * t + _drift(seed, cal, edge, n_s, n_b)
     gaps = cal.overnight_vol * _stream(seed, "gap").standard_normal(n_s)
 
     # mean-reverting session opens around ln(level)

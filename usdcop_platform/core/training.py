@@ -47,7 +47,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from usdcop_platform.contracts.base import file_hash
 from usdcop_platform.contracts.experiment import ExperimentConfig
-from usdcop_platform.core.actions import ACTION_NAMES, ACTION_TO_POSITION
+from usdcop_platform.core.actions import ACTION_NAMES, ACTION_TO_POSITION, HOLD
 from usdcop_platform.core.env import MarketData, TradingEnv, rollout
 from usdcop_platform.core.normalization import NormStats
 from usdcop_platform.core.onnx_export import ONNX_OPSET, ParityReport, check_parity, export_onnx
@@ -187,7 +187,12 @@ def make_vec_env(
 
 def build_ppo(exp: ExperimentConfig, env: DummyVecEnv, seed: int, **overrides: Any) -> PPO:
     kwargs = {**ppo_kwargs(exp), **overrides}
-    return PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+    model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+    bias = exp.algorithm.initial_hold_bias
+    if bias:
+        with torch.no_grad():
+            model.policy.action_net.bias[HOLD] += bias
+    return model
 
 
 # ---- evaluation ----------------------------------------------------------------------------------
@@ -329,6 +334,13 @@ def train_seed(
     total = int(total_timesteps or exp.algorithm.total_timesteps)
     if total < 1:
         raise ValueError("total_timesteps must be >= 1")
+    n_sessions = int(np.unique(data.train.session).size)
+    if n_sessions < exp.environment.episode_sessions:
+        raise ValueError(
+            f"the train split has {n_sessions} sessions, fewer than one episode of experiment {exp.name!r} "
+            f"(environment.episode_sessions = {exp.environment.episode_sessions}): widen date_ranges.train "
+            "or shorten the episode"
+        )
     prefix = f"seed_{seed}/" if prefix is None else prefix
     t0 = time.perf_counter()
     with deterministic_torch():

@@ -31,7 +31,7 @@ def env_of(
     episode_sessions: int = 1,
     sequential: bool = True,
     cost_multiplier: float = 1.0,
-    **reward: float,
+    **reward: float | str,
 ) -> TradingEnv:
     return TradingEnv(
         data,
@@ -201,3 +201,45 @@ def test_unnormalized_observations_are_refused() -> None:
     data.obs[0, 0] = 50.0
     with pytest.raises(ValueError, match="normalize"):
         env_of(data)
+
+
+def test_round_trip_at_entry_charges_the_whole_round_trip_when_a_position_opens() -> None:
+    # one session, closes 100 -> 101 -> 99 -> 99 -> 100; cost 10 bps per unit of position change
+    data = market([100, 101, 99, 99, 100], [0] * 5)
+    env = env_of(data, cost_bps=10, cost_charging="round_trip_at_entry")
+    rewards, _, done = run(env, [BUY, BUY, SELL, HOLD, BUY])
+    c = 10e-4
+    expected = [
+        +1 * (101 / 100 - 1) - 2 * c,  # open long: its close is paid now
+        +1 * (99 / 101 - 1),  # keep long
+        -1 * (99 / 99 - 1) - 2 * c,  # flip: the long's close was prepaid, the short's round trip is charged
+        0.0,  # close the short: prepaid
+        0.0,  # forced flat
+    ]
+    assert rewards == pytest.approx(expected, abs=1e-15)
+    assert done
+    # reward timing only: equity (the PnL) is charged when trades happen, exactly as per_change
+    per_change = env_of(data, cost_bps=10)
+    run(per_change, [BUY, BUY, SELL, HOLD, BUY])
+    assert env.equity == per_change.equity
+
+
+def test_round_trip_at_entry_sums_to_the_true_costs_over_any_episode() -> None:
+    # forced flats at session and episode ends close every position, so the prepaid round trips
+    # add up to exactly the costs of per_change charging, for any actions
+    rng = np.random.default_rng(3)
+    closes = 4000 * np.exp(np.cumsum(rng.normal(0, 1e-3, 300)))
+    data = market(closes, np.repeat(np.arange(5), 60))
+    actions = rng.integers(0, 3, 300).tolist()
+    for flat in (True, False):
+        a, _, _ = run(env_of(data, cost_bps=75, flat=flat, episode_sessions=5), actions)
+        b, _, _ = run(env_of(data, cost_bps=75, flat=flat, episode_sessions=5, cost_charging="round_trip_at_entry"), actions)
+        assert len(a) == len(b) == 300
+        assert sum(b) == pytest.approx(sum(a), abs=1e-12)
+
+
+def test_zero_cost_works_under_both_charging_modes() -> None:
+    data = market([100, 101, 99, 99, 100], [0] * 5)
+    for mode in ("per_change", "round_trip_at_entry"):
+        rewards, _, _ = run(env_of(data, cost_bps=0.0, cost_charging=mode), [BUY, BUY, SELL, HOLD, BUY])
+        assert rewards == pytest.approx([0.01, 99 / 101 - 1, 0.0, 0.0, 0.0], abs=1e-15)

@@ -103,3 +103,39 @@ def test_synthetic_macro_is_range_independent(platform_config):
     short = synthetic_macro(ssot, anchor, date(2020, 1, 1), date(2020, 3, 1), seed=4)
     long = synthetic_macro(ssot, anchor, date(2020, 1, 1), date(2024, 3, 1), seed=4)
     assert short.equals(long.filter(pl.col("date") <= date(2020, 3, 1)))
+
+
+def test_zero_edge_leaves_the_bars_unchanged(calendar):
+    from usdcop_platform.core.synthetic import PlantedEdge
+
+    a = synthetic_bars(calendar, date(2021, 1, 4), date(2021, 3, 31), 5)
+    b = synthetic_bars(calendar, date(2021, 1, 4), date(2021, 3, 31), 5, edge=PlantedEdge(0.0, 6.0))
+    assert a.equals(b)
+
+
+def test_planted_drift_is_added_to_the_log_returns_with_its_strength_and_persistence(calendar):
+    import numpy as np
+
+    from usdcop_platform.core.synthetic import BarCalibration, PlantedEdge, planted_drift
+
+    edge = PlantedEdge(0.3, 12.0)
+    end = date(2021, 12, 31)
+    plain = synthetic_bars(calendar, START, end, 5, quirks=False)
+    edged = synthetic_bars(calendar, START, end, 5, quirks=False, edge=edge)
+    drift = planted_drift(calendar, end, 5, edge)
+    assert drift.height == plain.height  # one value per grid bar
+    mu = drift["drift"].to_numpy()
+    assert np.std(mu) == pytest.approx(0.3 * BarCalibration().bar_vol, rel=0.1)
+    assert np.corrcoef(mu[1:], mu[:-1])[0, 1] == pytest.approx(edge.persistence, abs=0.01)
+    # within a session, the edged log return minus the plain one is exactly the drift
+    lp, le = np.log(plain["close"].to_numpy()), np.log(edged["close"].to_numpy())
+    same_session = np.diff(plain["time"].dt.date().to_numpy()) == np.timedelta64(0, "D")
+    np.testing.assert_allclose((np.diff(le) - np.diff(lp))[same_session], mu[1:][same_session], atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [{"strength": -0.1}, {"strength": float("nan")}, {"half_life_bars": 0.0}])
+def test_a_bad_planted_edge_is_refused(kwargs):
+    from usdcop_platform.core.synthetic import PlantedEdge
+
+    with pytest.raises(ValueError, match="planted edge"):
+        PlantedEdge(**kwargs)

@@ -190,3 +190,27 @@ def test_a_validation_score_belongs_to_the_parameters_that_saw_its_timesteps(smo
     short = tr.train_seed(tiny(flat, early_stopping=None, total_timesteps=512), data, 5)
     assert short.history[-1]["timesteps"] == 512
     assert long.history[1]["val_reward"] == short.val_metrics["val_reward"]
+
+
+def test_initial_hold_bias_raises_only_the_hold_logit_of_the_untrained_policy(smoke, data) -> None:
+    from usdcop_platform.core.actions import BUY, HOLD, SELL
+
+    env = tr.make_vec_env(data.train, smoke, obs_bound=5.0)
+    plain = tr.build_ppo(smoke, env, seed=5)
+    biased_exp = tiny(smoke, initial_hold_bias=2.0)
+    biased = tr.build_ppo(biased_exp, env, seed=5)
+    b0, b1 = plain.policy.action_net.bias.detach(), biased.policy.action_net.bias.detach()
+    assert float(b1[HOLD] - b0[HOLD]) == pytest.approx(2.0)
+    assert float(b1[SELL]) == float(b0[SELL]) and float(b1[BUY]) == float(b0[BUY])
+    # the untrained policy now picks HOLD on (nearly) every observation
+    obs = torch.as_tensor(data.train.obs[:500])
+    probs = biased.policy.get_distribution(obs).distribution.probs
+    assert float(probs[:, HOLD].mean()) > 0.75
+    env.close()
+
+
+def test_a_train_split_shorter_than_one_episode_is_a_clear_error(smoke) -> None:
+    exp = tiny(smoke)
+    short = tr.TrainingData(train=synthetic_market(exp.environment.episode_sessions - 1, 0), val=synthetic_market(2, 1), obs_bound=5.0)
+    with pytest.raises(ValueError, match=r"train split has 2 sessions, fewer than one episode"):
+        tr.train_seed(exp, short, 0)

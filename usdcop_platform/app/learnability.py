@@ -1,0 +1,269 @@
+"""Use case: the learnability benchmark (planted edge vs oracle), through the experiment's own pipeline.
+
+For each synthetic market (core.learnability.DEFAULT_MARKETS) the platform's synthetic source makes
+bars with a planted drift (core.synthetic.PlantedEdge) and macro series; they are cleaned, turned into
+features and split into a dataset exactly as the Dagster assets do. For each cost level the
+experiment (default `baseline`, costs replaced) is trained once per seed with core.training,
+packaged to ONNX behind the parity gate, reloaded with onnxruntime and run bar by bar over the test
+split by core.policy_runner, then backtested by core.backtest: the code paths a real model takes.
+The oracle, the simple feature rule and the latent optimum are scored by the same backtest.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from usdcop_platform.contracts.date_ranges import DateRanges
+from usdcop_platform.contracts.experiment import ExperimentConfig
+from usdcop_platform.contracts.platform import PlatformConfig
+from usdcop_platform.core import datasets as ds
+from usdcop_platform.core import learnability as lb
+from usdcop_platform.core.backtest import backtest
+from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.core.cleaning import clean_bars, clean_macro
+from usdcop_platform.core.features import compute_features, feature_matrix, non_finite_rows
+from usdcop_platform.core.metrics import Annualization
+from usdcop_platform.core.synthetic import planted_drift, synthetic_bars, synthetic_macro
+
+# Train on two years, validate on a quarter, test on the year after. The synthetic series start at
+# the calendar anchor (2020-01-01); the macro z-scores need 126 sessions before the first row.
+DEFAULT_RANGES = DateRanges.model_validate(
+    {
+        "train": {"start": "2020-09-01", "end": "2022-08-31"},
+        "val": {"start": "2022-09-15", "end": "2022-12-23"},
+        "test": {"start": "2023-01-10", "end": "2023-12-29"},
+    }
+)
+INITIAL_CAPITAL = 100_000.0
+CONFIDENCE = 0.95
+
+Progress = Callable[[str], None]
+
+
+class LearnabilityError(ValueError):
+    """A benchmark request that cannot be run (named market, cost or range)."""
+
+
+@dataclass(frozen=True)
+class LearnabilityRequest:
+    experiment: str = "baseline"
+    markets: tuple[lb.MarketSpec, ...] = lb.DEFAULT_MARKETS
+    costs_bps: tuple[float, ...] = lb.DEFAULT_COSTS_BPS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    total_timesteps: int | None = None  # None: the experiment's own budget
+    market_seed: int = 7
+    date_ranges: DateRanges = DEFAULT_RANGES
+    quirks: bool = True  # the export's gaps, stale runs and backfill rows, as the real data has
+
+    def __post_init__(self) -> None:
+        if not self.markets or not self.costs_bps or not self.seeds:
+            raise LearnabilityError("at least one market, one cost and one seed are needed")
+        bad = [c for c in self.costs_bps if not (np.isfinite(c) and c >= 0)]
+        if bad:
+            raise LearnabilityError(f"costs must be finite and >= 0 bps; got {bad}")
+
+
+@dataclass
+class MarketData:
+    """One market's dataset and the latent drift aligned with each split's bars."""
+
+    spec: lb.MarketSpec
+    dataset: ds.ExperimentDataset
+    drift: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def case_experiment(exp: ExperimentConfig, request: LearnabilityRequest, cost_bps: float, seed: int) -> ExperimentConfig:
+    """The experiment as configured, on the benchmark's date ranges, at one cost, with one seed."""
+    raw = exp.model_dump(mode="json")
+    raw["date_ranges"] = request.date_ranges.model_dump(mode="json")
+    raw["environment"]["cost_bps"] = cost_bps
+    raw["backtest"]["cost_bps"] = cost_bps
+    raw["seeds"] = [seed]
+    return ExperimentConfig.model_validate(raw)
+
+
+def build_market(
+    cfg: PlatformConfig, calendar: TradingCalendar, spec: lb.MarketSpec, request: LearnabilityRequest
+) -> MarketData:
+    """Synthetic bars with the planted edge + macro -> cleaning -> features -> dataset (+ drift)."""
+    exp = case_experiment(cfg.experiment(request.experiment), request, 0.0, request.seeds[0])
+    anchor = cfg.instrument.calendar_start
+    end = request.date_ranges.test.end
+    sessions = calendar.sessions(request.date_ranges.train.start, end)
+    if len(sessions) < exp.environment.episode_sessions:
+        raise LearnabilityError(
+            f"market {spec.name!r} has {len(sessions)} sessions, fewer than one episode "
+            f"({exp.environment.episode_sessions} sessions)"
+        )
+    raw = synthetic_bars(calendar, anchor, end, request.market_seed, quirks=request.quirks, edge=spec.edge)
+    bars = clean_bars(raw, calendar, cfg.quality.bars).bars
+    macro = clean_macro(synthetic_macro(cfg.macro, anchor, anchor, end, request.market_seed), cfg.macro).frame
+    features = compute_features(bars, macro, cfg.features, calendar, cfg.macro)
+    bad = non_finite_rows(features, cfg.features)
+    if bad.height:
+        features = features.join(bad.select("time"), on="time", how="anti")
+    dataset = ds.build_dataset(features, exp, cfg.features, min_rows={})
+    drift = planted_drift(calendar, end, request.market_seed, spec.edge)
+    aligned = {}
+    for split, frame in dataset.splits.items():
+        joined = frame.select("time").join(drift, on="time", how="left")
+        aligned[split] = joined.get_column("drift").fill_null(0.0).to_numpy()
+    return MarketData(spec, dataset, aligned)
+
+
+def _split_arrays(market: MarketData, split: str) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
+    frame = market.dataset.splits[split]
+    close = frame.get_column("close").cast(pl.Float64).to_numpy()
+    sessions = frame.get_column("session").cast(pl.Date).cast(pl.Int32).to_numpy().astype(np.int64)
+    return close, sessions, frame
+
+
+def _metrics(close: np.ndarray, positions: np.ndarray, sessions: np.ndarray, cost: float, ann: Annualization) -> dict[str, float]:
+    m = backtest(
+        close, positions, sessions, cost_bps=cost, initial_capital=INITIAL_CAPITAL, annualization=ann, confidence=CONFIDENCE
+    ).metrics
+    return {
+        "sharpe": float(m["sharpe"]),
+        "total_return": float(m["total_return"]),
+        "max_drawdown": float(m["max_drawdown"]),
+        "turnover": float(m["turnover"]),
+        "exposure": float(m["exposure"]),
+        "trades": int(m["trades"]),
+        "round_trips_per_20_sessions": lb.round_trips_per_20_sessions(positions, sessions),
+    }
+
+
+def reference_rules(market: MarketData, cost: float, ann: Annualization) -> dict[str, dict[str, Any]]:
+    """Oracle (fitted on train), simple feature rule and latent optimum (fitted on train), on test."""
+    tr_close, tr_sessions, tr_frame = _split_arrays(market, "train")
+    te_close, te_sessions, te_frame = _split_arrays(market, "test")
+
+    def score(positions: np.ndarray) -> float:
+        return _metrics(tr_close, positions, tr_sessions, cost, ann)["sharpe"]
+
+    signals = {f: tr_frame.get_column(f).to_numpy() for f in lb.ORACLE_FEATURES}
+    oracle, fit = lb.fit_rule(signals, tr_sessions, score)
+    test_signal = te_frame.get_column(oracle.feature).to_numpy() if oracle.feature else None
+    out: dict[str, dict[str, Any]] = {
+        "oracle": {
+            "rule": oracle.describe(),
+            "train_sharpe": fit,
+            **_metrics(te_close, oracle.positions(test_signal, te_sessions), te_sessions, cost, ann),
+        }
+    }
+    momentum = lb.momentum_positions(te_frame.get_column(lb.MOMENTUM_FEATURE).to_numpy(), te_sessions)
+    out["momentum_1h"] = {"rule": "sign of log_ret_1h", **_metrics(te_close, momentum, te_sessions, cost, ann)}
+    if market.spec.has_edge:
+        latent, latent_fit = lb.fit_rule({"drift": market.drift["train"]}, tr_sessions, score)
+        positions = latent.positions(market.drift["test"] if latent.feature else None, te_sessions)
+        out["latent_optimum"] = {"rule": latent.describe(), "train_sharpe": latent_fit,
+                                 **_metrics(te_close, positions, te_sessions, cost, ann)}
+    return out
+
+
+def train_and_backtest(
+    cfg: PlatformConfig, market: MarketData, exp: ExperimentConfig, ann: Annualization,
+    *, total_timesteps: int | None, models_dir: Path,
+) -> dict[str, Any]:
+    """One seed through training -> ONNX (parity gate) -> onnxruntime replay -> backtest on test."""
+    from usdcop_platform.core.normalization import NormStats
+    from usdcop_platform.core.onnx_policy import OnnxPolicy
+    from usdcop_platform.core.policy_runner import run_policy_over_bars
+    from usdcop_platform.core.training import TrainingData, package_model, train_experiment
+
+    contract, dataset = cfg.features, market.dataset
+    position_index = contract.names.index("position")
+    data = TrainingData(
+        train=dataset.market_data("train", contract), val=dataset.market_data("val", contract),
+        obs_bound=contract.normalization_clip,
+    )
+    t0 = time.perf_counter()
+    result = train_experiment(exp, data, total_timesteps=total_timesteps)
+    train_seconds = time.perf_counter() - t0
+    package = package_model(
+        exp, result, models_dir=models_dir, norm_stats=dataset.norm_stats, dataset_lineage=dataset.lineage,
+        parity_obs=np.vstack([dataset.normalized("val", contract), dataset.normalized("test", contract)]),
+        position_index=position_index, mlflow_run_id=None,
+    )
+    if not package.servable:
+        raise LearnabilityError(f"{package.model_id}: ONNX parity failed ({package.parity.as_dict()})")
+    close, sessions, frame = _split_arrays(market, "test")
+    run = run_policy_over_bars(
+        OnnxPolicy(package.onnx_path), NormStats.from_json(package.norm_stats_path), feature_matrix(frame, contract),
+        sessions, flat_at_session_end=exp.environment.flat_at_session_end, position_index=position_index,
+    )
+    return {
+        "seed": exp.seeds[0],
+        "model_id": package.model_id,
+        "timesteps": result.selected.timesteps,
+        "best_timesteps": result.selected.best_timesteps,
+        "train_seconds": round(train_seconds, 2),
+        "steps_per_second": round(result.selected.timesteps / train_seconds, 1) if train_seconds else None,
+        **_metrics(close, run.positions, sessions, float(exp.environment.cost_bps), ann),
+    }
+
+
+def run_learnability(
+    cfg: PlatformConfig, request: LearnabilityRequest, *, progress: Progress | None = None,
+    models_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Every (market, cost) case: reference rules, the policy per seed, medians and the verdict."""
+    say = progress or (lambda _msg: None)
+    calendar = TradingCalendar(cfg.instrument)
+    ann = Annualization.from_calendar(calendar)
+    base = cfg.experiment(request.experiment)
+    cases: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="usdcop-learnability-") as tmp:
+        out_dir = models_dir or Path(tmp)
+        for spec in request.markets:
+            say(f"market {spec.name}: building bars, features and dataset")
+            market = build_market(cfg, calendar, spec, request)
+            for cost in request.costs_bps:
+                refs = reference_rules(market, cost, ann)
+                seeds: list[dict[str, Any]] = []
+                for seed in request.seeds:
+                    say(f"market {spec.name}, {cost:g} bps: training seed {seed}")
+                    exp = case_experiment(base, request, cost, seed)
+                    seeds.append(train_and_backtest(cfg, market, exp, ann, total_timesteps=request.total_timesteps, models_dir=out_dir))
+                cases.append(_case(spec, cost, refs, seeds))
+    return {
+        "experiment": request.experiment,
+        "date_ranges": request.date_ranges.model_dump(mode="json"),
+        "seeds": list(request.seeds),
+        "total_timesteps": request.total_timesteps or base.algorithm.total_timesteps,
+        "cases": cases,
+        "all_targets_met": all(c["verdict"]["passed"] is not False for c in cases),
+    }
+
+
+def _case(spec: lb.MarketSpec, cost: float, refs: dict[str, dict[str, Any]], seeds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    oracle_sharpe = float(refs["oracle"]["sharpe"])
+    verdict = lb.judge(
+        spec, oracle_sharpe,
+        [s["sharpe"] for s in seeds], [s["total_return"] for s in seeds], [s["round_trips_per_20_sessions"] for s in seeds],
+    )
+    keys = ("sharpe", "total_return", "max_drawdown", "turnover", "exposure", "round_trips_per_20_sessions")
+    return {
+        "market": spec.name,
+        "edge_strength": spec.edge.strength,
+        "edge_half_life_bars": spec.edge.half_life_bars,
+        "cost_bps": cost,
+        "references": refs,
+        "policy_median": {k: float(np.median([s[k] for s in seeds])) for k in keys},
+        "policy_seeds": list(seeds),
+        "share_of_oracle": (float(np.median([s["sharpe"] for s in seeds])) / oracle_sharpe) if oracle_sharpe > 0 else None,
+        "verdict": verdict.as_dict(),
+    }
+
+
+def latest_session(request: LearnabilityRequest) -> date:
+    return request.date_ranges.test.end
