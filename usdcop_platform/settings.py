@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     bars_file: Path | None = Field(default=None, alias="USDCOP_BARS_FILE")
     macro_file: Path | None = Field(default=None, alias="USDCOP_MACRO_FILE")
     synthetic_seed: int = Field(default=42, alias="USDCOP_SYNTHETIC_SEED")
+    # Planted edge of the synthetic market (core.synthetic.PlantedEdge strength: per-bar drift sd /
+    # bar vol). 0 = a market with no edge; the demo plants one so a newcomer sees a model learn.
+    synthetic_edge: float = Field(default=0.0, ge=0, le=5, alias="USDCOP_SYNTHETIC_EDGE")
     twelvedata_api_key: SecretStr | None = Field(default=None, alias="TWELVEDATA_API_KEY")
     twelvedata_base_url: str = Field(default="https://api.twelvedata.com", alias="TWELVEDATA_BASE_URL")
     fred_api_key: SecretStr | None = Field(default=None, alias="FRED_API_KEY")

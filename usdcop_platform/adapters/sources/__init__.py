@@ -23,6 +23,7 @@ from usdcop_platform.adapters.sources.synthetic import SyntheticMacroSource, Syn
 from usdcop_platform.adapters.sources.twelvedata import TwelveDataMarketSource
 from usdcop_platform.contracts.macro import MacroSSOT
 from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.core.synthetic import PlantedEdge
 
 MARKET_SOURCES = ("synthetic", "file", "twelvedata")
 MACRO_SOURCES = ("synthetic", "file", "fred")
@@ -36,9 +37,10 @@ def build_market_source(
     seed: int = 0,
     api_key: str | None = None,
     base_url: str | None = None,
+    edge: float = 0.0,
 ) -> MarketSource:
     if kind == "synthetic":
-        return SyntheticMarketSource(calendar, seed)
+        return SyntheticMarketSource(calendar, seed, edge=PlantedEdge(edge))
     if kind == "file":
         if not bars_file:
             raise SourceError("market source 'file' needs a bars file (USDCOP_BARS_FILE or --bars)")

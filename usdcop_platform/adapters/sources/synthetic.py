@@ -9,22 +9,31 @@ import polars as pl
 from usdcop_platform.adapters.sources.base import newest_closed
 from usdcop_platform.contracts.macro import MacroSSOT
 from usdcop_platform.core.calendar import TradingCalendar
-from usdcop_platform.core.synthetic import BarCalibration, MacroCalibration, synthetic_bars, synthetic_macro
+from usdcop_platform.core.synthetic import (
+    NO_EDGE,
+    BarCalibration,
+    MacroCalibration,
+    PlantedEdge,
+    synthetic_bars,
+    synthetic_macro,
+)
 
 
 class SyntheticMarketSource:
     name = "synthetic"
 
     def __init__(
-        self, calendar: TradingCalendar, seed: int, calibration: BarCalibration | None = None, *, quirks: bool = True
+        self, calendar: TradingCalendar, seed: int, calibration: BarCalibration | None = None, *, quirks: bool = True,
+        edge: PlantedEdge = NO_EDGE,
     ) -> None:
         self.calendar = calendar
         self.seed = seed
         self.calibration = calibration or BarCalibration()
         self.quirks = quirks
+        self.edge = edge
 
     def bars(self, start: date, end: date) -> pl.DataFrame:
-        return synthetic_bars(self.calendar, start, end, self.seed, self.calibration, quirks=self.quirks)
+        return synthetic_bars(self.calendar, start, end, self.seed, self.calibration, quirks=self.quirks, edge=self.edge)
 
     def latest_bar(self, now: datetime) -> pl.DataFrame:
         today = self.calendar.session_of(now)

@@ -32,6 +32,7 @@ class LiveFeedResource(dg.ConfigurableResource):
     market_source: str = "synthetic"
     bars_file: str | None = None
     synthetic_seed: int = 42
+    synthetic_edge: float = 0.0
     twelvedata_api_key: str | None = None
     twelvedata_base_url: str | None = None
     frozen_now: str | None = None
@@ -48,12 +49,13 @@ class LiveFeedResource(dg.ConfigurableResource):
         """The market source (one per process and configuration: the synthetic generator caches)."""
         from usdcop_platform.adapters.sources import build_market_source
 
-        key = (self.market_source, self.bars_file, self.synthetic_seed, self.twelvedata_base_url, calendar.instrument)
+        key = (self.market_source, self.bars_file, self.synthetic_seed, self.synthetic_edge, self.twelvedata_base_url,
+               calendar.instrument)
         with _LOCK:
             if key not in _SOURCES:
                 _SOURCES[key] = build_market_source(
                     self.market_source, calendar, bars_file=self.bars_file, seed=self.synthetic_seed,
-                    api_key=self.twelvedata_api_key, base_url=self.twelvedata_base_url,
+                    api_key=self.twelvedata_api_key, base_url=self.twelvedata_base_url, edge=self.synthetic_edge,
                 )
             return _SOURCES[key]
 
@@ -79,6 +81,7 @@ def live_resources(settings: Settings) -> dict[str, Any]:
         market_source=settings.market_source,
         bars_file=str(settings.bars_file) if settings.bars_file else None,
         synthetic_seed=settings.synthetic_seed,
+        synthetic_edge=settings.synthetic_edge,
         twelvedata_api_key=dg.EnvVar("TWELVEDATA_API_KEY") if settings.twelvedata_api_key else None,
         twelvedata_base_url=settings.twelvedata_base_url,
     )

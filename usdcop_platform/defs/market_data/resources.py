@@ -28,12 +28,14 @@ class MarketSourceResource(dg.ConfigurableResource):
     kind: str = "synthetic"
     bars_file: str | None = None
     seed: int = 42
+    edge: float = 0.0  # planted edge of the synthetic market (USDCOP_SYNTHETIC_EDGE)
     api_key: str | None = None
     base_url: str | None = None
 
     def build(self, calendar: TradingCalendar) -> MarketSource:
         return build_market_source(
-            self.kind, calendar, bars_file=self.bars_file, seed=self.seed, api_key=self.api_key, base_url=self.base_url
+            self.kind, calendar, bars_file=self.bars_file, seed=self.seed, api_key=self.api_key, base_url=self.base_url,
+            edge=self.edge,
         )
 
 
@@ -67,6 +69,7 @@ def build_source_resources(settings: Settings) -> dict[str, Any]:
             kind=settings.market_source,
             bars_file=str(settings.bars_file) if settings.bars_file else None,
             seed=settings.synthetic_seed,
+            edge=settings.synthetic_edge,
             api_key=dg.EnvVar("TWELVEDATA_API_KEY") if settings.twelvedata_api_key else None,
             base_url=settings.twelvedata_base_url,
         ),
