@@ -30,10 +30,9 @@ def cli_errors() -> Iterator[None]:
 
 
 def open_local_instance(settings: Any) -> Any:
-    """The persistent Dagster instance under DAGSTER_HOME (default .usdcop/dagster_home), so runs
-    started from the CLI show in `dagster dev`. The caller disposes it (or uses it in a `with`)."""
-    import dagster as dg
+    """The persistent Dagster instance under DAGSTER_HOME (default .usdcop/dagster_home), the one every
+    CLI command records in, so `dagster dev` shows what the CLI did. The caller disposes it (or uses
+    it in a `with`). Its event log is adapters.dagster_instance's faster SQLite storage."""
+    from usdcop_platform.adapters.dagster_instance import open_instance
 
-    home = settings.resolved_dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    return dg.DagsterInstance.from_config(str(home))
+    return open_instance(settings.resolved_dagster_home)

@@ -1,9 +1,9 @@
 """`usdcop ingest` and `usdcop quarantine list`.
 
 `ingest()` is reusable (the demo calls it): it materializes raw/macro_daily and then
-raw/usdcop_m5_ohlcv in chunks of session partitions through Dagster (dg.materialize on a
-DagsterInstance, the same assets, checks and resources as the code location) and returns one
-summary dict.
+raw/usdcop_m5_ohlcv for the whole session range in one run (the asset's single-run backfill
+policy; `chunk_sessions` bounds it) through Dagster on the local instance (DAGSTER_HOME, default
+.usdcop/dagster_home: the UI shows what the CLI did), and returns one summary dict.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from usdcop_platform.commands.common import UserFacingError, cli_errors, console, err_console
+from usdcop_platform.commands.common import UserFacingError, cli_errors, console, err_console, open_local_instance
 
 DEFAULT_SYNTHETIC_SESSIONS = 63  # the synthetic default span: ~3 months of sessions
 SOURCES = ("synthetic", "file")
@@ -70,10 +70,17 @@ def _failure_metadata(result: Any) -> dict[str, Any]:
 
 
 def _run_metadata(result: Any, node: str) -> dict[str, Any]:
+    """The run's range totals: the Failure's metadata, or the `run_*` metadata every partition's
+    materialization shares (a partition's own numbers are not the run's)."""
     if not result.success:
         return _failure_metadata(result)
     mats = result.asset_materializations_for_node(node)
-    return {k: v.value for k, v in mats[0].metadata.items()} if mats else {}
+    if not mats:
+        return {}
+    meta = {k: v.value for k, v in mats[0].metadata.items()}
+    if any(k.startswith("run_") for k in meta):
+        return {k.removeprefix("run_"): v for k, v in meta.items() if k.startswith("run_")}
+    return meta
 
 
 def ingest(
@@ -106,13 +113,16 @@ def ingest(
     from usdcop_platform.core.cleaning import CleaningError
     from usdcop_platform.defs.market_data.assets import raw_macro_daily, raw_usdcop_m5_ohlcv
     from usdcop_platform.defs.market_data.resources import MacroSourceResource, MarketSourceResource, history_start
-    from usdcop_platform.defs.market_data.schedules import BACKFILL_CHUNK_SESSIONS
     from usdcop_platform.defs.resources import PlatformResource
     from usdcop_platform.settings import get_settings
 
     if source not in SOURCES:
         raise UserFacingError(f"--source must be one of {', '.join(SOURCES)}, got {source!r}")
     s = settings or get_settings()
+    if instance is None:  # the one local instance every CLI command records in (the UI shows it)
+        with open_local_instance(s) as local:
+            return ingest(source=source, bars=bars, macro=macro, start=start, end=end, seed=seed, settings=s,
+                          instance=local, chunk_sessions=chunk_sessions, progress=progress)
     cfg = load_platform_config(s.config_dir)
     calendar = TradingCalendar(cfg.instrument)
     bars_path = Path(bars) if bars else None
@@ -135,8 +145,6 @@ def ingest(
             kind=source, macro_file=str(macro_path) if macro_path else None, seed=use_seed
         ),
     }
-    if instance is None:
-        instance = _instance(dg, s)
     tags = {"usdcop/command": "ingest", "usdcop/source": source}
     summary: dict[str, Any] = {
         "source": source, "start": sessions[0].isoformat(), "end": sessions[-1].isoformat(),
@@ -159,7 +167,7 @@ def ingest(
     else:
         summary.update(macro_values=None, macro_values_flagged=None, macro_published=False, macro_refused=False)
 
-    chunk = chunk_sessions or BACKFILL_CHUNK_SESSIONS
+    chunk = chunk_sessions or len(sessions)  # one run for the range (the asset's single-run backfill policy)
     chunks = [sessions[i : i + chunk] for i in range(0, len(sessions), chunk)]
     totals: dict[str, Any] = {k: 0 for k in _SUMMED}
     refused: list[str] = []
@@ -200,18 +208,6 @@ def ingest(
         wall_seconds=round(time.perf_counter() - t0, 3),
     )
     return summary
-
-
-def _instance(dg: Any, settings: Any) -> Any:
-    """The Dagster instance at DAGSTER_HOME when it is set (runs show in the UI), else an ephemeral one.
-
-    A SQLite instance commits every event (one materialization per session partition): on a
-    slow disk a full-history ingest spends minutes in fsync, so it is only used when asked for.
-    """
-    if settings.dagster_home is None:
-        return dg.DagsterInstance.ephemeral()
-    settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    return dg.DagsterInstance.from_config(str(settings.dagster_home))
 
 
 def _materialize(dg: Any, assets: list[Any], resources: dict[str, Any], instance: Any, tags: dict[str, str],

@@ -107,7 +107,7 @@ def test_partition_equals_full_history(tmp_path, real, full_features, platform_c
     assert max_abs_difference(written, expected, list(platform_config.features.names)) <= 1e-9
     meta = result.asset_materializations_for_node("features__m5_features")[0].metadata
     assert meta["published"].value is True and meta["rows"].value == expected.height
-    assert meta["history_bars_read"].value >= platform_config.features.warmup_bars
+    assert meta["run_history_bars_read"].value >= platform_config.features.warmup_bars
 
 
 def test_lookback_crosses_weekend_and_holiday(calendar) -> None:
@@ -186,5 +186,67 @@ def test_missing_sessions_make_the_asset_read_further_back(tmp_path, real, platf
     assert all(checks[n].passed for n in BLOCKING_CHECKS), {n: c.metadata for n, c in checks.items()}
     assert checks[CHECK_GAPS].metadata["missing_sessions"].value >= 1
     meta = result.asset_materializations_for_node("features__m5_features")[0].metadata
-    assert meta["history_bars_read"].value >= platform_config.features.warmup_bars
+    assert meta["run_history_bars_read"].value >= platform_config.features.warmup_bars
     assert lake.read(FEATURES_DATASET, HOLIDAY_SESSION).height == 60
+
+
+# ---- range runs (one run for many session partitions) ------------------------------------------------
+
+
+def _materialize_range(tmp_path: Path, platform_config, first: str, last: str) -> dg.ExecuteInProcessResult:
+    return dg.materialize_to_memory(
+        [m5_features], resources=_resources(tmp_path, platform_config), raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+    )
+
+
+def _per_partition(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    return {m.partition: {k: v.value for k, v in m.metadata.items()}
+            for m in result.asset_materializations_for_node("features__m5_features")}
+
+
+def test_single_run_backfill_policy() -> None:
+    assert m5_features.backfill_policy is not None and m5_features.backfill_policy.max_partitions_per_run is None
+
+
+def test_range_run_equals_full_history_with_per_session_metadata(tmp_path, real, full_features, platform_config) -> None:
+    bars, macro = real
+    lake = _make_lake(tmp_path / "lake", bars, macro)
+    first, last = "2023-12-01", "2024-01-31"
+    result = _materialize_range(tmp_path, platform_config, first, last)
+    assert result.success
+    checks = _checks(result)
+    assert all(checks[n].passed for n in BLOCKING_CHECKS), {n: c.metadata for n, c in checks.items()}
+    # the range does not start at the lake's first partition: the full history is compared once, separately
+    assert "once per range" in checks["matches_full_history"].metadata["compared"].value
+    per = _per_partition(result)
+    keys = [k for k in session_partitions.get_partition_keys() if first <= k <= last]
+    assert sorted(per) == keys  # one materialization per session of the range
+    names = list(platform_config.features.names)
+    for key in keys:
+        written = lake.read(FEATURES_DATASET, key)
+        expected = full_features.filter(pl.col("session") == date.fromisoformat(key))
+        assert written is not None and written.height == expected.height == per[key]["dagster/row_count"]
+        assert max_abs_difference(written, expected, names) <= 1e-9
+        assert per[key]["published"] is True and per[key]["first_bar"] == str(written["time"][0])
+    assert per[keys[0]]["run_sessions"] == len(keys)
+
+
+def test_range_run_names_failing_and_empty_sessions(tmp_path, real, platform_config) -> None:
+    """Macro ends 2023-12-20: sessions past the forward-fill limit carry NaN and are refused by name;
+    a session whose bars were removed is materialized with 0 rows and not published."""
+    bars, macro = real
+    lake = _make_lake(tmp_path / "lake", bars, macro.filter(pl.col("date") < date(2023, 12, 20)))
+    empty = "2023-12-06"
+    lake.delete(BARS_DATASET, empty)
+    result = _materialize_range(tmp_path, platform_config, "2023-12-01", "2024-01-31")
+    nan = _checks(result)["no_nan_after_warmup"]
+    assert not nan.passed and "2024-01-09" in nan.metadata["sessions_failing"].value
+    assert "2023-12-04" not in nan.metadata["sessions_failing"].value
+    per = _per_partition(result)
+    assert per["2024-01-09"]["published"] is False and per["2024-01-09"]["dagster/row_count"] == 0
+    assert "no_nan_after_warmup" in per["2024-01-09"]["failed_checks"]
+    assert not lake.exists(FEATURES_DATASET, "2024-01-09")
+    assert per["2023-12-04"]["published"] is True and lake.exists(FEATURES_DATASET, "2023-12-04")
+    assert per[empty]["published"] is False and per[empty]["dagster/row_count"] == 0
+    assert per[empty]["session_bars"] == 0 and not lake.exists(FEATURES_DATASET, empty)

@@ -66,7 +66,17 @@ def checks_of(result) -> dict[str, bool]:
 
 
 def meta_of(result, node=BARS_NODE) -> dict:
-    return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+    """The run's totals: a bars run shares them with every partition under `run_*` names."""
+    meta = {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+    if node == BARS_NODE:
+        return {k.removeprefix("run_"): v for k, v in meta.items() if k.startswith("run_")}
+    return meta
+
+
+def partition_meta(result, node=BARS_NODE) -> dict[str, dict]:
+    """Each partition's own materialization metadata, by partition key."""
+    return {m.partition: {k: v.value for k, v in m.metadata.items()}
+            for m in result.asset_materializations_for_node(node)}
 
 
 def read(platform, session: date) -> pl.DataFrame | None:
@@ -181,6 +191,35 @@ def test_range_run_writes_one_partition_per_session(env, platform, calendar):
     assert meta["bars_published"] == sum(read(platform, d).height for d in sessions if read(platform, d) is not None)
     assert set(checks_of(result)) == BLOCKING | {"bars_completeness", "bars_stale_runs", "bars_gaps",
                                                  "bars_large_moves", "bars_quarantine"}
+    # each partition carries its own session's numbers, not the batch's
+    per = partition_meta(result)
+    assert set(per) == {d.isoformat() for d in sessions}
+    for d in sessions:
+        own = read(platform, d)
+        m = per[d.isoformat()]
+        assert m["dagster/row_count"] == (own.height if own is not None else 0) == m["bars"]
+        assert m["published"] is (own is not None)
+        if own is not None:
+            assert m["first_bar"] == own["time"].min().isoformat() and m["last_bar"] == own["time"].max().isoformat()
+
+
+def test_an_empty_session_is_not_published_and_fails_completeness_by_name(env, platform, calendar, tmp_path):
+    """A session of the range without any bar: 0 rows, not published, bars_completeness fails naming it."""
+    rows = [csv_row(t, 3900.0, 3900.0, 3900.0, 3900.0) for t in calendar.session_grid_utc(SESSION)]
+    path = tmp_path / "bars.csv"
+    path.write_text(HEADER + "".join(rows))  # nothing on NEXT
+    result = run_bars(resources(platform, source="file", bars=path), SESSION.isoformat(), NEXT.isoformat())
+    assert result.success
+    per = partition_meta(result)
+    assert per[SESSION.isoformat()]["dagster/row_count"] == 60 and per[SESSION.isoformat()]["published"] is True
+    empty = per[NEXT.isoformat()]
+    assert empty["dagster/row_count"] == 0 and empty["published"] is False
+    assert empty["checks"]["bars_completeness"] == "FAIL" and "bars_completeness" in empty["failed_checks"]
+    completeness = next(e for e in result.get_asset_check_evaluations() if e.check_name == "bars_completeness")
+    assert not completeness.passed
+    failing = json.loads(completeness.metadata["failing"].value)
+    assert any(s.startswith(NEXT.isoformat()) for f in failing for s in f["samples"])  # the sample names its session
+    assert read(platform, NEXT) is None and meta_of(result)["sessions"] == 1
 
 
 def test_a_failed_blocking_gate_refuses_to_publish_that_session_only(env, platform, calendar, tmp_path, monkeypatch):
@@ -320,7 +359,7 @@ def test_macro_runs_each_weekday_morning_by_declarative_automation(platform):
                                                  evaluation_time=datetime(2024, 3, 9, 7, 1, tzinfo=bogota))
     assert saturday.total_requested == 0
     policy = raw_usdcop_m5_ohlcv.backfill_policy
-    assert policy is not None and policy.max_partitions_per_run == 250
+    assert policy is not None and policy.max_partitions_per_run is None  # single run
 
 
 def test_domain_definitions_expose_assets_job_and_schedule():

@@ -45,6 +45,8 @@ BAR_CHECKS: tuple[CheckDef, ...] = (
     CheckDef("bars_large_moves", False, "no confirmed one-bar move above max_one_bar_move_pct"),
     CheckDef("bars_quarantine", False, "no row quarantined by the row rules in this run"),
 )
+# The warn-level checks that run on the per-session metrics (one row per session), not on bar rows.
+SESSION_CHECKS = frozenset({"bars_completeness", "bars_stale_runs", "bars_gaps", "bars_large_moves"})
 MACRO_CHECKS: tuple[CheckDef, ...] = (
     CheckDef("macro_schema", True, "columns and dtypes of the flagged macro frame, no nulls"),
     CheckDef("macro_unique", True, "one value per (date, variable)"),
@@ -130,6 +132,8 @@ def _validate(asset: str, frame: pl.DataFrame, build: Callable[[Any], list[Any]]
     for exp in build(gxe):
         suite.add_expectation(exp)
     pdf = frame.to_pandas()
+    # samples name the partition they come from (a failing check over a range of sessions)
+    labels = frame["session"].cast(pl.Utf8).to_list() if "session" in frame.columns else None
     with _LOCK:  # the GX context is not documented as thread-safe
         result = batch_definition.get_batch(batch_parameters={"dataframe": pdf}).validate(
             suite, result_format={"result_format": "COMPLETE"}
@@ -143,6 +147,9 @@ def _validate(asset: str, frame: pl.DataFrame, build: Callable[[Any], list[Any]]
         res = r.result or {}
         rows = res.get("unexpected_index_list") or []
         samples = [str(v) for v in (res.get("partial_unexpected_list") or [])[:MAX_SAMPLES]]
+        if labels is not None and rows:
+            samples = [f"{labels[i]}: {v}" if isinstance(i, numbers.Integral) and i < len(labels) else v
+                       for i, v in zip(rows, samples)]
         if not r.success and not rows and res.get("observed_value") is not None:
             samples = [f"observed {res.get('observed_value')}"]
         if r.exception_info and r.exception_info.get("raised_exception"):

@@ -32,6 +32,8 @@ from usdcop_platform.core.cleaning import (
 )
 from usdcop_platform.core.quality import PRICE_COLUMNS, bar_gate_frame, macro_gate_frame, macro_staleness, quarantine_frame, text
 from usdcop_platform.defs.market_data.expectations import (
+    BAR_CHECKS,
+    SESSION_CHECKS,
     CheckOutcome,
     validate_bar_rows,
     validate_bar_sessions,
@@ -63,6 +65,8 @@ class BarsPublication:
     bars_written: int
     quarantined: int
     repaired_by_session: dict[str, int] = field(default_factory=dict)
+    # session -> names of the checks (blocking or warn) that failed on that session's rows
+    failed_by_session: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         r = self.report
@@ -90,14 +94,26 @@ class BarsPublication:
         }
 
     def session_metadata(self, session: str) -> dict[str, Any]:
+        """What this run did to one session partition: its own row count, first/last bar, quality
+        metrics and check results (never the batch's). A session with no bar has 0 rows, is not
+        published, and fails bars_completeness."""
+        failed = sorted(self.failed_by_session.get(session, []))
+        published = session in self.written
         row = self.metrics.filter(pl.col("session") == session)
-        if row.is_empty():
-            return {"bars": 0}
-        m = row.row(0, named=True)
+        m = row.row(0, named=True) if not row.is_empty() else {}
+        bars = int(m.get("bars") or 0)
         return {
-            "bars": m["bars"], "completeness": m["completeness"], "gaps": m["gaps"],
-            "max_stale_run": m["max_stale_run"], "timezone_repaired": self.repaired_by_session.get(session, 0),
-            "first_bar": _iso(m["first_bar"]), "last_bar": _iso(m["last_bar"]),
+            "dagster/row_count": bars if published else 0,
+            "published": published,
+            "bars": bars,
+            "completeness": float(m.get("completeness") or 0.0),
+            "gaps": int(m.get("gaps") or 0),
+            "max_stale_run": int(m.get("max_stale_run") or 0),
+            "timezone_repaired": self.repaired_by_session.get(session, 0),
+            "first_bar": _iso(m.get("first_bar")) or "",
+            "last_bar": _iso(m.get("last_bar")) or "",
+            "failed_checks": ", ".join(failed) or "none",
+            "checks": {c: ("FAIL" if c in failed else "PASS") for c in self.checks},
         }
 
 
@@ -124,10 +140,12 @@ def publish_bars(
         pl.col("time").dt.convert_time_zone(calendar.instrument.timezone).dt.date().is_in(sessions)
     )
     gate = bar_gate_frame(bars, calendar, quality)
+    metrics = with_empty_sessions(result.sessions, keys, calendar.bars_per_session)
     checks: dict[str, CheckOutcome] = {}
     checks.update(validate_bar_rows(gate, quality, calendar.bars_per_session))
-    checks.update(validate_bar_sessions(result.sessions, quality))
+    checks.update(validate_bar_sessions(metrics, quality))
     checks.update(validate_quarantine(result.quarantined))
+    failed_by_session = _failed_by_session(checks, gate, metrics, result.quarantined, keys)
 
     refused: dict[str, list[str]] = {}
     gate_rows: list[pl.DataFrame] = []
@@ -167,9 +185,47 @@ def publish_bars(
     write_quarantine(lake, BARS_DATASET, keys, quarantined)
     return BarsPublication(
         report=result.report, requested=keys, written=written, refused=refused, checks=checks,
-        metrics=result.sessions, bars_written=n_written, quarantined=quarantined.height,
-        repaired_by_session=result.repaired_by_session,
+        metrics=metrics, bars_written=n_written, quarantined=quarantined.height,
+        repaired_by_session=result.repaired_by_session, failed_by_session=failed_by_session,
     )
+
+
+def with_empty_sessions(metrics: pl.DataFrame, sessions: list[str], bars_per_session: int) -> pl.DataFrame:
+    """core.quality.session_metrics plus one all-missing row per requested session without any bar,
+    so the completeness gate fails on it by name instead of never seeing it."""
+    missing = sorted(set(sessions) - set(metrics["session"].to_list()))
+    if not missing:
+        return metrics
+    n = len(missing)
+    empty = pl.DataFrame({
+        "session": missing, "bars": [0] * n, "completeness": [0.0] * n, "missing_bars": [bars_per_session] * n,
+        "gaps": [1] * n, "max_stale_run": [0] * n, "large_moves": [0] * n,
+        "first_bar": [None] * n, "last_bar": [None] * n,
+    }, schema=metrics.schema)
+    return pl.concat([metrics, empty]).sort("session")
+
+
+def _failed_by_session(
+    checks: dict[str, CheckOutcome], gate: pl.DataFrame, metrics: pl.DataFrame, quarantined: pl.DataFrame,
+    sessions: list[str],
+) -> dict[str, list[str]]:
+    """session -> failed checks: row-level failures mapped through the frame each check ran on
+    (bar rows or per-session metrics); a table-level failure counts against every session."""
+    frames = {c.name: metrics if c.name in SESSION_CHECKS else gate for c in BAR_CHECKS}
+    out: dict[str, list[str]] = {}
+    for c in checks.values():
+        if c.passed:
+            continue
+        if c.name == "bars_quarantine":
+            bad = set(quarantined["partition"].to_list()) & set(sessions)
+        elif c.table_level_failure:
+            bad = set(sessions)
+        else:
+            frame = frames[c.name]
+            bad = set(frame[sorted(c.failed_rows())]["session"].to_list())
+        for s in bad:
+            out.setdefault(s, []).append(c.name)
+    return out
 
 
 @dataclass
