@@ -125,16 +125,19 @@ def load_backtest_report(lake: ParquetLake, experiment: str, partition: str) -> 
     return json.loads(df.get_column("report")[0])
 
 
-def latest_backtest_report(lake: ParquetLake, experiment: str, model_id: str | None = None) -> dict[str, Any] | None:
+def latest_backtest_report(
+    lake: ParquetLake, experiment: str, model_id: str | None = None, *, out_of_sample_only: bool = True
+) -> dict[str, Any] | None:
     """The most recently written report of the experiment (or of one model), any period, leaving
     out those made for a reviewer's backtest request: they are extra evidence attached to a
-    proposal, never what its first vote is made from."""
+    proposal, never what its first vote is made from. IN-SAMPLE diagnostics (`out_of_sample` false)
+    never vote either: they are left out unless `out_of_sample_only` is False."""
     dataset = reports_dataset(experiment)
     partitions = model_partitions(lake, experiment, model_id) if model_id else lake.partitions(dataset)
     # One row per partition, read one by one (their null columns may differ in dtype).
     rows = [df.row(0, named=True) for df in (lake.read(dataset, p) for p in partitions) if df is not None and df.height]
     for row in sorted(rows, key=lambda r: r["created_at"], reverse=True):
         report = json.loads(row["report"])
-        if report.get("backtest_request_id") is None:
+        if report.get("backtest_request_id") is None and (report.get("out_of_sample", True) or not out_of_sample_only):
             return report
     return None

@@ -28,6 +28,11 @@ class StatisticsConfig(StrictModel):
     bootstrap_block_bars: int | None = Field(default=None, ge=1)
     bootstrap_samples: int = Field(default=2000, ge=100)
     bootstrap_seed: int = 0
+    # PBO by CSCV: the wanted number of blocks S (even; fewer when the common sessions are few).
+    pbo_partitions: int = Field(default=16, ge=2)
+    # Hansen's SPA: stationary-bootstrap resamples and mean block length in sessions.
+    spa_reps: int = Field(default=1000, ge=100)
+    spa_block_sessions: int = Field(default=5, ge=1)
 
 
 class PromotionPolicy(StrictModel):

@@ -260,13 +260,17 @@ def test_short_custom_period_is_rejected_with_that_reason(world) -> None:
     assert row["criteria"]["min_test_bars"] == {**row["criteria"]["min_test_bars"], "value": 180, "status": "FAIL"}
 
 
-def test_empty_custom_period_is_rejected_not_crashed(world) -> None:
+def test_a_period_with_no_data_is_a_clear_error(world) -> None:
+    """Bad input of the issue: a period with no data is refused naming its sessions (no proposal)."""
     world["register"]("cand", follow_signal_layers(world["contract"].names))
     cfg = {"ops": {"evaluation__backtest": {"config": {"start": "2030-01-02", "end": "2030-01-03"}}}}
-    materialize(world, run_config=cfg)
-    row = world["store"].proposals.by_model("cand")
-    assert row["recommendation"] == "REJECT" and "0 bar(s)" in row["reasons"][0]
-    assert "No backtest statistics" in row["statistical_statement"]
+    with pytest.raises(Exception, match=r"holds no features/m5_features data for any of the 2 sessions of "
+                                        r"2030-01-02\.\.2030-01-03 \(missing: 2030-01-02, 2030-01-03\)"):
+        materialize(world, run_config=cfg)
+    with pytest.raises(Exception, match="holds no trading session"):
+        materialize(world, run_config={"ops": {"evaluation__backtest": {"config": {"start": "2024-06-29",
+                                                                                   "end": "2024-06-30"}}}})
+    assert world["store"].proposals.by_model("cand") is None
 
 
 def test_missing_model_file_is_refused(world) -> None:
@@ -363,3 +367,158 @@ def test_cli_backtest_bad_arguments_are_one_clear_line(cli_env, args, message) -
     out = CliRunner().invoke(app, ["backtest", "--experiment", EXPERIMENT, *args])
     assert out.exit_code == 1
     assert message in out.output and "Traceback" not in out.output
+
+
+# ---- issue #13: every trial counted, out of sample only, coverage, overfitting ---------------------------
+def ledger_trial(trial_id: str, sharpe: float | None, version: str = "1.0.0", **over) -> dict:
+    return {"trial_id": trial_id, "family": EXPERIMENT, "experiment_version": version, "kind": "training_seed",
+            "seed": 0, "config_hash": "c" * 64, "data_hash": "d" * 64, "val_sharpe": 0.1, "test_sharpe": sharpe,
+            "test_bars": 1000, **over}
+
+
+def test_dsr_counts_every_ledger_trial_of_the_family_with_their_variance(world) -> None:
+    """Audit finding 1: N came from the configured seeds (smoke: 1) however often the family was
+    trained, and V was the null variance. Now N = ledger rows across versions, V = their variance."""
+    from usdcop_platform.adapters import trial_returns
+    from usdcop_platform.core.metrics import V_CROSS_TRIAL
+
+    sharpes = [0.5, 1.5, -0.3, 2.0, 0.9]
+    world["store"].trials.record([ledger_trial(f"t{i}", s, version="1.0.0" if i < 3 else "1.1.0",
+                                               returns_partition=f"t{i}")
+                                  for i, s in enumerate(sharpes)])
+    sessions = world["built"].splits["test"]["session"].unique().sort().to_list()
+    rng = np.random.default_rng(0)
+    for i in range(len(sharpes)):
+        trial_returns.save_trial_returns(world["lake"], EXPERIMENT, f"t{i}", pl.DataFrame(
+            {"session": sessions, "split": ["test"] * len(sessions), "session_return": rng.normal(0, 0.01, len(sessions))}))
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    result = materialize(world)
+
+    m = bt_store.load_backtest_report(world["lake"], EXPERIMENT, "cand")["metrics"]
+    assert m["n_trials"] == 5
+    assert "trial ledger: 5 rows of family 'smoke' (5 training seeds; versions 1.0.0, 1.1.0)" == m["n_trials_source"]
+    assert m["trial_sharpe_variance_annual"] == pytest.approx(np.var(sharpes, ddof=1))
+    assert m["trial_variance_source"] == V_CROSS_TRIAL
+    meta = metadata(result, "evaluation__promotion_proposal")
+    assert meta["n_trials"] == 5 and "trial ledger" in meta["n_trials_source"]
+    row = world["store"].proposals.by_model("cand")
+    assert "N = 5 trials of the experiment family (trial ledger: 5 rows" in row["statistical_statement"]
+    assert "V = " in row["statistical_statement"] and "cross-trial" in row["statistical_statement"]
+    pbo = row["metrics"]["overfitting"]["pbo"]
+    assert pbo["n_trials"] == 5 and 0.0 <= pbo["pbo"] <= 1.0 and pbo["partitions"] >= 2
+    assert 0.0 <= meta["pbo"] <= 1.0 and "Probability of backtest overfitting (CSCV over 5 trials" in meta["overfitting"]
+
+
+def test_one_trial_family_states_n_one_and_dsr_equals_psr(world) -> None:
+    world["store"].trials.record([ledger_trial("only", 1.0)])
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    materialize(world)
+    row = world["store"].proposals.by_model("cand")
+    m = row["metrics"]
+    assert m["n_trials"] == 1 and m["dsr"] == m["psr"]
+    assert "N = 1 trial of the experiment family (trial ledger: 1 row" in row["statistical_statement"]
+    assert "DSR = PSR(0)" in row["statistical_statement"]
+    assert m["overfitting"]["pbo"]["pbo"] is None and "CSCV needs 2 or more" in m["overfitting"]["pbo"]["reason"]
+
+
+def test_identical_trial_sharpes_give_v_zero_handled(world) -> None:
+    world["store"].trials.record([ledger_trial(f"same{i}", 0.8) for i in range(3)])
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    materialize(world)
+    row = world["store"].proposals.by_model("cand")
+    m = row["metrics"]
+    assert m["n_trials"] == 3 and m["trial_sharpe_variance"] == 0.0 and m["dsr"] == pytest.approx(m["psr"])
+    assert "V = 0, the trials' Sharpes are identical" in row["statistical_statement"]
+
+
+def test_spa_against_the_benchmarks_is_in_the_proposal(world) -> None:
+    names = world["contract"].names
+    world["register"]("prod", hold_layers(names))
+    world["store"].models.set_stage("prod", "production")
+    world["register"]("cand", follow_signal_layers(names))
+    result = materialize(world)
+    spa = world["store"].proposals.by_model("cand")["metrics"]["overfitting"]["spa"]
+    assert set(spa["pvalues"]) == {"baseline", "buy_and_hold", "flat"} and spa["bootstrap"] == "stationary"
+    assert spa["pvalue"] < 0.05  # the leaked signal is a real edge
+    meta = metadata(result, "evaluation__promotion_proposal")
+    assert meta["spa_pvalue"] == spa["pvalue"] and "Hansen's SPA test" in meta["overfitting"]
+    assert "Hansen's SPA test" in world["store"].proposals.by_model("cand")["statistical_statement"]
+
+
+def test_an_in_sample_backtest_is_a_diagnostic_and_never_changes_the_vote(world) -> None:
+    """Audit finding 3: `backtest --start/--end` inside the train/val split replaced the vote."""
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    materialize(world)
+    before = world["store"].proposals.by_model("cand")
+    val = world["exp"].date_ranges.val
+    cfg = {"ops": {"evaluation__backtest": {"config": {"start": val.start.isoformat(), "end": val.end.isoformat()}}}}
+    result = materialize(world, run_config=cfg)
+    meta = metadata(result, "evaluation__backtest")
+    assert meta["out_of_sample"] is False and meta["vote"].startswith("IN-SAMPLE diagnostic, never votes")
+    assert "on or before the model's training end 2024-04-30" in meta["vote"]
+    partition = bt_store.backtest_partition("cand", val.start.isoformat(), val.end.isoformat())
+    diag = bt_store.load_backtest_report(world["lake"], EXPERIMENT, partition)
+    assert diag["role"] == "in_sample_diagnostic" and diag["backtest_hash"] != before["backtest_hash"]
+    prop = metadata(result, "evaluation__promotion_proposal")
+    assert "never votes; the proposal is unchanged" in prop["in_sample_diagnostic"]
+    after = world["store"].proposals.by_model("cand")
+    assert after["backtest_hash"] == before["backtest_hash"] and after["metrics"] == before["metrics"]
+    # a later plain proposal run still votes on the test split, not on the diagnostic
+    materialize(world, assets=(promotion_proposal,))
+    assert world["store"].proposals.by_model("cand")["backtest_hash"] == before["backtest_hash"]
+
+
+def test_a_period_before_the_training_end_is_in_sample_even_outside_train_and_val(world) -> None:
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    gap = {"start": "2024-05-02", "end": "2024-05-02"}  # between val end and test start, before the test split
+    cfg = {"ops": {"evaluation__backtest": {"config": {"start": "2024-01-16", "end": "2024-01-17"}}}}
+    meta = metadata(materialize(world, assets=(backtest,), run_config=cfg), "evaluation__backtest")
+    assert meta["out_of_sample"] is False
+    cfg = {"ops": {"evaluation__backtest": {"config": gap}}}
+    meta = metadata(materialize(world, assets=(backtest,), run_config=cfg), "evaluation__backtest")
+    assert meta["out_of_sample"] is True  # after the model's training end: may vote
+    # folds that do not fit a one-session period: a stated result, not a crash
+    report = bt_store.load_backtest_report(world["lake"], EXPERIMENT, bt_store.backtest_partition("cand", **gap))
+    assert report["walk_forward"] is None
+    assert report["walk_forward_skipped"].startswith("walk-forward folds do not fit: 2 folds need at least 2 sessions")
+
+
+def test_folds_that_do_not_fit_the_test_split_are_a_clear_error(world) -> None:
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    p = world["platform"]
+    smoke_file = Path(p.config_dir) / "experiments" / "smoke.yaml"
+    raw = yaml.safe_load(smoke_file.read_text())
+    raw["backtest"]["walk_forward_folds"] = 500
+    smoke_file.write_text(yaml.safe_dump(raw))
+    platform = PlatformResource(data_dir=p.data_dir, models_dir=p.models_dir, config_dir=p.config_dir,
+                                database_url=p.database_url, state_dir=p.state_dir)
+    with pytest.raises(Exception, match=r"walk-forward folds do not fit: 500 folds need at least 500 sessions, the "
+                                        r"period has \d+: lower backtest.walk_forward_folds of 'smoke'"):
+        materialize({**world, "platform": platform}, assets=(backtest,))
+
+
+def test_a_partly_covered_period_is_refused_naming_the_missing_sessions(world) -> None:
+    """Audit finding 4: a partly covered custom period was silently truncated."""
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    period = {"start": "2024-06-20", "end": "2024-07-31"}  # the lake ends 2024-06-28; 2024-07-01 is a holiday
+    with pytest.raises(Exception, match=r"the lake covers 7 of 29 sessions \(24\.1%\) of 2024-06-20\.\.2024-07-31; "
+                                        r"missing: 2024-07-02, 2024-07-03, .*, 2024-07-15 and 12 more\. .*--allow-partial"):
+        materialize(world, run_config={"ops": {"evaluation__backtest": {"config": period}}})
+    assert world["store"].proposals.by_model("cand") is None
+
+
+def test_allow_partial_runs_and_states_the_coverage_everywhere(world) -> None:
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    cfg = {"ops": {"evaluation__backtest": {"config": {"start": "2024-06-20", "end": "2024-07-10",
+                                                       "allow_partial": True}}}}
+    result = materialize(world, run_config=cfg)
+    meta = metadata(result, "evaluation__backtest")
+    assert meta["coverage"].startswith("50.0% of the requested sessions (7 of 14; missing 2024-07-02")
+    partition = bt_store.backtest_partition("cand", "2024-06-20", "2024-07-10")
+    report = bt_store.load_backtest_report(world["lake"], EXPERIMENT, partition)
+    assert report["coverage"]["coverage"] == pytest.approx(0.5) and len(report["coverage"]["missing_sessions"]) == 7
+    row = world["store"].proposals.by_model("cand")
+    assert row["metrics"]["coverage"]["covered_sessions"] == 7
+    assert any(r.startswith("coverage 50.0% of the requested sessions") for r in row["reasons"])
+    assert "Coverage: the lake held 50.0%" in row["statistical_statement"]
+    assert metadata(result, "evaluation__promotion_proposal")["coverage"].startswith("50.0%")

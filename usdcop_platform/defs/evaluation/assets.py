@@ -24,16 +24,15 @@ from usdcop_platform.adapters import backtests as bt_store
 from usdcop_platform.contracts.base import content_hash
 from usdcop_platform.contracts.evaluation import DEFAULT_EVALUATION, EvaluationConfig
 from usdcop_platform.contracts.experiment import ExperimentConfig
-from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.core import datasets as ds
-from usdcop_platform.core import promotion
+from usdcop_platform.core import overfitting, promotion
 from usdcop_platform.core.backtest import BacktestInputError, check_prices, evaluate
 from usdcop_platform.core.charts import equity_drawdown_png, markdown_image
 from usdcop_platform.core.features import feature_matrix
 from usdcop_platform.core.inference import InferenceEngine, ModelVerificationError, ServingModel
 from usdcop_platform.core.metrics import Annualization, BootstrapInterval
 from usdcop_platform.core.policy_runner import PolicyRun, run_policy_over_bars
-from usdcop_platform.defs.evaluation import more_tests
+from usdcop_platform.defs.evaluation import more_tests, trials
 from usdcop_platform.defs.partitions import experiment_partitions, session_key
 from usdcop_platform.defs.resources import PlatformResource
 from usdcop_platform.defs.training.assets import DATASET_KEY, MODEL_KEY
@@ -55,6 +54,9 @@ class BacktestRunConfig(dg.Config):
     model_id: str | None = None  # default: the newest registered model of the experiment
     start: str | None = None  # YYYY-MM-DD; with `end`, backtest these sessions instead of the test split
     end: str | None = None
+    # A period the lake covers only in part is refused (naming the missing sessions) unless this is set;
+    # then the covered sessions are backtested and the coverage is stated wherever the result appears.
+    allow_partial: bool = False
 
 
 class ProposalRunConfig(dg.Config):
@@ -87,18 +89,49 @@ def load_member(engine: InferenceEngine, rec: Any, role: str) -> ServingModel:
         raise EvaluationError(f"refusing to backtest the {role} model: {exc}") from exc
 
 
-def trial_count(store: Any, cfg: PlatformConfig, experiment: str) -> int:
-    """Trials for the deflated Sharpe: seeds of every experiment that has registered a model
-    (each seed is a trained-and-evaluated candidate), this one included."""
-    names = {r["experiment_name"] for r in store.models.list()} | {experiment}
-    return sum(len(cfg.experiments[n].seeds) if n in cfg.experiments else 1 for n in names)
+def training_end(exp: ExperimentConfig, rec: Any) -> date:
+    """The last session the model learned from or was selected on: the later of the experiment's
+    configured validation end and the model's own recorded train/val splits."""
+    ends = [exp.date_ranges.val.end]
+    splits = (rec.get("lineage") or {}).get("dataset_splits") or {}
+    for split in ("train", "val"):
+        last = (splits.get(split) or {}).get("last_session")
+        if last:
+            ends.append(date.fromisoformat(str(last)[:10]))
+    return max(ends)
+
+
+MISSING_SHOWN = 10  # missing sessions named in an error; the rest are counted
+
+
+def coverage(requested: list[str], present: list[str]) -> dict[str, Any]:
+    have = set(present)
+    missing = [k for k in requested if k not in have]
+    return {
+        "requested_sessions": len(requested),
+        "covered_sessions": len(requested) - len(missing),
+        "coverage": (len(requested) - len(missing)) / len(requested) if requested else 0.0,
+        "missing_sessions": missing,
+    }
+
+
+def _named(missing: list[str]) -> str:
+    shown = ", ".join(missing[:MISSING_SHOWN])
+    return shown + (f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else "")
 
 
 def period_frame(
-    platform: PlatformResource, exp: ExperimentConfig, rec: Any, start: str | None, end: str | None
+    platform: PlatformResource,
+    exp: ExperimentConfig,
+    rec: Any,
+    start: str | None,
+    end: str | None,
+    allow_partial: bool = False,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Feature rows to backtest and where they come from. Default: the dataset's test split (never
-    seen in training), refused if the dataset is no longer the one the model was trained with."""
+    seen in training), refused if the dataset is no longer the one the model was trained with.
+    An explicit period must be covered by the lake (or `allow_partial`), and is out of sample only
+    when it starts after the model's training end; otherwise it is an IN-SAMPLE diagnostic."""
     contract = platform.config.features
     lake = platform.lake
     if (start is None) != (end is None):
@@ -116,17 +149,75 @@ def period_frame(
                 f"{exp.name!r} is now {dataset.dataset_hash[:12]}…: its test split may overlap what the model saw. "
                 "Retrain, or pass an explicit --start/--end period"
             )
-        return test, {"source": "test_split", "out_of_sample": True}
+        return test, {"source": "test_split", "out_of_sample": True, "in_sample_reason": None, "coverage": None}
     d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
     if d1 < d0:
         raise EvaluationError(f"end {end} is before start {start}")
     keys = [session_key(d) for d in platform.calendar.sessions(d0, d1)]
-    frame = lake.read_many(ds.SOURCE_DATASET, [k for k in keys if lake.exists(ds.SOURCE_DATASET, k)])
-    if frame is None:
+    if not keys:
+        raise EvaluationError(f"{start}..{end} holds no trading session: nothing to backtest")
+    present = [k for k in keys if lake.exists(ds.SOURCE_DATASET, k)]
+    cov = coverage(keys, present)
+    if not present:
+        raise EvaluationError(
+            f"the lake holds no {ds.SOURCE_DATASET} data for any of the {len(keys)} sessions of {start}..{end} "
+            f"(missing: {_named(keys)}): materialize the features for them first"
+        )
+    if cov["missing_sessions"] and not allow_partial:
+        raise EvaluationError(
+            f"the lake covers {cov['covered_sessions']} of {len(keys)} sessions ({cov['coverage']:.1%}) of "
+            f"{start}..{end}; missing: {_named(cov['missing_sessions'])}. Materialize them, or pass --allow-partial "
+            "to backtest the covered sessions with the coverage stated"
+        )
+    frame = lake.read_many(ds.SOURCE_DATASET, present)
+    if frame is None:  # pragma: no cover - present partitions were just listed
         frame = pl.DataFrame(schema={"time": pl.Datetime("us", "UTC"), "session": pl.Date(), "close": pl.Float64()})
     frame = frame.sort("time")
-    # A custom period is out of sample only when it starts after the validation split ended.
-    return frame, {"source": "custom", "out_of_sample": d0 > exp.date_ranges.val.end}
+    end_of_training = training_end(exp, rec)
+    oos = d0 > end_of_training
+    reason = None if oos else (
+        f"the period starts {d0}, on or before the model's training end {end_of_training} (last train/validation "
+        "session): it touches data the model learned from or was selected on"
+    )
+    return frame, {"source": "custom", "out_of_sample": oos, "in_sample_reason": reason,
+                   "coverage": cov if cov["missing_sessions"] else None}
+
+
+def overfitting_statistics(
+    lake: Any, family_name: str, ledger_rows: list[Any], evaluation: Any, stats: Any
+) -> dict[str, Any]:
+    """PBO (CSCV over the family's trials' test returns, aligned on their common sessions) and
+    Hansen's SPA of the candidate's session returns against production, buy-and-hold and flat.
+    A statistic that cannot be computed is recorded with the reason, never silently left out."""
+    out: dict[str, Any] = {}
+    series = trials.family_test_returns(lake, family_name, ledger_rows)
+    if len(series) < 2:
+        out["pbo"] = {"pbo": None, "n_trials": len(series),
+                      "reason": f"the family has {len(series)} trial(s) with a recorded return series; CSCV needs 2 or more"}
+    else:
+        joined = None
+        for i, df in enumerate(series.values()):
+            df = df.rename({"session_return": f"t{i}"})
+            joined = df if joined is None else joined.join(df, on="session", how="inner")
+        matrix = joined.drop("session").to_numpy()
+        s = overfitting.partitions_for(matrix.shape[0], stats.pbo_partitions)
+        if s == 0:
+            out["pbo"] = {"pbo": None, "n_trials": len(series),
+                          "reason": f"the trials share only {matrix.shape[0]} session(s); CSCV needs at least 4"}
+        else:
+            out["pbo"] = overfitting.pbo_cscv(matrix, s).as_dict()
+    cand = evaluation.candidate.session_returns
+    benchmarks = {"buy_and_hold": evaluation.buy_and_hold.session_returns, "flat": np.zeros_like(cand)}
+    if evaluation.baseline is not None:
+        benchmarks = {"baseline": evaluation.baseline.session_returns, **benchmarks}
+    if cand.size < 2:
+        out["spa"] = {"pvalue": None, "reason": f"{cand.size} session(s); the SPA test needs 2 or more"}
+    else:
+        out["spa"] = overfitting.spa_test(
+            cand, benchmarks, block_size=min(stats.spa_block_sessions, cand.size), reps=stats.spa_reps,
+            seed=stats.bootstrap_seed,
+        ).as_dict()
+    return out
 
 
 def _arrays(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,6 +296,29 @@ def criteria_markdown(decision: promotion.PromotionDecision) -> str:
     return "\n".join(lines)
 
 
+def _vote_metadata(period: dict[str, Any]) -> dict[str, Any]:
+    """How the backtest counts: the vote, or an IN-SAMPLE diagnostic; and its coverage if partial."""
+    out: dict[str, Any] = {
+        "vote": "out of sample: may vote" if period["out_of_sample"]
+        else f"IN-SAMPLE diagnostic, never votes: {period['in_sample_reason']}",
+    }
+    cov = period.get("coverage")
+    if cov:
+        out["coverage"] = coverage_text(cov)
+    return out
+
+
+def coverage_text(cov: dict[str, Any]) -> str:
+    return (f"{cov['coverage']:.1%} of the requested sessions ({cov['covered_sessions']} of "
+            f"{cov['requested_sessions']}; missing {_named(cov['missing_sessions'])}), run with --allow-partial")
+
+
+def overfitting_markdown(over: dict[str, Any], confidence: float) -> str:
+    return "\n\n".join(
+        [overfitting.pbo_sentence(over.get("pbo")), overfitting.spa_sentence(over.get("spa"), 1.0 - confidence)]
+    )
+
+
 # ---- assets --------------------------------------------------------------------------------------
 @dg.asset(
     key=BACKTEST_KEY,
@@ -225,7 +339,8 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, platf
         if request is None:
             return _backtest(context, config, platform, store, None)
         model_id, start, end = more_tests.request_period(request, config.model_id, config.start, config.end)
-        return _backtest(context, BacktestRunConfig(model_id=model_id, start=start, end=end), platform, store,
+        return _backtest(context, BacktestRunConfig(model_id=model_id, start=start, end=end,
+                                                    allow_partial=config.allow_partial), platform, store,
                          request["id"])
 
 
@@ -243,7 +358,7 @@ def _backtest(
     engine = InferenceEngine(store, contract, cfg.mlops.ensemble, models_root=platform.models_path)
     member = load_member(engine, rec, "candidate")
 
-    frame, period = period_frame(platform, exp, rec, config.start, config.end)
+    frame, period = period_frame(platform, exp, rec, config.start, config.end, config.allow_partial)
     # An explicit period is stored beside the test-split backtest, never over it.
     partition = bt_store.backtest_partition(
         rec["model_id"], *(None if d is None else date.fromisoformat(d).isoformat() for d in (config.start, config.end))
@@ -258,6 +373,10 @@ def _backtest(
         "onnx_hash": rec.get("onnx_hash"),
         "period_source": period["source"],
         "out_of_sample": period["out_of_sample"],
+        # An in-sample backtest is kept as a diagnostic: it is shown, never voted on.
+        "role": "vote" if period["out_of_sample"] else "in_sample_diagnostic",
+        "in_sample_reason": period["in_sample_reason"],
+        "coverage": period["coverage"],
         "n_bars": n,
         "min_test_bars": exp.backtest.min_test_bars,
         "lake_partition": partition,
@@ -288,7 +407,8 @@ def _backtest(
         )
         context.log.warning(reason)
         return dg.MaterializeResult(
-            metadata={"model_id": rec["model_id"], "n_bars": n, "insufficient": reason, "lake_partition": partition}
+            metadata={"model_id": rec["model_id"], "n_bars": n, "insufficient": reason, "lake_partition": partition,
+                      **_vote_metadata(period)}
         )
 
     times, sessions, close = _arrays(frame)
@@ -305,6 +425,15 @@ def _backtest(
         baseline_run = _run(prod_member, raw, sessions, prod_exp.environment.flat_at_session_end, position_index)
 
     ann = Annualization.from_calendar(platform.calendar)
+    # N and V of the deflated Sharpe come from the trial ledger of the family, never from the config.
+    family, ledger_rows = trials.family(store, name)
+    folds, folds_skipped = exp.backtest.walk_forward_folds, None
+    n_sessions = int(np.unique(sessions).size)
+    if folds > n_sessions:
+        msg = f"walk-forward folds do not fit: {folds} folds need at least {folds} sessions, the period has {n_sessions}"
+        if period["out_of_sample"] and period["source"] == "test_split":
+            raise EvaluationError(f"{msg}: lower backtest.walk_forward_folds of {name!r} or lengthen its test split")
+        folds, folds_skipped = 0, f"{msg}; not run for this diagnostic period"
     evaluation = evaluate(
         close,
         run.positions,
@@ -319,11 +448,17 @@ def _backtest(
         bootstrap_samples=stats.bootstrap_samples,
         bootstrap_seed=stats.bootstrap_seed,
         baseline_positions=None if baseline_run is None else baseline_run.positions,
-        n_trials=trial_count(store, cfg, name),
-        walk_forward_folds=exp.backtest.walk_forward_folds,
+        n_trials=family.n_trials,
+        trial_sharpes=family.per_bar_sharpes(ann),
+        walk_forward_folds=folds,
     )
     cand = evaluation.candidate
+    cand.metrics["n_trials_source"] = family.source()
+    cand.metrics["trial_family"] = family.as_dict()
     summary = evaluation.summary()
+    if folds_skipped:
+        summary["walk_forward_skipped"] = folds_skipped
+    summary["overfitting"] = overfitting_statistics(platform.lake, name, ledger_rows, evaluation, stats)
     session_dates = frame.get_column("session").cast(pl.Date)
     test_start, test_end = session_dates.min().isoformat(), session_dates.max().isoformat()
     backtest_hash = content_hash(
@@ -383,6 +518,7 @@ def _backtest(
             "test_period": f"{test_start} .. {test_end}",
             "period_source": period["source"],
             "out_of_sample": period["out_of_sample"],
+            **_vote_metadata(period),
             "lake_partition": partition,
             **({} if request_id is None else {"backtest_request_id": request_id}),
             "n_bars": n,
@@ -392,6 +528,11 @@ def _backtest(
             "trades": int(m["trades"]),
             "psr": float(m["psr"]),
             "dsr": float(m["dsr"]),
+            "n_trials": int(m["n_trials"]),
+            "n_trials_source": family.source(),
+            "trial_sharpe_variance_annual": float(m["trial_sharpe_variance_annual"]),
+            "trial_variance_source": m["trial_variance_source"],
+            "overfitting": dg.MetadataValue.md(overfitting_markdown(summary["overfitting"], exp.success_criteria.p_min)),
             "backtest_hash": backtest_hash,
             "metrics": dg.MetadataValue.md(metrics_markdown(summary)),
             "equity_drawdown": dg.MetadataValue.md(markdown_image(png, f"equity and drawdown of {rec['model_id']}")),
@@ -431,10 +572,27 @@ def promotion_proposal(
     if request is not None:
         with more_tests.failure_recorded(store, request, context.run_id):
             return _complete_backtest_request(context, platform, store, request)
+    newest = bt_store.latest_backtest_report(lake, name, config.model_id, out_of_sample_only=False)
     report = bt_store.latest_backtest_report(lake, name, config.model_id)
-    if report is None:
+    if newest is None:
         who = f"model {config.model_id!r}" if config.model_id else f"experiment {name!r}"
         raise EvaluationError(f"no backtest for {who}: materialize evaluation/backtest first")
+    if not newest.get("out_of_sample", True):
+        # An in-sample diagnostic never changes a vote: nothing is written.
+        note = (f"IN-SAMPLE diagnostic {newest.get('lake_partition')} of {newest['model_id']} "
+                f"({newest.get('in_sample_reason')}): shown as a diagnostic, never votes; the proposal is unchanged")
+        context.log.warning(note)
+        existing = store.proposals.by_model(newest["model_id"])
+        return dg.MaterializeResult(
+            metadata={
+                "proposal_id": existing["proposal_id"] if existing is not None else "",
+                "model_id": newest["model_id"],
+                "recommendation": existing["recommendation"] if existing is not None else "none",
+                "status": existing["status"] if existing is not None else "no proposal",
+                "in_sample_diagnostic": note,
+            }
+        )
+    assert report is not None  # the newest report is out of sample
     rec = store.models.get(report["model_id"])
     if rec is None:
         raise EvaluationError(f"backtested model {report['model_id']!r} is no longer in the registry")
@@ -446,10 +604,10 @@ def promotion_proposal(
         report.get("metrics"), ann=ann, confidence=stats.confidence_level,
         test_start=report.get("test_start"), test_end=report.get("test_end"), bootstrap=boots,
     )
-    if not report.get("out_of_sample", True):
-        statement += (
-            " Caution: this backtest period overlaps the training or validation data, so it is not out of sample."
-        )
+    over = report.get("overfitting") or {}
+    statement += " " + overfitting_markdown(over, exp.success_criteria.p_min).replace("\n\n", " ")
+    if report.get("coverage"):
+        statement += f" Coverage: the lake held {coverage_text(report['coverage'])}."
     decision = promotion.decide(
         report.get("metrics"),
         n_bars=int(report["n_bars"]),
@@ -473,7 +631,11 @@ def promotion_proposal(
         "policy": report.get("policy"),
         "period_source": report.get("period_source"),
         "out_of_sample": report.get("out_of_sample"),
+        "coverage": report.get("coverage"),
+        "overfitting": over,
     }
+    if report.get("coverage"):
+        reasons.append(f"coverage {coverage_text(report['coverage'])}")
     row = store.proposals.upsert(
         model_id=rec["model_id"],
         experiment_name=name,
@@ -507,6 +669,14 @@ def promotion_proposal(
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons)),
             "statistical_statement": dg.MetadataValue.md(statement),
             "backtest_hash": report.get("backtest_hash") or "",
+            "n_trials": int(metrics.get("n_trials") or 0),
+            "n_trials_source": str(metrics.get("n_trials_source") or ""),
+            "trial_sharpe_variance_annual": metrics.get("trial_sharpe_variance_annual"),
+            "trial_variance_source": str(metrics.get("trial_variance_source") or ""),
+            "pbo": (over.get("pbo") or {}).get("pbo"),
+            "spa_pvalue": (over.get("spa") or {}).get("pvalue"),
+            "overfitting": dg.MetadataValue.md(overfitting_markdown(over, exp.success_criteria.p_min)),
+            **({"coverage": coverage_text(report["coverage"])} if report.get("coverage") else {}),
         }
     )
 

@@ -13,6 +13,8 @@ import numpy as np
 
 from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS, MlflowResource
 from usdcop_platform.core import datasets as ds
+from usdcop_platform.core.metrics import Annualization
+from usdcop_platform.defs.evaluation.trials import record_training_trials
 from usdcop_platform.defs.partitions import experiment_partitions, session_key
 from usdcop_platform.defs.resources import PlatformResource
 
@@ -238,6 +240,13 @@ def ppo_policy(
             onnx_path=str(package.onnx_path),
         )
 
+    # Every seed of every training is a trial of the family: the deflated Sharpe counts them.
+    trials = record_training_trials(
+        store=store, lake=platform.lake, ann=Annualization.from_calendar(platform.calendar), exp=exp,
+        contract=contract, dataset=dataset, result=result, model_id=package.model_id, run_id=context.run_id,
+        mlflow_run_id=run.run_id,
+    )
+
     context.log.info(
         f"model {package.model_id}: seed {selected.seed} of {list(exp.seeds)}, val_reward "
         f"{selected.val_metrics['val_reward']:.4f}, parity {'PASS' if package.servable else 'FAIL'}"
@@ -260,6 +269,8 @@ def ppo_policy(
             "stopped_early": selected.stopped_early,
             "mlflow_run_id": run.run_id,
             "mlflow_model_version": model_version,
+            "ledger_trials": len(trials),
+            "ledger_family_trials": store.trials.count(name),
             "mlflow_run": dg.MetadataValue.url(link) if link else f"{mlflow.tracking_uri} runs:/{run.run_id}",
             "artifact_dir": dg.MetadataValue.path(str(package.artifact_dir)),
         },
