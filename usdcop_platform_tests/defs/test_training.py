@@ -173,6 +173,27 @@ def test_retraining_gives_the_same_model_hash_and_id(trained, instance) -> None:
     rows = env.store().models.list(experiment=EXPERIMENT)
     assert [r.model_id for r in rows].count(first["model_id"]) == 1
     assert env.store().models.require(first["model_id"]).mlflow_run_id == second["mlflow_run_id"]
+    # Audit finding 1: a retraining is a trial too, even when it reproduces the same model.
+    seeds = len(env.platform.config.experiment(EXPERIMENT).seeds)
+    assert second["ledger_family_trials"] == env.store().trials.count(EXPERIMENT) == 2 * seeds
+
+
+def test_every_training_seed_is_a_ledger_trial_with_its_returns(trained) -> None:
+    from usdcop_platform.adapters import trial_returns
+
+    env, result = trained
+    meta = metadata(result, ta.MODEL_KEY)
+    exp = env.platform.config.experiment(EXPERIMENT)
+    rows = [r for r in env.store().trials.family(EXPERIMENT) if r.run_id == result.run_id]
+    assert meta["ledger_trials"] == len(rows) == len(exp.seeds)
+    [chosen] = [r for r in rows if r.selected]
+    assert chosen.model_id == meta["model_id"] and chosen.seed == meta["selected_seed"]
+    for r in rows:
+        assert (r.kind, r.family, r.experiment_version) == ("training_seed", EXPERIMENT, exp.version)
+        assert r.config_hash == exp.config_hash and r.data_hash == meta["dataset_hash"] and r.mlflow_run_id
+        assert r.val_sharpe is not None and r.test_sharpe is not None and r.test_bars > 0
+        series = trial_returns.load_trial_returns(env.platform.lake, EXPERIMENT, [r.returns_partition])
+        assert series[r.returns_partition].height > 0  # one return per test session
 
 
 def test_failed_parity_registers_the_model_as_not_servable(trained, instance, monkeypatch) -> None:
