@@ -204,6 +204,7 @@ def _review_response(
             "history": d.history,
             "backtest_requests": d.backtest_requests,
             "additional_backtests": d.additional_backtests,
+            "statistics": d.statistics,
             "additional_metric_labels": [METRIC_DISPLAY[k][0] for k in ADDITIONAL_METRICS],
             "series_info": d.series,
             "trades_count": d.trades_total,

@@ -74,11 +74,14 @@ def criteria_rows(criteria: Mapping[str, Any] | None) -> list[dict[str, Any]]:
             continue
         metric = str(c.get("metric", name))
         kind = "pct" if metric in PCT_CRITERIA else "int" if metric in ("trades", "test_bars") else "num"
+        if isinstance(c.get("threshold"), float) and not math.isfinite(c["threshold"]) and metric == "test_bars":
+            kind = "num"
         status = c.get("status") or ("PASS" if c.get("passed") else "FAIL")
         comparator = c.get("comparator", "")
         rows.append(
             {
                 "name": name,
+                "kind": c.get("kind", "point"),
                 "label": f"{name} ({metric})",
                 "status": status,
                 "value": c.get("value"),
@@ -88,6 +91,69 @@ def criteria_rows(criteria: Mapping[str, Any] | None) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _num_text(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, (int, float)) and not math.isfinite(float(v)):
+        return "∞" if float(v) > 0 else "n/a"
+    return f"{float(v):.{digits}f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def statistics_view(proposal: Mapping[str, Any], store: Any) -> dict[str, Any]:
+    """The significance and overfitting statistics of a proposal, each with its source: N and V of
+    the deflated Sharpe (as recorded, and as the trial ledger holds them now), PSR(0), DSR, MinTRL,
+    PBO and SPA, plus the coverage of a partly covered period."""
+    from usdcop_platform.core import overfitting
+    from usdcop_platform.core.trials import deflate_with_family, family_trials
+
+    m = proposal.get("metrics") or {}
+    crit = proposal.get("criteria") or {}
+    over = m.get("overfitting") or {}
+    family = proposal["experiment_name"]
+    fam = family_trials(family, store.trials.family(family))
+    now = deflate_with_family(m, fam)
+    recorded_n = m.get("n_trials")
+    rows = [
+        ("N (trials in the family)", _num_text(recorded_n), m.get("n_trials_source") or "not recorded (older proposal)"),
+        ("V (variance of the trials' annual Sharpes)", _num_text(m.get("trial_sharpe_variance_annual"), 4),
+         m.get("trial_variance_source") or "not recorded"),
+        ("PSR(0)", _num_text(m.get("psr")),
+         "probability that the true Sharpe is above 0, from this test's length, skew and kurtosis"),
+        ("DSR", _num_text(m.get("dsr")),
+         f"PSR against the best Sharpe N luck-only trials would show (annual {_num_text(m.get('sr0_annual'), 2)})"),
+    ]
+    mintrl = crit.get("min_track_record") or {}
+    if mintrl:
+        rows.append((f"MinTRL({_num_text((crit.get('psr') or {}).get('threshold'), 2)})",
+                     f"{_num_text(mintrl.get('threshold'))} bars",
+                     f"the test holds {_num_text(mintrl.get('value'))} bars: {mintrl.get('status', '—')}"))
+    pbo = over.get("pbo") or {}
+    rows.append(("PBO", _num_text(pbo.get("pbo"), 2) if pbo.get("pbo") is not None else "not computed",
+                 f"CSCV over the family's trial test returns (lake evaluation/trials/{family})"
+                 if pbo.get("pbo") is not None else pbo.get("reason") or "not recorded"))
+    spa = over.get("spa") or {}
+    rows.append(("SPA p-value", _num_text(spa.get("pvalue")) if spa.get("pvalue") is not None else "not computed",
+                 "Hansen's SPA (arch), stationary bootstrap, against "
+                 + ", ".join(overfitting.BENCHMARK_LABELS.get(k, k) for k in (spa.get("pvalues") or {}))
+                 if spa.get("pvalue") is not None else spa.get("reason") or "not recorded"))
+    stale = None
+    if now is not None and now["n_trials"] != recorded_n:
+        stale = (f"The trial ledger now holds N = {now['n_trials']} trials of {family!r} "
+                 f"(this proposal was deflated for {recorded_n}): DSR with today's family = {now['dsr']:.3f}.")
+        rows.insert(1, ("N now (trial ledger)", _num_text(now["n_trials"]), now["n_trials_source"]))
+        rows.insert(5, ("DSR now", _num_text(now["dsr"]), f"re-deflated with N = {now['n_trials']}, "
+                        f"V = {now['variance_annual']:.4g} ({now['variance_source']})"))
+    p_min = float((crit.get("psr") or {}).get("threshold") or 0.95)
+    sentences = [overfitting.pbo_sentence(pbo or None), overfitting.spa_sentence(spa or None, 1.0 - p_min)]
+    cov = m.get("coverage")
+    coverage = None
+    if cov:
+        coverage = (f"Coverage {cov['coverage']:.1%}: the lake held {cov['covered_sessions']} of "
+                    f"{cov['requested_sessions']} requested sessions (run with --allow-partial).")
+    return {"rows": [{"label": a, "value": b, "source": c} for a, b, c in rows], "stale": stale,
+            "sentences": sentences, "coverage": coverage, "family_now": fam.as_dict()}
 
 
 def _comparison_source(proposal: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -277,6 +343,7 @@ class ExperimentDetail:
     history: list[Any] = field(default_factory=list)
     backtest_requests: list[Any] = field(default_factory=list)
     additional_backtests: list[dict[str, Any]] = field(default_factory=list)
+    statistics: dict[str, Any] = field(default_factory=dict)
 
 
 def experiment_detail(
@@ -306,4 +373,5 @@ def experiment_detail(
         history=store.audit.list(limit=100, proposal_id=proposal["proposal_id"]),
         backtest_requests=requests,
         additional_backtests=additional_backtest_rows(proposal, requests),
+        statistics=statistics_view(proposal, store),
     )

@@ -25,7 +25,12 @@ import numpy as np
 
 from usdcop_platform.core.actions import ACTION_POSITIONS
 from usdcop_platform.core.backtest import backtest
-from usdcop_platform.core.metrics import Annualization
+from usdcop_platform.core.metrics import (
+    NORMAL_KURTOSIS,
+    Annualization,
+    deflated_sharpe_ratio,
+    trial_sharpe_variance,
+)
 
 
 @dataclass(frozen=True)
@@ -143,3 +148,22 @@ def family_trials(family: str, rows: Iterable[Mapping[str, Any]]) -> FamilyTrial
         versions=versions,
         test_sharpes=sharpes,
     )
+
+
+def deflate_with_family(metrics: Mapping[str, Any] | None, fam: FamilyTrials) -> dict[str, Any] | None:
+    """The DSR of a recorded backtest re-deflated with the family as the ledger holds it now (N and
+    V may have grown since the proposal was written). Uses the backtest's recorded per-bar moments:
+    bars per year = n_bars / years, per-bar Sharpe = annual / sqrt(bars per year)."""
+    m = metrics or {}
+    sharpe, n, years = m.get("sharpe"), m.get("n_bars"), m.get("years")
+    if sharpe is None or not n or not years or not np.isfinite(float(sharpe)):
+        return None
+    bars_per_year = float(n) / float(years)
+    root = float(np.sqrt(bars_per_year))
+    sharpes = np.asarray(fam.test_sharpes, dtype=np.float64) / root if len(fam.test_sharpes) >= 2 else None
+    skew = float(m.get("skew") or 0.0)
+    kurt = float(m.get("kurtosis") or NORMAL_KURTOSIS)
+    dsr, sr0 = deflated_sharpe_ratio(float(sharpe) / root, int(n), skew, kurt, fam.n_trials, sharpes)
+    v, source = trial_sharpe_variance(int(n), sharpes)
+    return {"n_trials": fam.n_trials, "n_trials_source": fam.source(), "dsr": dsr, "sr0_annual": sr0 * root,
+            "variance_annual": v * bars_per_year, "variance_source": source}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html as htmllib
 import re
 import xml.etree.ElementTree as ET
 
@@ -169,3 +170,51 @@ def test_security_headers_on_pages_and_json(client, keys, proposal) -> None:
     assert health.headers["X-Content-Type-Options"] == "nosniff"
     assert health.headers["Referrer-Policy"] == "same-origin"
     assert "Content-Security-Policy" not in health.headers  # JSON needs no CSP
+
+
+def _statistics(html: str) -> dict[str, tuple[str, str]]:
+    block = re.search(r'data-testid="statistics-table">(.*?)</table>', html, re.S).group(1)
+    rows = re.findall(r'<tr><td>(.*?)</td><td class="num">(.*?)</td><td class="muted">(.*?)</td></tr>', block, re.S)
+    return {htmllib.unescape(label): (htmllib.unescape(value), htmllib.unescape(source)) for label, value, source in rows}
+
+
+def test_review_page_counts_trials_from_the_ledger_not_from_the_proposal(client, keys, store, proposal) -> None:
+    """Audit finding 5: the page said "deflated for 1 trial" after a second model of the same
+    experiment was trained. It now shows the ledger's N (and the DSR re-deflated with it)."""
+    ledger = [{"trial_id": f"t{i}", "family": proposal["experiment_name"], "experiment_version": "1",
+               "kind": "training_seed", "seed": i, "config_hash": "c" * 64, "data_hash": "d" * 64,
+               "test_sharpe": s} for i, s in enumerate((0.4, 1.1))]
+    store.trials.record(ledger)
+    _login(client, keys.viewer)
+    html = client.get(f"/experiments/{proposal['proposal_id']}/review").text
+    stats = _statistics(html)
+    assert stats["N (trials in the family)"][0] == "1"
+    value, source = stats["N now (trial ledger)"]
+    assert value == "2" and "trial ledger: 2 rows of family 'baseline' (2 training seeds; version 1)" in source
+    assert "DSR now" in stats and "re-deflated with N = 2" in stats["DSR now"][1]
+    stale = htmllib.unescape(re.search(r'data-testid="trials-stale">(.*?)</p>', html).group(1))
+    assert "now holds N = 2 trials" in stale and "deflated for 1" in stale
+    for label in ("V (variance of the trials' annual Sharpes)", "PSR(0)", "DSR", "MinTRL(0.95)", "PBO", "SPA p-value"):
+        assert label in stats, label
+    assert 'data-criterion="dsr"' in html and 'data-criterion="min_track_record"' in html
+
+
+def test_review_page_shows_pbo_spa_and_coverage_with_sentences(client, keys, store, lake, calendar) -> None:
+    p = seed_proposal(store, lake, calendar, recommendation="REVIEW", n_sessions=45, skill=0.4)
+    over = {"pbo": {"pbo": 0.12, "n_trials": 5, "n_periods": 40, "partitions": 8, "combinations": 70},
+            "spa": {"pvalue": 0.03, "pvalues": {"buy_and_hold": 0.03, "flat": 0.01}, "block_size": 5, "reps": 1000,
+                    "n_periods": 45, "bootstrap": "stationary"}}
+    cov = {"requested_sessions": 20, "covered_sessions": 15, "coverage": 0.75, "missing_sessions": ["2024-07-02"]}
+    store.proposals.upsert(**{k: p[k] for k in ("model_id", "experiment_name", "experiment_version", "recommendation",
+                                                 "confidence", "reasons", "criteria")},
+                           metrics={**p["metrics"], "overfitting": over, "coverage": cov,
+                                    "n_trials_source": "trial ledger: 5 rows", "trial_sharpe_variance_annual": 0.2,
+                                    "trial_variance_source": "cross-trial"})
+    _login(client, keys.viewer)
+    html = client.get(f"/experiments/{p['proposal_id']}/review").text
+    stats = _statistics(html)
+    assert stats["PBO"][0] == "0.12" and "CSCV over the family's trial test returns" in stats["PBO"][1]
+    assert stats["SPA p-value"][0] == "0.030" and "stationary bootstrap" in stats["SPA p-value"][1]
+    assert stats["V (variance of the trials' annual Sharpes)"] == ("0.2000", "cross-trial")
+    assert "PBO = 0.12" in html and "Hansen&#39;s SPA test (45 sessions" in html
+    assert "Coverage 75.0%: the lake held 15 of 20 requested sessions" in html
