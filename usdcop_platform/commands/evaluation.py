@@ -40,9 +40,12 @@ def evaluate_experiment(
     end: str | None = None,
     model_id: str | None = None,
     request_id: int | None = None,
+    allow_partial: bool = False,
 ) -> dict[str, Any]:
     """Backtest the experiment's model (default: its newest) and write its proposal; with
     `request_id`, serve that backtest request instead (the run carries it in its tags).
+    A period the lake covers only in part is refused unless `allow_partial`; a period touching the
+    model's training data is an IN-SAMPLE diagnostic that never changes the proposal.
 
     Returns {"experiment", "dagster_run_id", "backtest": <backtest metadata>, "proposal": <row>}.
     Raises the domain error of the failing step (EvaluationError, BacktestInputError, ...)."""
@@ -70,7 +73,8 @@ def evaluate_experiment(
         ensure_experiment_partitions(instance, str(s.config_dir))
         run_config = dg.RunConfig(
             ops={
-                backtest.op.name: BacktestRunConfig(model_id=model_id, start=start, end=end),
+                backtest.op.name: BacktestRunConfig(model_id=model_id, start=start, end=end,
+                                                    allow_partial=allow_partial),
                 promotion_proposal.op.name: ProposalRunConfig(model_id=model_id),
             }
         )
@@ -159,6 +163,10 @@ def register(app: typer.Typer) -> None:
         request_id: int = typer.Option(
             None, "--request-id", help="run this reviewer's backtest request (REQUEST_MORE_TESTS) instead"
         ),
+        allow_partial: bool = typer.Option(
+            False, "--allow-partial",
+            help="backtest a period the lake covers only in part (the coverage is stated); refused otherwise",
+        ),
     ) -> None:
         """Out-of-sample backtest of the experiment's model and its promotion proposal (first vote),
         or, with --request-id, a reviewer's requested backtest attached to the proposal."""
@@ -179,7 +187,8 @@ def register(app: typer.Typer) -> None:
                 if request_id is not None:
                     out = run_backtest_request(request_id)
                 else:
-                    out = evaluate_experiment(experiment, start=start, end=end, model_id=model_id)
+                    out = evaluate_experiment(experiment, start=start, end=end, model_id=model_id,
+                                              allow_partial=allow_partial)
             except (EvaluationError, BacktestInputError, DatasetError, StoreError, BacktestRequestError) as exc:
                 raise UserFacingError(str(exc)) from exc
         if request_id is not None:
@@ -187,6 +196,9 @@ def register(app: typer.Typer) -> None:
             return
         bt = out["backtest"]
         prop = out["proposal"] or {}
+        if str(bt.get("vote", "")).startswith("IN-SAMPLE"):
+            _print_in_sample(bt, prop)
+            return
         table = Table(title=f"backtest {experiment} · model {bt.get('model_id')} · {bt.get('test_period', '')}")
         table.add_column("item")
         table.add_column("value")
@@ -194,6 +206,14 @@ def register(app: typer.Typer) -> None:
         for key in HEADLINE:
             if key in metrics:
                 table.add_row(key, _fmt(metrics[key]))
+        table.add_row("N trials", f"{metrics.get('n_trials')} ({metrics.get('n_trials_source', 'not recorded')})")
+        table.add_row("V (trial Sharpes)", f"{_fmt(metrics.get('trial_sharpe_variance_annual'))} "
+                                           f"({metrics.get('trial_variance_source', 'not recorded')})")
+        over = metrics.get("overfitting") or {}
+        table.add_row("PBO", _fmt((over.get("pbo") or {}).get("pbo")))
+        table.add_row("SPA p-value", _fmt((over.get("spa") or {}).get("pvalue")))
+        if bt.get("coverage"):
+            table.add_row("coverage", str(bt["coverage"]))
         table.add_row("baseline", str(bt.get("baseline_model_id")))
         table.add_row("recommendation", f"{prop.get('recommendation')} (confidence {prop.get('confidence')})")
         table.add_row("status", str(prop.get("status")))
@@ -207,6 +227,26 @@ def register(app: typer.Typer) -> None:
             console.print(f"  - {reason}")
         if prop.get("statistical_statement"):
             console.print(prop["statistical_statement"])
+
+
+def _print_in_sample(bt: dict[str, Any], prop: dict[str, Any]) -> None:
+    """An in-sample backtest: its numbers, marked as a diagnostic, and the unchanged vote."""
+    table = Table(title=f"IN-SAMPLE diagnostic · model {bt.get('model_id')} · {bt.get('test_period', '')}")
+    table.add_column("item")
+    table.add_column("value")
+    for key in ("n_bars", "sharpe", "max_drawdown", "total_return", "trades", "psr", "dsr"):
+        if key in bt:
+            table.add_row(key, _fmt(bt[key]))
+    if bt.get("coverage"):
+        table.add_row("coverage", str(bt["coverage"]))
+    table.add_row("lake partition", str(bt.get("lake_partition")))
+    console.print(table)
+    console.print(f"[bold yellow]{bt['vote']}[/]", soft_wrap=True, highlight=False)
+    if prop:
+        console.print(f"The proposal {prop.get('proposal_id')} keeps its out-of-sample vote: "
+                      f"{prop.get('recommendation')} ({prop.get('status')}).")
+    else:
+        console.print("No proposal: only an out-of-sample backtest (the test split) can vote.")
 
 
 def _print_request(out: dict[str, Any]) -> None:

@@ -522,3 +522,23 @@ def test_allow_partial_runs_and_states_the_coverage_everywhere(world) -> None:
     assert any(r.startswith("coverage 50.0% of the requested sessions") for r in row["reasons"])
     assert "Coverage: the lake held 50.0%" in row["statistical_statement"]
     assert metadata(result, "evaluation__promotion_proposal")["coverage"].startswith("50.0%")
+
+
+def test_cli_refuses_partial_coverage_allows_it_on_request_and_marks_in_sample(cli_env) -> None:
+    from typer.testing import CliRunner
+
+    from usdcop_platform.cli import app
+
+    cli_env["register"]("cand", follow_signal_layers(cli_env["contract"].names))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["backtest", "-e", EXPERIMENT, "--start", "2024-06-20", "--end", "2024-07-10"])
+    assert refused.exit_code == 1 and "the lake covers 7 of 14 sessions (50.0%)" in refused.output
+    assert "--allow-partial" in refused.output and "Traceback" not in refused.output
+    partial = runner.invoke(app, ["backtest", "-e", EXPERIMENT, "--start", "2024-06-20", "--end", "2024-07-10",
+                                  "--allow-partial"])
+    assert partial.exit_code == 0, partial.output
+    assert "50.0% of the requested sessions" in partial.output and "N trials" in partial.output
+    inside = runner.invoke(app, ["backtest", "-e", EXPERIMENT, "--start", "2024-04-02", "--end", "2024-04-30"])
+    assert inside.exit_code == 0, inside.output
+    assert "IN-SAMPLE diagnostic" in inside.output and "never votes" in inside.output
+    assert "keeps its out-of-sample vote" in inside.output
