@@ -15,22 +15,21 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from usdcop_platform.app.policy_study import position_metrics, split_arrays, train_and_backtest
 from usdcop_platform.contracts.date_ranges import DateRanges
 from usdcop_platform.contracts.experiment import ExperimentConfig
 from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.core import datasets as ds
 from usdcop_platform.core import learnability as lb
-from usdcop_platform.core.backtest import backtest
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.cleaning import clean_bars, clean_macro
-from usdcop_platform.core.features import compute_features, feature_matrix, non_finite_rows
+from usdcop_platform.core.features import compute_features, non_finite_rows
 from usdcop_platform.core.metrics import Annualization
 from usdcop_platform.core.synthetic import planted_drift, synthetic_bars, synthetic_macro
 
@@ -43,8 +42,6 @@ DEFAULT_RANGES = DateRanges.model_validate(
         "test": {"start": "2023-01-10", "end": "2023-12-29"},
     }
 )
-INITIAL_CAPITAL = 100_000.0
-CONFIDENCE = 0.95
 
 Progress = Callable[[str], None]
 
@@ -120,35 +117,13 @@ def build_market(
     return MarketData(spec, dataset, aligned)
 
 
-def _split_arrays(market: MarketData, split: str) -> tuple[np.ndarray, np.ndarray, pl.DataFrame]:
-    frame = market.dataset.splits[split]
-    close = frame.get_column("close").cast(pl.Float64).to_numpy()
-    sessions = frame.get_column("session").cast(pl.Date).cast(pl.Int32).to_numpy().astype(np.int64)
-    return close, sessions, frame
-
-
-def _metrics(close: np.ndarray, positions: np.ndarray, sessions: np.ndarray, cost: float, ann: Annualization) -> dict[str, float]:
-    m = backtest(
-        close, positions, sessions, cost_bps=cost, initial_capital=INITIAL_CAPITAL, annualization=ann, confidence=CONFIDENCE
-    ).metrics
-    return {
-        "sharpe": float(m["sharpe"]),
-        "total_return": float(m["total_return"]),
-        "max_drawdown": float(m["max_drawdown"]),
-        "turnover": float(m["turnover"]),
-        "exposure": float(m["exposure"]),
-        "trades": int(m["trades"]),
-        "round_trips_per_20_sessions": lb.round_trips_per_20_sessions(positions, sessions),
-    }
-
-
 def reference_rules(market: MarketData, cost: float, ann: Annualization) -> dict[str, dict[str, Any]]:
     """Oracle (fitted on train), simple feature rule and latent optimum (fitted on train), on test."""
-    tr_close, tr_sessions, tr_frame = _split_arrays(market, "train")
-    te_close, te_sessions, te_frame = _split_arrays(market, "test")
+    tr_close, tr_sessions, tr_frame = split_arrays(market.dataset, "train")
+    te_close, te_sessions, te_frame = split_arrays(market.dataset, "test")
 
     def score(positions: np.ndarray) -> float:
-        return _metrics(tr_close, positions, tr_sessions, cost, ann)["sharpe"]
+        return position_metrics(tr_close, positions, tr_sessions, cost, ann)["sharpe"]
 
     signals = {f: tr_frame.get_column(f).to_numpy() for f in lb.ORACLE_FEATURES}
     oracle, fit = lb.fit_rule(signals, tr_sessions, score)
@@ -157,59 +132,17 @@ def reference_rules(market: MarketData, cost: float, ann: Annualization) -> dict
         "oracle": {
             "rule": oracle.describe(),
             "train_sharpe": fit,
-            **_metrics(te_close, oracle.positions(test_signal, te_sessions), te_sessions, cost, ann),
+            **position_metrics(te_close, oracle.positions(test_signal, te_sessions), te_sessions, cost, ann),
         }
     }
     momentum = lb.momentum_positions(te_frame.get_column(lb.MOMENTUM_FEATURE).to_numpy(), te_sessions)
-    out["momentum_1h"] = {"rule": "sign of log_ret_1h", **_metrics(te_close, momentum, te_sessions, cost, ann)}
+    out["momentum_1h"] = {"rule": "sign of log_ret_1h", **position_metrics(te_close, momentum, te_sessions, cost, ann)}
     if market.spec.has_edge:
         latent, latent_fit = lb.fit_rule({"drift": market.drift["train"]}, tr_sessions, score)
         positions = latent.positions(market.drift["test"] if latent.feature else None, te_sessions)
         out["latent_optimum"] = {"rule": latent.describe(), "train_sharpe": latent_fit,
-                                 **_metrics(te_close, positions, te_sessions, cost, ann)}
+                                 **position_metrics(te_close, positions, te_sessions, cost, ann)}
     return out
-
-
-def train_and_backtest(
-    cfg: PlatformConfig, market: MarketData, exp: ExperimentConfig, ann: Annualization,
-    *, total_timesteps: int | None, models_dir: Path,
-) -> dict[str, Any]:
-    """One seed through training -> ONNX (parity gate) -> onnxruntime replay -> backtest on test."""
-    from usdcop_platform.core.normalization import NormStats
-    from usdcop_platform.core.onnx_policy import OnnxPolicy
-    from usdcop_platform.core.policy_runner import run_policy_over_bars
-    from usdcop_platform.core.training import TrainingData, package_model, train_experiment
-
-    contract, dataset = cfg.features, market.dataset
-    position_index = contract.names.index("position")
-    data = TrainingData(
-        train=dataset.market_data("train", contract), val=dataset.market_data("val", contract),
-        obs_bound=contract.normalization_clip,
-    )
-    t0 = time.perf_counter()
-    result = train_experiment(exp, data, total_timesteps=total_timesteps)
-    train_seconds = time.perf_counter() - t0
-    package = package_model(
-        exp, result, models_dir=models_dir, norm_stats=dataset.norm_stats, dataset_lineage=dataset.lineage,
-        parity_obs=np.vstack([dataset.normalized("val", contract), dataset.normalized("test", contract)]),
-        position_index=position_index, mlflow_run_id=None,
-    )
-    if not package.servable:
-        raise LearnabilityError(f"{package.model_id}: ONNX parity failed ({package.parity.as_dict()})")
-    close, sessions, frame = _split_arrays(market, "test")
-    run = run_policy_over_bars(
-        OnnxPolicy(package.onnx_path), NormStats.from_json(package.norm_stats_path), feature_matrix(frame, contract),
-        sessions, flat_at_session_end=exp.environment.flat_at_session_end, position_index=position_index,
-    )
-    return {
-        "seed": exp.seeds[0],
-        "model_id": package.model_id,
-        "timesteps": result.selected.timesteps,
-        "best_timesteps": result.selected.best_timesteps,
-        "train_seconds": round(train_seconds, 2),
-        "steps_per_second": round(result.selected.timesteps / train_seconds, 1) if train_seconds else None,
-        **_metrics(close, run.positions, sessions, float(exp.environment.cost_bps), ann),
-    }
 
 
 def run_learnability(
@@ -233,7 +166,7 @@ def run_learnability(
                 for seed in request.seeds:
                     say(f"market {spec.name}, {cost:g} bps: training seed {seed}")
                     exp = case_experiment(base, request, cost, seed)
-                    seeds.append(train_and_backtest(cfg, market, exp, ann, total_timesteps=request.total_timesteps, models_dir=out_dir))
+                    seeds.append(train_and_backtest(cfg, market.dataset, exp, ann, total_timesteps=request.total_timesteps, models_dir=out_dir))
                 cases.append(_case(spec, cost, refs, seeds))
     return {
         "experiment": request.experiment,
@@ -263,7 +196,3 @@ def _case(spec: lb.MarketSpec, cost: float, refs: dict[str, dict[str, Any]], see
         "share_of_oracle": (float(np.median([s["sharpe"] for s in seeds])) / oracle_sharpe) if oracle_sharpe > 0 else None,
         "verdict": verdict.as_dict(),
     }
-
-
-def latest_session(request: LearnabilityRequest) -> date:
-    return request.date_ranges.test.end

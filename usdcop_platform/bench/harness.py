@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "backtest": "usdcop_platform.bench.backtest",
     "live": "usdcop_platform.bench.live",
     "learnability": "usdcop_platform.bench.learnability",
+    "realdata": "usdcop_platform.bench.realdata",
 }
 
 LOWER_IS_BETTER_UNITS = {"s", "ms", "us", "µs", "ns", "MB", "GB"}

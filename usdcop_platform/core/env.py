@@ -9,10 +9,23 @@ encoding in core.actions) and p_{t-1} the position held coming into bar t:
     net_t    = gross_t - cost_t
     E_t      = E_{t-1} * (1 + net_t),  E_{-1} = 1        episode equity
     dd_t     = 1 - E_t / max_{s<=t} E_s                  drawdown (fraction)
-    reward_t = scale * ( w_pnl * gross_t - cost_t
+    reward_t = scale * ( w_pnl * gross_t - charged_t
                          - w_turnover * |p_t - p_{t-1}|
                          - w_drawdown * max(0, dd_t - dd_{t-1})     (new drawdown only)
                          - w_inactivity * [p_t == 0] )
+
+    charged_t = cost_t                                   reward.cost_charging = per_change
+    charged_t = 2 k cost_bps 1e-4 [p_t != 0 and p_t != p_{t-1}]      = round_trip_at_entry
+
+Why round_trip_at_entry (the chosen MDP; measured in docs/architecture.md "Training MDP"): with
+positions forced flat at every session end, a position once opened will be closed and pay its
+exit. Charged per change, entering now or one bar later differs only by about (1 - gamma) x cost,
+which drowns in per-bar PnL noise, so PPO learned to enter at a session's first bar and ride to the
+close. Charged at entry, the whole round trip is in the entry's own reward, closing is free, and
+holding is judged by the next bars' PnL alone. Episodes end flat, so both modes sum to the same
+total; equity, info and every backtest charge costs when trades happen, whatever the mode. The other
+half of the fix is in core.training: `algorithm.initial_hold_bias` starts the policy mostly flat,
+so trade-free sessions (the outcome that teaches "stay out") are sampled from the first rollout.
 
 The observation at bar t is row t of the (already normalized) feature matrix, with the
 `position` column replaced by p_{t-1}. Row t is computed from bars <= t (feature contract); the
