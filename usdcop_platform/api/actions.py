@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from usdcop_platform.adapters.artifacts import verifier_for
 from usdcop_platform.adapters.store import StoreError
 from usdcop_platform.api.champion import sync_champion
 from usdcop_platform.api.errors import ApiError
@@ -58,6 +59,7 @@ def decide(
         reviewer=reviewer,
         notes=notes,
         promote_to_production=promote_to_production,
+        verify=verifier_for(settings),  # the model's files, as the live path will load them
     )
     if rec["promoted"]:
         schedule(sync_champion, settings, store)

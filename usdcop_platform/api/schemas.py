@@ -10,7 +10,7 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, field_validator
 
 # Longest free-text note accepted (characters): generous for a justification, bounded for storage.
 MAX_NOTES_CHARS = 10_000
@@ -89,6 +89,14 @@ class BacktestRequestBody(_Request):
 
 class RollbackRequest(_Request):
     notes: StrictStr = Field(min_length=1, max_length=MAX_NOTES_CHARS, description="Why the rollback is needed")
+    expected_registry_version: StrictInt = Field(
+        ge=0,
+        description="The registry version the caller saw (GET /api/models `registry_version`): if the "
+        "registry moved since, the rollback is refused with 409 and nothing changes",
+    )
+    expected_production_model_id: StrictStr | None = Field(
+        None, max_length=128, description="Optionally also the production model the caller saw (409 if it changed)"
+    )
 
 
 class KeyCreateRequest(_Request):

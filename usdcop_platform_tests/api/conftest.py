@@ -25,6 +25,7 @@ from usdcop_platform.core.backtest import evaluate
 from usdcop_platform.core.metrics import Annualization
 from usdcop_platform.core.promotion import decide
 from usdcop_platform.settings import Settings
+from usdcop_platform_tests.model_artifacts import write_model_artifacts
 
 # Synthetic market of the fixtures: USD/COP-like level and 5-minute volatility.
 START_PRICE = 4000.0
@@ -142,6 +143,8 @@ def seed_proposal(
     )
     model_id = f"{experiment}-{uuid.uuid4().hex[:12]}"
     dataset_hash = sha256_hex(f"dataset-{seed}")
+    # models/ next to the lake, as make_settings lays them out: promotion verifies these files
+    artifacts = write_model_artifacts(lake.root.parent / "models", experiment, model_id, sha256_hex(model_id), seed)
     model = store.models.register(
         model_id=model_id,
         experiment_name=experiment,
@@ -149,10 +152,9 @@ def seed_proposal(
         model_hash=sha256_hex(model_id),
         dataset_hash=dataset_hash,
         config_hash=sha256_hex(f"config-{experiment}"),
-        feature_order_hash=sha256_hex("log_ret_5m,..."),
-        norm_stats_hash=sha256_hex(f"norm-{seed}"),
         mlflow_run_id=mlflow_run_id,
         mlflow_model_version=mlflow_model_version,
+        **artifacts,
     )
     backtest_hash = content_hash({"series": result.fingerprint(), "model_hash": model["model_hash"]})
     lineage = {

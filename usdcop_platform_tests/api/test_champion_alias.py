@@ -61,7 +61,7 @@ def test_champion_follows_approvals_and_rollbacks(tmp_path: Path, db_url, store,
         assert champion() == ver_a
         approve(b)
         assert champion() == ver_b
-        r = api.post("/api/models/rollback", headers=keys.h("admin"), json={"notes": "live drawdown"})
+        r = api.post("/api/models/rollback", headers=keys.h("admin"), json={"notes": "live drawdown", "expected_registry_version": store.registry_version()})
         assert r.status_code == 200 and r.json()["model_id"] == a["model_id"]
         assert champion() == ver_a
         approve(c)  # no version recorded: found from the run id

@@ -190,9 +190,9 @@ def test_rollback_restores_previous_production(client, keys, store, lake, calend
     for p in (a, b):
         client.post(f"/api/experiments/{p['proposal_id']}/approve", headers=keys.h("reviewer"),
                     json={"decision": "APPROVE", "notes": "x"})
-    denied = client.post("/api/models/rollback", headers=keys.h("reviewer"), json={"notes": "bad live pnl"})
+    denied = client.post("/api/models/rollback", headers=keys.h("reviewer"), json={"notes": "bad live pnl", "expected_registry_version": 0})
     assert denied.status_code == 403
-    r = client.post("/api/models/rollback", headers=keys.h("admin"), json={"notes": "bad live pnl"})
+    r = client.post("/api/models/rollback", headers=keys.h("admin"), json={"notes": "bad live pnl", "expected_registry_version": store.registry_version()})
     assert r.status_code == 200, r.text
     assert r.json()["model_id"] == a["model_id"] and r.json()["previous_production_model_id"] == b["model_id"]
     assert store.models.production()["model_id"] == a["model_id"]

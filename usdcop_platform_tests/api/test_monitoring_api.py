@@ -125,8 +125,8 @@ def test_rollback_proposal_then_admin_rollback_with_audit(client, store, setting
     (proposal,) = client.get("/api/monitoring/rollback-proposals", headers=keys.h("viewer")).json()
     assert proposal["model_id"] == new.model_id and proposal["target_model_id"] == old.model_id
 
-    assert client.post("/api/models/rollback", json={"notes": "x"}, headers=keys.h("reviewer")).status_code == 403
-    r = client.post("/api/models/rollback", json={"notes": "approve the rollback proposal"}, headers=keys.h("admin"))
+    assert client.post("/api/models/rollback", json={"notes": "x", "expected_registry_version": 0}, headers=keys.h("reviewer")).status_code == 403
+    r = client.post("/api/models/rollback", json={"notes": "approve the rollback proposal", "expected_registry_version": store.registry_version()}, headers=keys.h("admin"))
     assert r.status_code == 200, r.text
     assert r.json()["model_id"] == old.model_id and r.json()["previous_production_model_id"] == new.model_id
     assert store.models.production()["model_id"] == old.model_id
@@ -141,6 +141,6 @@ def test_rollback_proposal_then_admin_rollback_with_audit(client, store, setting
 
 def test_rollback_without_previous_model_is_a_clear_error(client, store, settings, cfg, keys) -> None:
     _fixture_model(store, settings, cfg, 1, "production")
-    r = client.post("/api/models/rollback", json={"notes": "try"}, headers=keys.h("admin"))
+    r = client.post("/api/models/rollback", json={"notes": "try", "expected_registry_version": store.registry_version()}, headers=keys.h("admin"))
     assert r.status_code == 404
     assert "no previous production model" in r.json()["error"]["message"]

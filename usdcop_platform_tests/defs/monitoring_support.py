@@ -20,6 +20,7 @@ from usdcop_platform.core.cleaning import BARS_DATASET
 from usdcop_platform.core.datasets import dataset_name
 from usdcop_platform.defs.monitoring.resources import AlertsResource
 from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform_tests.model_artifacts import write_model_artifacts
 
 EXPERIMENT = "smoke"
 
@@ -68,8 +69,10 @@ def make_world(tmp_path: Path, db_url: str, config_dir: Path | None = None) -> W
 
 def register_model(world: World, model_id: str, *, production: bool = False, sharpe: float | None = None) -> Any:
     exp = world.cfg.experiment(EXPERIMENT)
+    model_hash = f"{model_id:0<64}"[:64]
+    files = write_model_artifacts(Path(world.platform.models_dir), EXPERIMENT, model_id, model_hash, seed=len(model_id))
     world.store.models.register(
-        model_id=model_id, experiment_name=EXPERIMENT, experiment_version=exp.version, model_hash=f"{model_id:0<64}"[:64]
+        model_id=model_id, experiment_name=EXPERIMENT, experiment_version=exp.version, model_hash=model_hash, **files
     )
     if sharpe is not None:
         world.store.proposals.upsert(

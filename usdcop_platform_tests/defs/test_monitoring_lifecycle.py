@@ -88,3 +88,25 @@ def test_one_open_rollback_proposal_per_production_period(tmp_path, db_url) -> N
     assert again.created and len(world.store.audit.list(action=ROLLBACK_PROPOSED)) == 2
     with pytest.raises(ValueError, match="notes"):
         rollback_production(world.store, d, reviewer="admin", notes=" ")
+
+
+def test_cli_rollback_precondition_and_verification(cli_world) -> None:
+    from pathlib import Path
+
+    register_model(cli_world, "m1", production=True)
+    register_model(cli_world, "m2", production=True)
+    version = cli_world.store.registry_version()
+    r = _cli("rollback", "--notes", "x", "--expect-version", str(version - 1))
+    assert r.exit_code == 1 and "not the expected" in r.output and "Traceback" not in r.output
+    r = _cli("rollback", "--notes", "x", "--expect-current", "m1")
+    assert r.exit_code == 1 and "production is m2, not the expected 'm1'" in r.output
+    onnx = Path(cli_world.store.models.get("m1")["onnx_path"])
+    good = onnx.read_bytes()
+    onnx.write_bytes(good[:-64] + bytes(b ^ 0xFF for b in good[-64:]))
+    r = _cli("rollback", "--notes", "x", "--expect-version", str(version))
+    assert r.exit_code == 1 and "refused" in r.output and "sha256" in r.output
+    assert cli_world.store.models.production()["model_id"] == "m2"
+    onnx.write_bytes(good)
+    r = _cli("rollback", "--notes", "x", "--expect-version", str(version), "--expect-current", "m2")
+    assert r.exit_code == 0, r.output
+    assert cli_world.store.models.production()["model_id"] == "m1"

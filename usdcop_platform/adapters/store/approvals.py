@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from usdcop_platform.adapters.store._sql import to_record
-from usdcop_platform.adapters.store.errors import ConflictError, NotFoundError, OverrideNoteRequired
+from usdcop_platform.adapters.store.errors import ConflictError, NotFoundError, OverrideNoteRequired, RegistryChanged
 from usdcop_platform.adapters.store.registry import (
+    Verifier,
     current_production,
     lock_registry,
     previous_production,
@@ -139,8 +140,10 @@ class ApprovalService:
         promote_to_production: bool = True,
         backtest_start: date | str | None = None,
         backtest_end: date | str | None = None,
+        verify: Verifier | None = None,
     ) -> Record:
-        """Record a human decision on a proposal (see the module docstring).
+        """Record a human decision on a proposal (see the module docstring). An APPROVE that
+        promotes runs `verify` on the model's registry row inside the transaction.
 
         Raises NotFoundError (no such proposal), ConflictError (not PENDING_APPROVAL, expired,
         model not servable, concurrent promotion), OverrideNoteRequired (approving a REJECT
@@ -190,7 +193,8 @@ class ApprovalService:
                     expired_at = proposal.expires_at
                 else:
                     return self._apply(
-                        s, proposal, decision, reviewer, notes, promote_to_production, start, end, current_id, now
+                        s, proposal, decision, reviewer, notes, promote_to_production, start, end, current_id, now,
+                        verify,
                     )
         except sa.exc.IntegrityError as exc:
             raise ConflictError(
@@ -211,6 +215,7 @@ class ApprovalService:
         end: date | None,
         current_id: str | None,
         now: datetime,
+        verify: Verifier | None = None,
     ) -> Record:
         if decision == "APPROVE" and proposal.recommendation == "REJECT" and not notes.strip():
             raise OverrideNoteRequired(
@@ -222,7 +227,7 @@ class ApprovalService:
         version: int | None = None
         backtest_request_id: int | None = None
         if decision == "APPROVE" and promote_to_production:
-            previous_id, version = promote(s, proposal.model_id, now)
+            previous_id, version = promote(s, proposal.model_id, now, verify)
             promoted = True
         elif decision == "REQUEST_MORE_TESTS":
             request = BacktestRequest(
@@ -270,23 +275,48 @@ class ApprovalService:
             decided_by=reviewer,
         )
 
-    def rollback(self, reviewer: str, notes: str = "", automatic: bool = False) -> Record:
+    def rollback(
+        self,
+        reviewer: str,
+        notes: str = "",
+        automatic: bool = False,
+        *,
+        expected_version: int | None = None,
+        expected_production: str | None = None,
+        verify: Verifier | None = None,
+    ) -> Record:
         """Restore the previous production model atomically (current -> archived, previous -> production).
 
+        Optimistic precondition: with `expected_version` (the registry version the caller saw) or
+        `expected_production` (the production model id it saw), a registry that moved since is a
+        RegistryChanged (409) and nothing changes, so N concurrent rollbacks from one view flip
+        production once, not N times. `verify` checks the target's artefacts in the transaction.
         Raises NotFoundError when no archived model was ever production.
         """
         if not reviewer or not reviewer.strip():
             raise ValueError("a rollback needs the reviewer (the authenticated caller, or 'system')")
         try:
             with self._store.write_session() as s:
-                lock_registry(s)
+                locked = lock_registry(s)
                 now = utcnow()
+                current = current_production(s)
+                current_id = current.model_id if current is not None else None
+                if expected_version is not None and locked.version != expected_version:
+                    raise RegistryChanged(
+                        f"rollback refused: the registry is at version {locked.version}, not the expected "
+                        f"{expected_version} (production is now {current_id or 'none'}); re-read it and retry"
+                    )
+                if expected_production is not None and current_id != expected_production:
+                    raise RegistryChanged(
+                        f"rollback refused: production is {current_id or 'none'}, not the expected "
+                        f"{expected_production!r} (registry version {locked.version}); re-read it and retry"
+                    )
                 target = previous_production(s)
                 if target is None:
                     raise NotFoundError(
                         "no previous production model to roll back to: no archived model was ever production"
                     )
-                current_id, version = promote(s, target.model_id, now)
+                current_id, version = promote(s, target.model_id, now, verify)
                 action = "AUTO_ROLLBACK" if automatic else "ROLLBACK"
                 audit = write_audit(
                     s,
@@ -295,7 +325,7 @@ class ApprovalService:
                     model_id=target.model_id,
                     notes=notes,
                     previous_production_model_id=current_id,
-                    details={"registry_version": version, "automatic": automatic},
+                    details={"registry_version": version, "automatic": automatic, "verified": verify is not None},
                     now=now,
                 )
                 return Record(

@@ -41,3 +41,7 @@ class OverrideNoteRequired(StoreError, ValueError):
 
 class ModelNotServable(ConflictError):
     """The model failed ONNX parity (servable = false) and cannot become production."""
+
+
+class RegistryChanged(ConflictError):
+    """An optimistic precondition failed: the registry moved since the caller looked (HTTP 409)."""

@@ -9,7 +9,7 @@ of defence: even a writer that bypasses this code cannot create a second product
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -117,14 +117,22 @@ def get_for_update(session: Session, model_id: str) -> ModelRegistry:
     return model
 
 
-def promote(session: Session, model_id: str, now: datetime) -> tuple[str | None, int]:
+# Checks a registry row the way the live path will load it; raises to refuse (see adapters/artifacts.py).
+Verifier = Callable[[Record], None]
+
+
+def promote(session: Session, model_id: str, now: datetime, verify: Verifier | None = None) -> tuple[str | None, int]:
     """Make `model_id` production, archiving the current one. Caller holds the registry lock.
 
+    `verify` runs on the locked target row inside this transaction (artefact hashes, loadable by
+    the live path): a model whose files changed or cannot be served never becomes production.
     Returns (previous production model id or None, new registry version).
     """
     target = get_for_update(session, model_id)
     if not target.servable:
         raise ModelNotServable(f"model {model_id!r} is not servable (ONNX parity failed); it cannot be production")
+    if verify is not None:
+        verify(to_record(target))
     current = current_production(session, for_update=True)
     if current is not None and current.model_id == model_id:
         return None, int(session.execute(sa.select(RegistryVersion.version)).scalar_one())

@@ -59,7 +59,8 @@ def list_models(
     "/rollback",
     response_model=RollbackOut,
     responses=WRITE_ERRORS,
-    summary="Admin: restore the previous production model (audited)",
+    summary="Admin: restore the previous production model (audited; 409 if the registry moved since "
+    "`expected_registry_version` or the target's artefacts fail verification)",
 )
 def rollback(
     body: RollbackRequest,
@@ -69,13 +70,17 @@ def rollback(
     settings: Any = Depends(get_settings),
 ) -> RollbackOut:
     # the same lifecycle function as `usdcop rollback`: atomic store rollback, audit row, alert
+    from usdcop_platform.adapters.artifacts import verifier_for
     from usdcop_platform.adapters.webhook import AlertDispatcher
     from usdcop_platform.contracts.platform import get_config
     from usdcop_platform.defs.monitoring.lifecycle import rollback_production
 
     alerts_cfg = get_config(str(settings.config_dir)).mlops.monitoring.alerts
     dispatcher = AlertDispatcher.create(store, settings.alert_webhook_url, alerts_cfg)
-    rec = rollback_production(store, dispatcher, reviewer=principal["name"], notes=body.notes)
+    rec = rollback_production(
+        store, dispatcher, reviewer=principal["name"], notes=body.notes, verify=verifier_for(settings),
+        expected_version=body.expected_registry_version, expected_production=body.expected_production_model_id,
+    )
     background.add_task(sync_champion, settings, store)
     return RollbackOut.model_validate(dict(rec))
 

@@ -39,6 +39,8 @@ from usdcop_platform.core.performance import (
     summarize,
 )
 from usdcop_platform.defs.monitoring import history as h
+from usdcop_platform.adapters.artifacts import ArtifactVerifier
+from usdcop_platform.adapters.store.errors import ConflictError
 from usdcop_platform.defs.monitoring.lifecycle import SYSTEM_REVIEWER, propose_rollback, rollback_production
 from usdcop_platform.defs.live.assets import LIVE_SIGNAL_KEY
 from usdcop_platform.defs.market_data.assets import RAW_BARS_KEY
@@ -328,10 +330,11 @@ def realized_performance(
         if pcfg.rollback_automatic:
             try:
                 done = rollback_production(
-                    store, dispatcher, reviewer=SYSTEM_REVIEWER, notes=f"automatic rollback: {verdict.reason}", automatic=True
+                    store, dispatcher, reviewer=SYSTEM_REVIEWER, notes=f"automatic rollback: {verdict.reason}", automatic=True,
+                    verify=ArtifactVerifier(cfg.features, platform.models_dir), expected_production=model_id,
                 )
                 action = f"rolled_back_to:{done['model_id']}"
-            except LookupError as exc:  # NotFoundError: nothing to roll back to
+            except (LookupError, ConflictError) as exc:  # nothing to roll back to, target refused, registry moved
                 action = "rollback_impossible"
                 context.log.error(f"automatic rollback impossible: {exc}")
         else:

@@ -33,13 +33,21 @@ class RollbackProposal:
     created: bool  # False when an open proposal already existed
 
 
-def rollback_production(store: Any, dispatcher: Any | None, *, reviewer: str, notes: str, automatic: bool = False) -> Any:
-    """Restore the previous production model; returns the store's result record.
+def rollback_production(
+    store: Any, dispatcher: Any | None, *, reviewer: str, notes: str, automatic: bool = False,
+    verify: Any | None = None, expected_version: int | None = None, expected_production: str | None = None,
+) -> Any:
+    """Restore the previous production model; returns the store's result record. `verify` checks
+    the target's artefacts in the transaction; `expected_*` is the optimistic precondition.
 
-    Raises NotFoundError (no previous production model) and ConflictError (concurrent change)."""
+    Raises NotFoundError (no previous production model) and ConflictError (concurrent change,
+    registry moved since the caller looked, target artefacts refused)."""
     if not notes or not notes.strip():
         raise ValueError("a rollback needs notes saying why")
-    result = store.approvals.rollback(reviewer=reviewer, notes=notes, automatic=automatic)
+    result = store.approvals.rollback(
+        reviewer=reviewer, notes=notes, automatic=automatic, verify=verify,
+        expected_version=expected_version, expected_production=expected_production,
+    )
     if dispatcher is not None:
         dispatcher.emit(
             rollback_alert(
