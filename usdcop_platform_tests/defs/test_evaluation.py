@@ -542,3 +542,37 @@ def test_cli_refuses_partial_coverage_allows_it_on_request_and_marks_in_sample(c
     assert inside.exit_code == 0, inside.output
     assert "IN-SAMPLE diagnostic" in inside.output and "never votes" in inside.output
     assert "keeps its out-of-sample vote" in inside.output
+
+
+def _with_walk_forward(world, **wf) -> PlatformResource:
+    p = world["platform"]
+    smoke_file = Path(p.config_dir) / "experiments" / "smoke.yaml"
+    raw = yaml.safe_load(smoke_file.read_text())
+    raw["backtest"]["walk_forward"] = wf
+    smoke_file.write_text(yaml.safe_dump(raw))
+    return PlatformResource(data_dir=p.data_dir, models_dir=p.models_dir, config_dir=p.config_dir,
+                            database_url=p.database_url, state_dir=p.state_dir)
+
+
+def test_the_vote_uses_the_expanding_walk_forward_and_its_stability(world) -> None:
+    from usdcop_platform.defs.evaluation.walk_forward import WalkForwardRunConfig, walk_forward
+
+    platform = _with_walk_forward(world, folds=4, test_sessions=5, min_train_sessions=20)
+    w = {**world, "platform": platform}
+    w["register"]("cand", follow_signal_layers(world["contract"].names))
+    # not run yet: the stability criterion fails and the proposal says why
+    materialize(w)
+    row = world["store"].proposals.by_model("cand")
+    assert row["criteria"]["fold_stability"]["status"] == "FAIL" and row["recommendation"] == "REJECT"
+    assert any("walk-forward (4 expanding folds) has not run" in r for r in row["reasons"])
+
+    result = materialize(w, assets=(walk_forward,),
+                         run_config=dg.RunConfig(ops={"evaluation__walk_forward": WalkForwardRunConfig(total_timesteps=256)}))
+    meta = metadata(result, "evaluation__walk_forward")
+    assert meta["folds"] == 4 and len(set(meta["norm_stats_hashes"])) == 4 and meta["per_fold"].count("\n| ") == 4
+    materialize(w, assets=(promotion_proposal,))
+    row = world["store"].proposals.by_model("cand")
+    wf = row["metrics"]["walk_forward"]
+    assert wf["kind"] == "expanding" and len(wf["folds"]) == 4
+    assert row["criteria"]["fold_stability"]["value"] == wf["aggregate"]["positive_share"]
+    assert row["metrics"]["test_split_folds"]["aggregate"]["folds"] == WALK_FORWARD_FOLDS

@@ -33,6 +33,7 @@ from usdcop_platform.core.inference import InferenceEngine, ModelVerificationErr
 from usdcop_platform.core.metrics import Annualization, BootstrapInterval
 from usdcop_platform.core.policy_runner import PolicyRun, run_policy_over_bars
 from usdcop_platform.defs.evaluation import more_tests, trials
+from usdcop_platform.defs.evaluation import walk_forward as wf_asset
 from usdcop_platform.defs.partitions import experiment_partitions, session_key
 from usdcop_platform.defs.resources import PlatformResource
 from usdcop_platform.defs.training.assets import DATASET_KEY, MODEL_KEY
@@ -296,6 +297,20 @@ def criteria_markdown(decision: promotion.PromotionDecision) -> str:
     return "\n".join(lines)
 
 
+def vote_walk_forward(lake: Any, exp: ExperimentConfig, report: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """The walk-forward the vote uses, and a note when it is missing: the expanding-window report of
+    this experiment config when the experiment has walk-forward folds, else the test split's folds."""
+    k = exp.backtest.walk_forward.folds
+    if not k:
+        return report.get("walk_forward"), None
+    found = wf_asset.load_report(lake, exp.name, exp.config_hash)
+    if found and found.get("folds"):
+        return found, None
+    note = (f"walk-forward ({k} expanding folds) has not run for this config of {exp.name!r}: materialize "
+            "evaluation/walk_forward; without it the stability criterion fails")
+    return {"kind": "expanding", "folds": [], "aggregate": {}, "missing": note}, note
+
+
 def _vote_metadata(period: dict[str, Any]) -> dict[str, Any]:
     """How the backtest counts: the vote, or an IN-SAMPLE diagnostic; and its coverage if partial."""
     out: dict[str, Any] = {
@@ -551,7 +566,7 @@ def _backtest(
 @dg.asset(
     key=PROPOSAL_KEY,
     partitions_def=experiment_partitions,
-    deps=[BACKTEST_KEY],
+    deps=[BACKTEST_KEY, wf_asset.WALK_FORWARD_KEY],
     group_name=GROUP,
     kinds={"sql"},
     automation_condition=dg.AutomationCondition.eager(),
@@ -604,6 +619,7 @@ def promotion_proposal(
         report.get("metrics"), ann=ann, confidence=stats.confidence_level,
         test_start=report.get("test_start"), test_end=report.get("test_end"), bootstrap=boots,
     )
+    walk, walk_note = vote_walk_forward(lake, exp, report)
     over = report.get("overfitting") or {}
     statement += " " + overfitting_markdown(over, exp.success_criteria.p_min).replace("\n\n", " ")
     if report.get("coverage"):
@@ -617,9 +633,11 @@ def promotion_proposal(
         baseline_metrics=(report.get("benchmarks") or {}).get("baseline"),
         baseline_model_id=report.get("baseline_model_id"),
         statement=statement,
-        walk_forward=report.get("walk_forward"),
+        walk_forward=walk,
     )
     reasons = list(decision.reasons)
+    if walk_note:
+        reasons.append(walk_note)
     if report.get("insufficient"):
         reasons.insert(0, report["insufficient"])
     metrics = {
@@ -627,7 +645,8 @@ def promotion_proposal(
         "benchmarks": report.get("benchmarks"),
         "cost_sweep": report.get("cost_sweep"),
         "bootstrap": report.get("bootstrap"),
-        "walk_forward": report.get("walk_forward"),
+        "walk_forward": walk,
+        "test_split_folds": report.get("walk_forward"),
         "policy": report.get("policy"),
         "period_source": report.get("period_source"),
         "out_of_sample": report.get("out_of_sample"),
