@@ -13,6 +13,17 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+
+
+@app.callback()
+def _main(ctx: typer.Context) -> None:
+    """Route Dagster's and the libraries' logs to the log file for the whole invocation."""
+    from usdcop_platform.commands.common import log_file, logs_to_file
+    from usdcop_platform.settings import get_settings
+
+    ctx.with_resource(logs_to_file(log_file(get_settings())))
+
+
 # Modules under usdcop_platform.commands, each exposing register(app: typer.Typer).
 COMMAND_MODULES = (
     "config_cmd",
@@ -25,6 +36,7 @@ COMMAND_MODULES = (
     "live",
     "monitoring",
     "bench",
+    "run",
     "demo",
 )
 

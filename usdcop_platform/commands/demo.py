@@ -1,15 +1,15 @@
 """`usdcop demo`: the whole path on the embedded defaults, then where to look.
 
-config → database → raw bars + macro (synthetic, the experiment's span) → features → dataset →
-PPO model (ONNX + parity gate) → out-of-sample backtest → promotion proposal (first vote) →
-approval with a demo reviewer key through the approvals API (second vote) → one session through
-the live job bar by bar → replay check of that session's signals. Every asset step runs through
-Dagster on the instance under DAGSTER_HOME, so `dagster dev` shows the runs afterwards.
+config → database → `usdcop run` on the synthetic source (raw bars + macro → features → dataset →
+PPO model with its ONNX parity gate → out-of-sample backtest → promotion proposal, the first vote;
+resumable) → approval with a demo reviewer key through the approvals API (second vote) → one
+session through the live job bar by bar → replay check of that session's signals. Every asset
+step runs through Dagster on the local instance (DAGSTER_HOME, default .usdcop/dagster_home), so
+`dagster dev` shows the runs afterwards; Dagster's logs go to the log file, not the terminal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import date
@@ -20,7 +20,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from usdcop_platform.commands.common import UserFacingError, cli_errors, console, err_console, open_local_instance
+from usdcop_platform.commands.common import UserFacingError, cli_errors, console, open_local_instance
 from usdcop_platform.settings import Settings, get_settings
 
 DEMO_REVIEWER = "demo-reviewer"
@@ -51,40 +51,6 @@ def asset_graph_table() -> Table:
             ", ".join(sorted(c.name for c in node.check_keys)),
         )
     return table
-
-
-def experiment_span(settings: Settings, experiment: str) -> tuple[date, date]:
-    """Sessions to ingest: the experiment's train start minus the feature warm-up, to its test end."""
-    from usdcop_platform.contracts.platform import load_platform_config
-    from usdcop_platform.core.calendar import TradingCalendar
-
-    cfg = load_platform_config(settings.config_dir)
-    exp = cfg.experiment(experiment)
-    calendar = TradingCalendar(cfg.instrument)
-    warmup_sessions = -(-cfg.features.warmup_bars // calendar.bars_per_session) + 2  # ceil + slack for gaps
-    start = exp.date_ranges.train.start
-    for _ in range(warmup_sessions):
-        start = calendar.previous_session(start)
-    return start, exp.date_ranges.test.end
-
-
-def materialize_features(sessions: list[date], settings: Settings, progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Materialize features/m5_features for each session (one Dagster run per partition)."""
-    import dagster as dg
-
-    from usdcop_platform.defs.features.assets import m5_features
-    from usdcop_platform.defs.resources import build_resources
-
-    resources = build_resources(settings)
-    counts = {"published": 0, "refused": 0}
-    with open_local_instance(settings) as instance:
-        for i, d in enumerate(sessions):
-            result = dg.materialize([m5_features], partition_key=d.isoformat(), instance=instance,
-                                    resources=resources, raise_on_error=False, tags={"usdcop/command": "demo"})
-            counts["published" if result.success else "refused"] += 1
-            if progress:
-                progress(i + 1)
-    return counts
 
 
 def run_live_session(session: date, settings: Settings, progress: Callable[[int], None] | None = None) -> int:
@@ -141,11 +107,10 @@ def approve_through_api(proposal_id: str, settings: Settings, notes: str) -> dic
 
 
 def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict[str, Any]:
+    """`usdcop run` on the synthetic source, then the second vote and the live path."""
     from usdcop_platform.adapters.store import get_store
-    from usdcop_platform.commands.data import ingest
-    from usdcop_platform.commands.evaluation import evaluate_experiment
     from usdcop_platform.commands.live import replay
-    from usdcop_platform.commands.training import train_experiment
+    from usdcop_platform.commands.run import run_with_progress, summary_table
     from usdcop_platform.contracts.platform import load_platform_config
     from usdcop_platform.core.calendar import TradingCalendar
 
@@ -153,45 +118,23 @@ def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict
     cfg = load_platform_config(settings.config_dir)
     calendar = TradingCalendar(cfg.instrument)
     exp = cfg.experiment(experiment)
-    console.print(f"[bold]1/8[/] config valid: {len(cfg.experiments)} experiments, feature contract "
+    console.print(f"[bold]1/5[/] config valid: {len(cfg.experiments)} experiments, feature contract "
                   f"{cfg.features.version} ({cfg.features.feature_order_hash[:12]})")
 
     store = get_store(settings.resolved_database_url)
-    console.print(f"[bold]2/8[/] database at head revision {store.revision()} ({store.masked_url})")
+    console.print(f"[bold]2/5[/] database at head revision {store.revision()} ({store.masked_url})")
     console.print(asset_graph_table())
 
-    start, end = experiment_span(settings, experiment)
-    sessions = calendar.sessions(start, end)
-    with _progress() as bar:
-        task = bar.add_task("3/8 ingesting synthetic bars + macro", total=1)
-        with open_local_instance(settings) as instance:  # the demo's runs all show in `dagster dev`
-            summary = ingest(source="synthetic", start=start, end=end, settings=settings, instance=instance,
-                             progress=lambda i, n, _m: bar.update(task, completed=i, total=n))
-    console.print(f"[bold]3/8[/] ingested {summary['sessions']} sessions, {summary['bars_published']} bars "
-                  f"({summary['quarantined']} quarantined, {summary['incomplete_sessions']} incomplete)")
-
-    with _progress() as bar:
-        task = bar.add_task("4/8 features per session", total=len(sessions))
-        feats = materialize_features(sessions, settings, progress=lambda i: bar.update(task, completed=i))
-    refused = f", {feats['refused']} refused by the quality gates" if feats["refused"] else ""
-    console.print(f"[bold]4/8[/] features: {feats['published']} sessions published{refused}")
-
-    console.print(f"[bold]5/8[/] training {experiment!r} (dataset → PPO → ONNX parity gate) ...")
-    trained = train_experiment(experiment, settings, total_timesteps=timesteps)
-    console.print(f"      model {trained['model_id']} servable={trained['servable']} "
-                  f"mlflow run {trained['mlflow_run_id']}")
-
-    console.print("[bold]6/8[/] out-of-sample backtest + promotion proposal ...")
-    evaluated = evaluate_experiment(experiment, settings, model_id=trained["model_id"])
-    proposal = evaluated["proposal"]
-    console.print(f"      proposal {proposal['proposal_id']}: {proposal['recommendation']} "
-                  f"(confidence {proposal['confidence']:.2f})")
+    out = run_with_progress(console, experiment=experiment, source="synthetic", settings=settings, timesteps=timesteps)
+    console.print("[bold]3/5[/] usdcop run: synthetic bars + macro → features → dataset → model → backtest → proposal")
+    console.print(summary_table(out))
+    trained, proposal = out["trained"], out["proposal"]
 
     if proposal["status"] == "PENDING_APPROVAL":
         notes = "demo approval" if proposal["recommendation"] != "REJECT" else \
             "demo override: smoke model approved to exercise the live path (rules recommended REJECT)"
         decision = approve_through_api(proposal["proposal_id"], settings, notes)
-        console.print(f"[bold]7/8[/] approved by {DEMO_REVIEWER}: model {trained['model_id']} is in production "
+        console.print(f"[bold]4/5[/] approved by {DEMO_REVIEWER}: model {trained['model_id']} is in production "
                       f"(registry version {decision.get('registry_version')})")
     else:  # a re-run: the same config, data and seed minted the same model, already decided
         decision = {"status": proposal["status"]}
@@ -199,24 +142,36 @@ def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict
         if production is None:
             raise UserFacingError(f"proposal {proposal['proposal_id']} is {proposal['status']} and there is "
                                   "no production model for the live step")
-        console.print(f"[bold]7/8[/] proposal already {proposal['status']} (same model as a previous run); "
+        console.print(f"[bold]4/5[/] proposal already {proposal['status']} (same model as a previous run); "
                       f"production model {production['model_id']}")
 
     live_day = exp.date_ranges.test.end if calendar.is_session(exp.date_ranges.test.end) \
         else calendar.previous_session(exp.date_ranges.test.end)
     with _progress() as bar:
-        task = bar.add_task(f"8/8 live job, session {live_day}", total=calendar.bars_per_session)
+        task = bar.add_task(f"5/5 live job, session {live_day}", total=calendar.bars_per_session)
         n_bars = run_live_session(live_day, settings, progress=lambda i: bar.update(task, completed=i))
     report = replay(live_day, settings)
     signals = store.signals.list(session_date=live_day, model_id=trained["model_id"])
-    console.print(f"[bold]8/8[/] live path: {n_bars} bars → {len(signals)} signals; replay "
+    console.print(f"[bold]5/5[/] live path: {n_bars} bars → {len(signals)} signals; replay "
                   f"{'reproduced them bit for bit' if report.matched else 'FOUND DIFFERENCES'}")
     console.print(signals_table(signals))
     return {
-        "summary": summary, "features": feats, "trained": trained, "proposal": proposal,
-        "decision": decision, "live_session": live_day.isoformat(), "signals": len(signals),
+        "run": out, "trained": trained, "proposal": proposal, "decision": decision,
+        "live_session": live_day.isoformat(), "signals": len(signals),
         "replay_matched": bool(report.matched), "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def print_summary(out: dict[str, Any], settings: Settings) -> None:
+    """The one place that prints the demo's closing summary (extend it here)."""
+    from usdcop_platform.commands.run import where_to_look
+
+    console.print(Panel.fit(
+        f"[bold green]demo finished in {out['seconds']} s[/]\n\n" + where_to_look(out["run"], settings)
+        + f"\napprovals UI    {settings.public_api_url}/experiments"
+        + f"\ndatabase        {settings.resolved_database_url}",
+        title="where to look",
+    ))
 
 
 def signals_table(signals: list[Any], limit: int = 12) -> Table:
@@ -247,27 +202,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole graph on the embedded defaults and print where to look."""
         settings = get_settings()
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        log_path = settings.state_dir / "demo.log"
-        console.print(f"Dagster and MLflow logs of this run go to {log_path}")
-        with cli_errors(), open(log_path, "w") as log, contextlib.redirect_stderr(log):
-            try:
-                out = run_demo(settings, experiment, timesteps)
-            except Exception:
-                log.flush()
-                tail = log_path.read_text().splitlines()[-15:]
-                err_console.print("[red]last lines of the log:[/]\n" + "\n".join(tail))
-                raise
-        base = settings.public_api_url
-        pid = out["proposal"]["proposal_id"]
-        console.print(Panel.fit(
-            f"[bold green]demo finished in {out['seconds']} s[/]\n\n"
-            f"review page     {base}/experiments/{pid}/review   (start it: usdcop serve)\n"
-            f"approvals UI    {base}/experiments\n"
-            f"Dagster UI      DAGSTER_HOME={settings.resolved_dagster_home} dagster dev -w workspace.yaml\n"
-            f"MLflow          mlflow ui --backend-store-uri {settings.resolved_mlflow_uri}\n"
-            f"lake            {settings.data_dir}\n"
-            f"database        {settings.resolved_database_url}\n"
-            f"model artefacts {out['trained']['artifact_dir']}",
-            title="where to look",
-        ))
+        with cli_errors():
+            out = run_demo(settings, experiment, timesteps)
+        print_summary(out, settings)

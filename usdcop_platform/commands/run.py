@@ -1,0 +1,362 @@
+"""`usdcop run --experiment NAME [--source file --bars F --macro M | --source synthetic]`.
+
+The main job through Dagster on the local instance, one stage after the other, each a run the UI
+shows with its lineage:
+
+    raw bars + macro  ->  features  ->  dataset + model  ->  backtest + proposal
+
+Resumable: a stage whose output is current is skipped —
+* bars: every session of the experiment's span already has a materialization (`--refresh` re-ingests);
+* features: a session's features are newer than its bars and than the macro series;
+* model: the experiment's model is newer than every feature partition of the span, was trained
+  from the same experiment config (config hash) and, with --timesteps, the same budget;
+* proposal: the model already has one (one proposal per model id).
+
+`run_pipeline()` is the reusable entry (the demo calls it with the synthetic source).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from usdcop_platform.commands.common import (
+    UserFacingError,
+    cli_errors,
+    console,
+    err_console,
+    log_file,
+    open_local_instance,
+)
+from usdcop_platform.settings import Settings, get_settings
+
+STAGES = ("bars + macro", "features", "dataset + model", "backtest + proposal")
+TEST_METRICS = ("sharpe", "total_return", "max_drawdown", "turnover", "n_trades")
+
+StageFn = Callable[[int, str, str], None]  # (stage index, stage name, status text)
+
+
+@dataclass
+class Stage:
+    name: str
+    status: str = "pending"  # ran | skipped (current) | pending
+    seconds: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def experiment_span(settings: Settings, experiment: str) -> tuple[date, date]:
+    """Sessions to ingest: the experiment's train start minus the feature warm-up, to its test end."""
+    from usdcop_platform.contracts.platform import load_platform_config
+    from usdcop_platform.core.calendar import TradingCalendar
+
+    cfg = load_platform_config(settings.config_dir)
+    exp = cfg.experiment(experiment)
+    calendar = TradingCalendar(cfg.instrument)
+    warmup_sessions = -(-cfg.features.warmup_bars // calendar.bars_per_session) + 2  # ceil + slack for gaps
+    start = exp.date_ranges.train.start
+    for _ in range(warmup_sessions):
+        start = calendar.previous_session(start)
+    return max(start, calendar.instrument.calendar_start), exp.date_ranges.test.end
+
+
+# ---- what is current (read from the instance) -------------------------------------------------------
+
+
+def _latest_ids(instance: Any, key: Any, partitions: set[str]) -> dict[str, int]:
+    import dagster as dg
+
+    return dict(instance.event_log_storage.get_latest_storage_id_by_partition(
+        key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions))
+
+
+def _latest_record(instance: Any, key: Any, partition: str) -> Any:
+    import dagster as dg
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+    return records[0] if records else None
+
+
+def _metadata(record: Any) -> dict[str, Any]:
+    mat = record.asset_materialization
+    return {k: v.value for k, v in (mat.metadata if mat else {}).items()}
+
+
+def _requested_timesteps(instance: Any, run_id: str) -> int | None:
+    """The --timesteps override the model's training run was given (None: the experiment's budget)."""
+    from usdcop_platform.defs.training.assets import ppo_policy
+
+    run = instance.get_run_by_id(run_id)
+    ops = (run.run_config or {}).get("ops", {}) if run is not None else {}
+    return (ops.get(ppo_policy.op.name, {}).get("config") or {}).get("total_timesteps")
+
+
+def missing_bar_sessions(instance: Any, keys: list[str]) -> list[str]:
+    from usdcop_platform.defs.market_data.assets import RAW_BARS_KEY
+
+    done = _latest_ids(instance, RAW_BARS_KEY, set(keys))
+    return [k for k in keys if k not in done]
+
+
+def stale_feature_sessions(instance: Any, keys: list[str]) -> list[str]:
+    """Sessions whose features are missing or older than their bars or than the macro series."""
+    from usdcop_platform.defs.features.assets import FEATURES_KEY
+    from usdcop_platform.defs.market_data.assets import RAW_BARS_KEY, RAW_MACRO_KEY
+
+    bars = _latest_ids(instance, RAW_BARS_KEY, set(keys))
+    feats = _latest_ids(instance, FEATURES_KEY, set(keys))
+    records = instance.fetch_materializations(RAW_MACRO_KEY, limit=1).records
+    macro_id = records[0].storage_id if records else -1
+    return [k for k in keys if k in bars and feats.get(k, -1) < max(bars[k], macro_id)]
+
+
+def current_model(instance: Any, experiment: str, config_hash: str, keys: list[str], timesteps: int | None) -> dict[str, Any] | None:
+    """The experiment's model metadata when it is current (see the module docstring), else None."""
+    from usdcop_platform.defs.features.assets import FEATURES_KEY
+    from usdcop_platform.defs.training.assets import DATASET_KEY, MODEL_KEY
+
+    model = _latest_record(instance, MODEL_KEY, experiment)
+    dataset = _latest_record(instance, DATASET_KEY, experiment)
+    if model is None or dataset is None or not _metadata(model).get("model_id"):
+        return None
+    feats = _latest_ids(instance, FEATURES_KEY, set(keys))
+    if (feats and max(feats.values()) > dataset.storage_id) or model.storage_id < dataset.storage_id:
+        return None
+    if _metadata(dataset).get("config_hash") != config_hash:
+        return None
+    if _requested_timesteps(instance, model.run_id) != timesteps:
+        return None
+    return _metadata(model)
+
+
+# ---- the pipeline ---------------------------------------------------------------------------
+
+
+def _features_run(instance: Any, settings: Settings, keys: list[str]) -> dict[str, Any]:
+    """One Dagster run of features/m5_features over keys[0]..keys[-1]; counts from each partition's own metadata."""
+    import dagster as dg
+
+    from usdcop_platform.defs.features.assets import m5_features
+    from usdcop_platform.defs.resources import build_resources
+
+    result = dg.materialize(
+        [m5_features], instance=instance, resources=build_resources(settings), raise_on_error=False,
+        tags={"usdcop/command": "run", "dagster/asset_partition_range_start": keys[0],
+              "dagster/asset_partition_range_end": keys[-1]},
+    )
+    for event in result.get_step_failure_events():
+        err = event.step_failure_data.error
+        raise UserFacingError(f"features failed: {(err.cause or err).message.strip() if err else 'see the log'}")
+    per = {m.partition: m.metadata for m in result.asset_materializations_for_node(m5_features.op.name)}
+    published = [k for k, m in per.items() if m.get("published") is not None and m["published"].value]
+    failed = sorted(e.check_name for e in result.get_asset_check_evaluations() if not e.passed)
+    return {"sessions": len(per), "published": len(published), "not_published": len(per) - len(published),
+            "failed_checks": failed, "dagster_run_id": result.run_id}
+
+
+def run_pipeline(
+    experiment: str,
+    *,
+    source: str = "synthetic",
+    bars: Path | None = None,
+    macro: Path | None = None,
+    settings: Settings | None = None,
+    timesteps: int | None = None,
+    seed: int | None = None,
+    refresh: bool = False,
+    on_stage: StageFn | None = None,
+) -> dict[str, Any]:
+    """raw -> features -> dataset -> model -> backtest -> proposal for `experiment`, skipping what is current.
+
+    Returns {"experiment", "source", "span", "stages": [...], "trained": ..., "proposal": <row>, "seconds"}.
+    Raises UserFacingError / ConfigError / the domain error of a failing step, with a one-line message."""
+    from usdcop_platform.adapters.store import StoreError, get_store
+    from usdcop_platform.commands.data import ingest
+    from usdcop_platform.commands.evaluation import evaluate_experiment
+    from usdcop_platform.commands.training import train_experiment
+    from usdcop_platform.contracts.platform import load_platform_config
+    from usdcop_platform.core.calendar import TradingCalendar
+    from usdcop_platform.core.datasets import DatasetError
+    from usdcop_platform.defs.training.sensors import ensure_experiment_partitions
+
+    t0 = time.perf_counter()
+    s = settings or get_settings()
+    cfg = load_platform_config(s.config_dir)
+    exp = cfg.experiment(experiment)  # unknown name: ConfigError, before any work
+    if source == "file" and bars is None:
+        raise UserFacingError("--source file needs --bars PATH (and --macro PATH for the macro features)")
+    calendar = TradingCalendar(cfg.instrument)
+    start, end = experiment_span(s, experiment)
+    keys = [d.isoformat() for d in calendar.sessions(start, end)]
+    stages = [Stage(n) for n in STAGES]
+
+    def begin(i: int) -> float:
+        if on_stage:
+            on_stage(i, stages[i].name, "running")
+        return time.perf_counter()
+
+    def end_stage(i: int, started: float, status: str, **detail: Any) -> None:
+        stages[i].status, stages[i].seconds, stages[i].detail = status, round(time.perf_counter() - started, 2), detail
+        if on_stage:
+            on_stage(i, stages[i].name, status)
+
+    with open_local_instance(s) as instance:
+        ensure_experiment_partitions(instance, str(s.config_dir))
+        t = begin(0)
+        missing = keys if refresh else missing_bar_sessions(instance, keys)
+        if missing:
+            summary = ingest(source=source, bars=bars, macro=macro, start=date.fromisoformat(missing[0]),
+                             end=date.fromisoformat(missing[-1]), seed=seed, settings=s, instance=instance)
+            end_stage(0, t, "ran", sessions=summary["sessions"], sessions_missing=summary.get("sessions_missing"),
+                      bars=summary["bars_published"], refused=summary["sessions_refused"],
+                      macro_published=summary.get("macro_published"))
+            if summary["sessions_refused"] or summary.get("macro_refused"):
+                raise UserFacingError(f"quality gates refused {summary['sessions_refused']} session(s) "
+                                      f"{summary['refused_sessions'][:5]}{' and the macro series' if summary.get('macro_refused') else ''}"
+                                      ": see `usdcop quarantine list`")
+        else:
+            end_stage(0, t, "skipped (current)", sessions=len(keys))
+
+        t = begin(1)
+        stale = keys if refresh else stale_feature_sessions(instance, keys)
+        if stale:
+            feats = _features_run(instance, s, stale)
+            end_stage(1, t, "ran", **feats)
+        else:
+            end_stage(1, t, "skipped (current)", sessions=len(keys))
+
+        t = begin(2)
+        model = None if refresh else current_model(instance, experiment, exp.config_hash, keys, timesteps)
+    if model is None:
+        try:
+            trained = train_experiment(experiment, s, total_timesteps=timesteps)
+        except (DatasetError, StoreError) as exc:
+            raise UserFacingError(str(exc)) from exc
+        end_stage(2, t, "ran", model_id=trained["model_id"], servable=trained["servable"],
+                  dagster_run_id=trained["dagster_run_id"])
+    else:
+        trained = {"model_id": model["model_id"], "servable": model.get("servable"),
+                   "mlflow_run_id": model.get("mlflow_run_id"), "artifact_dir": model.get("artifact_dir")}
+        end_stage(2, t, "skipped (current)", model_id=model["model_id"])
+
+    t = begin(3)
+    store = get_store(s.resolved_database_url)
+    existing = store.proposals.by_model(trained["model_id"]) if trained.get("model_id") else None
+    if existing is None:
+        evaluated = _evaluate(evaluate_experiment, experiment, s, trained["model_id"])
+        proposal = evaluated["proposal"]
+        end_stage(3, t, "ran", proposal_id=proposal["proposal_id"] if proposal else None)
+    else:
+        proposal = dict(existing)
+        end_stage(3, t, "skipped (current)", proposal_id=proposal["proposal_id"])
+    return {
+        "experiment": experiment, "source": source, "span": [start.isoformat(), end.isoformat()],
+        "sessions": len(keys), "stages": [asdict(st) for st in stages], "trained": trained,
+        "proposal": proposal, "seconds": round(time.perf_counter() - t0, 1),
+        "dagster_home": str(s.resolved_dagster_home), "log_file": str(log_file(s)),
+    }
+
+
+def _evaluate(fn: Callable[..., dict[str, Any]], experiment: str, s: Settings, model_id: str) -> dict[str, Any]:
+    from usdcop_platform.adapters.store import StoreError
+    from usdcop_platform.core.datasets import DatasetError
+    from usdcop_platform.defs.evaluation.assets import EvaluationError
+
+    try:
+        return fn(experiment, s, model_id=model_id)
+    except (EvaluationError, DatasetError, StoreError) as exc:
+        raise UserFacingError(str(exc)) from exc
+
+
+# ---- output ---------------------------------------------------------------------------------
+
+
+def proposal_json(out: dict[str, Any]) -> dict[str, Any]:
+    """The proposal as `usdcop run --json` prints it: recommendation, criteria, out-of-sample test metrics."""
+    p = out["proposal"] or {}
+    m = p.get("metrics") or {}
+    metrics = {
+        "sharpe": m.get("sharpe"), "total_return": m.get("total_return"), "max_drawdown": m.get("max_drawdown"),
+        "turnover": m.get("turnover", m.get("turnover_per_session")), "n_trades": m.get("n_trades", m.get("trades")),
+    }
+    return {
+        "experiment": out["experiment"], "proposal_id": p.get("proposal_id"), "model_id": p.get("model_id"),
+        "recommendation": p.get("recommendation"), "confidence": p.get("confidence"), "status": p.get("status"),
+        "reasons": p.get("reasons"), "criteria": p.get("criteria"), "test_metrics": metrics,
+        "test_period": [str(p.get("test_start")), str(p.get("test_end"))],
+        "stages": {st["name"]: st["status"] for st in out["stages"]}, "seconds": out["seconds"],
+    }
+
+
+def summary_table(out: dict[str, Any]) -> Table:
+    table = Table(title=f"usdcop run -e {out['experiment']} ({out['source']}, {out['sessions']} sessions "
+                        f"{out['span'][0]} .. {out['span'][1]})")
+    for col in ("stage", "status", "seconds", "detail"):
+        table.add_column(col)
+    for st in out["stages"]:
+        detail = ", ".join(f"{k}={v}" for k, v in st["detail"].items() if k != "dagster_run_id")
+        table.add_row(st["name"], st["status"], f"{st['seconds']:.1f}", detail)
+    return table
+
+
+def where_to_look(out: dict[str, Any], settings: Settings) -> str:
+    p = out["proposal"] or {}
+    base = settings.public_api_url
+    lines = [
+        f"proposal        {p.get('proposal_id')}: {p.get('recommendation')} (confidence {p.get('confidence')})",
+        f"review page     {base}/experiments/{p.get('proposal_id')}/review   (start it: usdcop serve)",
+        f"Dagster UI      DAGSTER_HOME={out['dagster_home']} dagster dev -w workspace.yaml",
+        f"MLflow          mlflow ui --backend-store-uri {settings.resolved_mlflow_uri}",
+        f"lake            {settings.data_dir}",
+        f"logs            {out['log_file']}",
+    ]
+    if out["trained"].get("artifact_dir"):
+        lines.append(f"model artefacts {out['trained']['artifact_dir']}")
+    return "\n".join(lines)
+
+
+def run_with_progress(progress_console: Console, **kwargs: Any) -> dict[str, Any]:
+    """run_pipeline with one progress display (one line per stage, transient)."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=progress_console, transient=True) as bar:
+        task = bar.add_task("starting", total=len(STAGES))
+
+        def on_stage(i: int, name: str, status: str) -> None:
+            done = i + (0 if status == "running" else 1)
+            bar.update(task, completed=done, description=f"{i + 1}/{len(STAGES)} {name}: {status}")
+
+        return run_pipeline(on_stage=on_stage, **kwargs)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        experiment: str = typer.Option(..., "--experiment", "-e", help="name of a config/experiments/*.yaml"),
+        source: str = typer.Option("synthetic", "--source", help="synthetic | file"),
+        bars: Path = typer.Option(None, "--bars", help="bars export for --source file"),
+        macro: Path = typer.Option(None, "--macro", help="daily macro export for --source file"),
+        timesteps: int = typer.Option(None, "--timesteps", help="override the training budget"),
+        seed: int = typer.Option(None, "--seed", help="synthetic seed (default USDCOP_SYNTHETIC_SEED)"),
+        refresh: bool = typer.Option(False, "--refresh", help="redo every stage, even the current ones"),
+        as_json: bool = typer.Option(False, "--json", help="print the proposal as JSON instead of the summary"),
+    ) -> None:
+        """raw -> features -> dataset -> model -> backtest -> proposal through Dagster; skips what is current."""
+        settings = get_settings()
+        with cli_errors():
+            out = run_with_progress(err_console, experiment=experiment, source=source, bars=bars, macro=macro,
+                                    settings=settings, timesteps=timesteps, seed=seed, refresh=refresh)
+        if as_json:
+            typer.echo(json.dumps(proposal_json(out), default=str))
+            return
+        console.print(summary_table(out))
+        console.print(where_to_look(out, settings), soft_wrap=True)
