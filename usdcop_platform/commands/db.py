@@ -26,6 +26,13 @@ def store_errors() -> Iterator[None]:
             raise typer.Exit(1) from None
 
 
+def cli_actor() -> str:
+    """Who acts from the terminal, as the audit log records it."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
 def _store(migrate: bool = True):  # noqa: ANN202 - Store is imported lazily to keep `usdcop --help` fast
     from usdcop_platform.adapters.store import Store
 
@@ -86,7 +93,7 @@ def register(app: typer.Typer) -> None:
         """Create an API key and print it ONCE (only its salted hash is stored)."""
         with store_errors():
             store = _store()
-            plaintext, row = store.api_keys.create(name, role)
+            plaintext, row = store.api_keys.create(name, role, actor=cli_actor())
             store.dispose()
         console.print(f"[green]created API key[/] {row.name!r} (role {row.role}, prefix {row.key_prefix}):")
         console.print(plaintext, markup=False, highlight=False, soft_wrap=True)
@@ -118,6 +125,6 @@ def register(app: typer.Typer) -> None:
         """Revoke an API key (it stops working at once; the row is kept for the record)."""
         with store_errors():
             store = _store()
-            row = store.api_keys.revoke(name)
+            row = store.api_keys.revoke(name, actor=cli_actor())
             store.dispose()
         console.print(f"[green]revoked[/] {row.name!r} at {row.revoked_at:%Y-%m-%d %H:%M:%S}Z")

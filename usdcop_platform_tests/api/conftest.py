@@ -90,6 +90,14 @@ def keys(store: Store) -> Keys:
     )
 
 
+KEY_ACTIONS = ("KEY_CREATE", "KEY_REVOKE")  # the `keys` fixture's own audit rows
+
+
+def decisions(store: Store) -> list[Any]:
+    """Audit rows other than API key creation/revocation, newest first."""
+    return [a for a in store.audit.list(limit=1000) if a["action"] not in KEY_ACTIONS]
+
+
 def _positions(close: np.ndarray, rng: np.random.Generator, skill: float) -> np.ndarray:
     """Positions held for random stretches (a few bars to a session), like a trained policy.
 

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from usdcop_platform.api.app import create_app
 from usdcop_platform.api.ratelimit import TokenBucketLimiter
-from usdcop_platform_tests.api.conftest import make_settings, seed_proposal
+from usdcop_platform_tests.api.conftest import decisions, make_settings, seed_proposal
 
 ALLOWED_ORIGIN = "https://approvals.example.test"
 
@@ -60,7 +60,7 @@ def test_viewer_reads_but_cannot_decide(client, keys, proposal, store) -> None:
     )
     assert r.status_code == 403
     assert store.proposals.get(proposal["proposal_id"])["status"] == "PENDING_APPROVAL"
-    assert store.audit.list() == []
+    assert decisions(store) == []
 
 
 def test_reviewer_cannot_manage_keys_admin_can(client, keys, store) -> None:
@@ -141,3 +141,11 @@ def test_token_bucket_refills_at_the_configured_rate() -> None:
     assert sum(limiter.take("k").allowed for _ in range(100)) == 60  # never more than the burst
     with pytest.raises(ValueError):
         TokenBucketLimiter(0)
+
+
+def test_api_key_admin_actions_are_audited(client, keys, store) -> None:
+    r = client.post("/api/keys", headers=keys.h("admin"), json={"name": "bot-1", "role": "viewer"})
+    assert r.status_code == 201
+    assert client.delete("/api/keys/bot-1", headers=keys.h("admin")).status_code == 200
+    actions = {(a["action"], a["reviewer"], a["details"]["name"]) for a in store.audit.list(limit=20)}
+    assert ("KEY_CREATE", "ada-admin", "bot-1") in actions and ("KEY_REVOKE", "ada-admin", "bot-1") in actions

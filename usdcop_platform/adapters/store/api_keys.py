@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from usdcop_platform.adapters.store._sql import to_record
+from usdcop_platform.adapters.store.approvals import write_audit
 from usdcop_platform.adapters.store.errors import ConflictError, NotFoundError
 from usdcop_platform.adapters.store.tables import API_KEY_ROLES, ApiKey
 from usdcop_platform.adapters.store.types import Record, as_utc, utcnow
@@ -29,6 +30,7 @@ KEY_RANDOM_BYTES = 32
 PREFIX_RANDOM_CHARS = 8
 HASH_ALGORITHM = "sha256"
 SALT_BYTES = 16
+KEY_CREATE, KEY_REVOKE = "KEY_CREATE", "KEY_REVOKE"  # audit actions
 # last_used_at is refreshed at most this often per key (a write per authenticated request is waste).
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
@@ -58,8 +60,9 @@ class ApiKeyRepository:
     def __init__(self, store: "Store") -> None:
         self._store = store
 
-    def create(self, name: str, role: str) -> tuple[str, Record]:
-        """Create a key; returns (plaintext, row). The plaintext is not stored and cannot be shown again."""
+    def create(self, name: str, role: str, *, actor: str = "system") -> tuple[str, Record]:
+        """Create a key; returns (plaintext, row). The plaintext is not stored and cannot be shown again.
+        A KEY_CREATE audit row (by `actor`) is written in the same transaction."""
         if role not in API_KEY_ROLES:
             raise ValueError(f"role must be one of {', '.join(API_KEY_ROLES)}, not {role!r}")
         if not name or not name.strip():
@@ -77,6 +80,8 @@ class ApiKeyRepository:
                 s.add(row)
                 s.flush()
                 record = to_record(row, exclude=("key_hash",))
+                write_audit(s, action=KEY_CREATE, reviewer=actor, notes=f"API key {row.name!r} created",
+                            details={"name": row.name, "role": role, "key_prefix": row.key_prefix})
         except sa.exc.IntegrityError:
             raise ConflictError(
                 f"an API key named {name!r} already exists (names stay reserved after revocation); pick another name"
@@ -107,7 +112,8 @@ class ApiKeyRepository:
             record = Record({**record, "last_used_at": now})
         return record
 
-    def revoke(self, name: str) -> Record:
+    def revoke(self, name: str, *, actor: str = "system") -> Record:
+        """Revoke a key (idempotent); the first revocation writes a KEY_REVOKE audit row by `actor`."""
         with self._store.write_session() as s:
             row = s.execute(sa.select(ApiKey).where(ApiKey.name == name)).scalar_one_or_none()
             if row is None:
@@ -115,6 +121,8 @@ class ApiKeyRepository:
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
                 s.flush()
+                write_audit(s, action=KEY_REVOKE, reviewer=actor, notes=f"API key {row.name!r} revoked",
+                            details={"name": row.name, "role": row.role, "key_prefix": row.key_prefix})
             return to_record(row, exclude=("key_hash",))
 
     def list(self, include_revoked: bool = True) -> list[Record]:

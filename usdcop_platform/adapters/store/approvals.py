@@ -37,7 +37,7 @@ DECISION_STATUS = {"APPROVE": "APPROVED", "REJECT": "REJECTED", "REQUEST_MORE_TE
 # Audit actions written by the store; other components may append their own (UPPER_SNAKE_CASE).
 AUDIT_ACTIONS = (
     "APPROVE", "REJECT", "REQUEST_MORE_TESTS", "MORE_TESTS_COMPLETED", "ROLLBACK", "AUTO_ROLLBACK", "EXPIRE",
-    "SET_STAGE",
+    "SET_STAGE", "KEY_CREATE", "KEY_REVOKE",
 )
 _ACTION_RE = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 

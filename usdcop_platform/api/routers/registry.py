@@ -107,9 +107,9 @@ def list_keys(_: Any = Depends(require_role("admin")), store: Any = Depends(get_
     "", response_model=KeyCreated, status_code=201, responses=WRITE_ERRORS, summary="Admin: create an API key"
 )
 def create_key(
-    body: KeyCreateRequest, _: Any = Depends(write_role("admin")), store: Any = Depends(get_store)
+    body: KeyCreateRequest, principal: Any = Depends(write_role("admin")), store: Any = Depends(get_store)
 ) -> KeyCreated:
-    plaintext, row = store.api_keys.create(body.name, body.role.value)
+    plaintext, row = store.api_keys.create(body.name, body.role.value, actor=principal["name"])
     return KeyCreated(key=KeyOut.model_validate(dict(row)), api_key=plaintext)
 
 
@@ -123,7 +123,7 @@ def revoke_key(
 ) -> KeyOut:
     if name == principal["name"]:
         raise ApiError(409, "an admin key cannot revoke itself; use another admin key or `usdcop keys revoke`")
-    return KeyOut.model_validate(dict(store.api_keys.revoke(name)))
+    return KeyOut.model_validate(dict(store.api_keys.revoke(name, actor=principal["name"])))
 
 
 @health_router.get(

@@ -44,3 +44,14 @@ def test_same_key_material_hashes_differently_per_key() -> None:
     from usdcop_platform.adapters.store.api_keys import hash_key
 
     assert hash_key("usdcop_abc", "s1") != hash_key("usdcop_abc", "s2")
+
+
+def test_key_creation_and_revocation_are_audited(store: Store) -> None:
+    plaintext, row = store.api_keys.create("ana", "reviewer", actor="ada-admin")
+    store.api_keys.revoke("ana", actor="ops")
+    store.api_keys.revoke("ana", actor="ops")  # idempotent: one audit row
+    created, = store.audit.list(action="KEY_CREATE")
+    revoked, = store.audit.list(action="KEY_REVOKE")
+    assert created["reviewer"] == "ada-admin" and revoked["reviewer"] == "ops"
+    assert created["details"] == {"name": "ana", "role": "reviewer", "key_prefix": row.key_prefix}
+    assert plaintext not in str(created) and revoked["details"]["name"] == "ana"
