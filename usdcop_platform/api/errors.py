@@ -14,6 +14,7 @@ HTML pages get the same information rendered as a page (see pages.py).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -99,6 +100,15 @@ def store_error_status(exc: StoreError) -> int:
     if isinstance(exc, DatabaseUnavailable):
         return 503
     return 400
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[/\\](?:[^\s/\\'\"]+[/\\])+([^\s/\\'\"]+)")
+
+
+def redact_paths(text: str | None) -> str | None:
+    """Absolute file paths in a message shortened to their file name (…/policy.onnx): unauthenticated
+    endpoints must not map the server's filesystem."""
+    return None if text is None else _ABSOLUTE_PATH.sub(lambda m: "…/" + m.group(1), text)
 
 
 def public_store_message(exc: StoreError) -> str:

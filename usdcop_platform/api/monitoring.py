@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from usdcop_platform.adapters.store.errors import StoreError
 from usdcop_platform.api.deps import app_state, get_lake, get_store, require_role
+from usdcop_platform.api.errors import public_store_message, redact_paths
 from usdcop_platform.contracts.base import file_hash
 from usdcop_platform.contracts.platform import get_config
 from usdcop_platform.core.alerts import freshness_verdict
@@ -80,7 +81,6 @@ class SensorDetail(BaseModel):
 
 
 class SensorsDetail(ComponentHealth):
-    dagster_home: str
     sensors: list[SensorDetail] = []
 
 
@@ -157,7 +157,7 @@ def _served(app_state_obj: Any) -> dict[str, Any]:
     return {
         "served_model_ids": [m["model_id"] for m in status.get("members", [])],
         "served_registry_version": status.get("registry_version"),
-        "served_error": status.get("last_error"),
+        "served_error": redact_paths(status.get("last_error")),
     }
 
 
@@ -172,7 +172,8 @@ def _model(store: Any, models_dir: Path, served: dict[str, Any]) -> ModelDetail:
     matches = present and prod.get("onnx_hash") is not None and file_hash(path) == prod["onnx_hash"]
     status: Status = "ok" if matches and prod.get("servable", True) else "degraded"
     detail = None if status == "ok" else (
-        f"ONNX file {path} missing" if not present else "ONNX file does not match the registry hash"
+        f"ONNX file {path.name if path else '(none recorded)'} missing" if not present
+        else "ONNX file does not match the registry hash"
     )
     return ModelDetail(
         status=status, detail=detail, model_id=prod["model_id"], experiment=prod["experiment_name"],
@@ -202,7 +203,7 @@ def sensor_states(dagster_home: Path) -> SensorsDetail:
     """Sensor instigator states of the Dagster instance at `dagster_home` (never creates one)."""
     home = str(dagster_home)
     if not dagster_home.is_dir():
-        return SensorsDetail(status="unavailable", dagster_home=home, detail=f"no Dagster instance at {home}")
+        return SensorsDetail(status="unavailable", detail="no Dagster instance at DAGSTER_HOME")
     try:
         from dagster import DagsterInstance
         from dagster._core.definitions.run_request import InstigatorType
@@ -210,7 +211,7 @@ def sensor_states(dagster_home: Path) -> SensorsDetail:
         with DagsterInstance.from_config(home) as instance:
             states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
     except Exception as exc:  # noqa: BLE001 - a broken instance is reported, not raised
-        return SensorsDetail(status="unavailable", dagster_home=home, detail=f"{type(exc).__name__}: {exc}")
+        return SensorsDetail(status="unavailable", detail=redact_paths(f"{type(exc).__name__}: {exc}"))
     out = []
     for s in sorted(states, key=lambda s: s.instigator_name):
         data = s.instigator_data
@@ -224,7 +225,7 @@ def sensor_states(dagster_home: Path) -> SensorsDetail:
             )
         )
     detail = None if out else "no sensor has been started or ticked yet"
-    return SensorsDetail(status="ok", dagster_home=home, sensors=out, detail=detail)
+    return SensorsDetail(status="ok", sensors=out, detail=detail)
 
 
 @router.get(
@@ -251,7 +252,7 @@ def health_detailed(request: Request) -> Any:
         signal = _age(newest["bar_time"] if newest else None, now, calendar, fresh.signal_max_age_minutes,
                       fresh.grace_minutes_after_open)
     except StoreError as exc:
-        down = ComponentHealth(status="unavailable", detail=str(exc))
+        down = ComponentHealth(status="unavailable", detail=public_store_message(exc))
         unknown = AgeDetail(status="unavailable", detail="database unavailable", market_open=calendar.is_open(now),
                             expected_fresh=False, fresh=False)
         body = HealthDetailed(

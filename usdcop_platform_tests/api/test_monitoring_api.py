@@ -35,7 +35,7 @@ def _fixture_model(store, settings, cfg, seed: int, stage: str):
     return model
 
 
-def test_health_detailed_reports_every_component(client, store, settings, lake, cfg, keys) -> None:
+def test_health_detailed_reports_every_component(client, store, settings, lake, cfg, keys, tmp_path) -> None:
     r = client.get("/health/detailed")
     assert r.status_code == 200
     body = r.json()
@@ -72,6 +72,10 @@ def test_health_detailed_reports_every_component(client, store, settings, lake, 
     body = client.get("/health/detailed").json()
     assert body["model"]["status"] == "degraded" and body["model"]["onnx_hash_matches"] is False
     assert body["status"] == "degraded"
+    model.onnx_path.unlink()
+    r = client.get("/health/detailed")
+    assert "policy.onnx missing" in r.json()["model"]["detail"]
+    assert str(tmp_path) not in r.text and str(settings.models_dir) not in r.text  # no absolute paths, unauthenticated
 
 
 def test_health_detailed_redis(tmp_path, sqlite_url, redis_url) -> None:
@@ -88,8 +92,15 @@ def test_health_detailed_database_down_is_503(tmp_path) -> None:
         r = c.get("/health/detailed")
     assert r.status_code == 503
     body = r.json()
-    assert body["database"]["status"] == "unavailable" and "127.0.0.1" in body["database"]["detail"]
+    assert body["database"]["status"] == "unavailable" and "database unavailable" in body["database"]["detail"]
     assert body["status"] == "degraded" and body["redis"]["status"] == "not_configured"
+    for secret in ("127.0.0.1", "nobody", "none", ":1", "postgresql"):  # user, host, port, name, driver
+        assert secret not in r.text.replace("none_", ""), secret
+    with TestClient(create_app(settings)) as c:
+        r = c.get("/health")
+        assert r.status_code == 503 and "127.0.0.1" not in r.text and "nobody" not in r.text
+        keyed = c.get("/api/models", headers={"X-API-Key": "usdcop_" + "x" * 43})
+        assert keyed.status_code == 503 and "127.0.0.1" not in keyed.text and "nobody" not in keyed.text
 
 
 def test_health_detailed_reads_an_empty_dagster_instance(tmp_path, sqlite_url) -> None:
@@ -98,6 +109,7 @@ def test_health_detailed_reads_an_empty_dagster_instance(tmp_path, sqlite_url) -
     with TestClient(create_app(make_settings(tmp_path, sqlite_url, DAGSTER_HOME=str(home)))) as c:
         sensors = c.get("/health/detailed").json()["sensors"]
     assert sensors["status"] == "ok" and sensors["sensors"] == [] and "no sensor" in sensors["detail"]
+    assert "dagster_home" not in sensors and str(home) not in str(sensors)
 
 
 def test_alerts_and_drift_history_need_a_key(client, store, lake, keys) -> None:

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from usdcop_platform.adapters.store import StoreError
 from usdcop_platform.api.champion import sync_champion
 from usdcop_platform.api.deps import app_state, get_settings, get_store, require_role, write_role
-from usdcop_platform.api.errors import ApiError
+from usdcop_platform.api.errors import ApiError, public_store_message
 from usdcop_platform.api.routers.common import READ_ERRORS, WRITE_ERRORS
 from usdcop_platform.api.schemas import (
     ID_PATTERN,
@@ -142,7 +142,7 @@ def health(request: Request) -> Any:
         production = store.models.production()
         pending = len(store.proposals.list("PENDING_APPROVAL"))
     except StoreError as exc:
-        body = Health(status="degraded", database=DatabaseHealth(status="unavailable", detail=str(exc)))
+        body = Health(status="degraded", database=DatabaseHealth(status="unavailable", detail=public_store_message(exc)))
         return JSONResponse(body.model_dump(mode="json"), status_code=503)
     return Health(
         status="ok",
