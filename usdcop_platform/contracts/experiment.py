@@ -56,6 +56,10 @@ class PPOHyperparameters(StrictModel):
 class EarlyStopping(StrictModel):
     eval_every_timesteps: int = Field(ge=1)
     patience: int = Field(ge=1)
+    # Validation scores (and so the checkpoints that can be restored) start once this fraction of
+    # the budget is trained: parameters trained under discounted curriculum costs are no candidates,
+    # and a short validation split scored early picks lucky, still-trading policies.
+    start_fraction: float = Field(default=0.0, ge=0, lt=1)
 
 
 class AlgorithmConfig(StrictModel):

@@ -7,7 +7,8 @@ One training of an experiment = one PPO run per configured seed. Each run:
     episodes start at different sessions),
   * follows the curriculum: the cost multiplier of phase k applies while
     num_timesteps / total_timesteps < until_fraction_k,
-  * every `early_stopping.eval_every_timesteps` (checked between rollouts, after SB3's update,
+  * every `early_stopping.eval_every_timesteps` from `early_stopping.start_fraction` of the budget
+    on (checked between rollouts, after SB3's update,
     so a score belongs to parameters that learned from every timestep counted) scores the greedy
     policy on the whole validation split at full costs (sum of rewards, sequential episode) and
     stops after `patience` scores without improvement; the best parameters are restored at the end,
@@ -261,7 +262,7 @@ class CurriculumEarlyStopping(BaseCallback):
         es = exp.algorithm.early_stopping
         self.eval_every = es.eval_every_timesteps if es else None
         self.patience = es.patience if es else None
-        self.next_eval = self.eval_every or 0
+        self.next_eval = max(self.eval_every or 0, int(np.ceil((es.start_fraction if es else 0.0) * total_timesteps)))
         self.best_score = -np.inf
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_timesteps = 0

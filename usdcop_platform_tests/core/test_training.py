@@ -214,3 +214,16 @@ def test_a_train_split_shorter_than_one_episode_is_a_clear_error(smoke) -> None:
     short = tr.TrainingData(train=synthetic_market(exp.environment.episode_sessions - 1, 0), val=synthetic_market(2, 1), obs_bound=5.0)
     with pytest.raises(ValueError, match=r"train split has 2 sessions, fewer than one episode"):
         tr.train_seed(exp, short, 0)
+
+
+def test_validation_scores_start_at_the_configured_fraction_of_the_budget(smoke, data) -> None:
+    raw = tiny(smoke).canonical()
+    raw["algorithm"]["early_stopping"] = {"eval_every_timesteps": 256, "patience": 50, "start_fraction": 0.5}
+    exp = ExperimentConfig.model_validate(raw)
+    r = tr.train_seed(exp, data, 0, total_timesteps=2048)
+    evaluated = [h["timesteps"] for h in r.history]
+    assert evaluated and min(evaluated) >= 1024  # nothing trained on the first half is a candidate
+    assert r.best_timesteps >= 1024
+    with pytest.raises(ValueError):
+        raw["algorithm"]["early_stopping"]["start_fraction"] = 1.0
+        ExperimentConfig.model_validate(raw)
