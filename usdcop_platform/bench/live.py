@@ -413,6 +413,7 @@ import usdcop_platform.definitions  # noqa: F401
 from usdcop_platform.defs.live.assets import live_signal, live_signal_job
 from usdcop_platform.defs.live.resources import FeatureCacheResource, LiveFeedResource
 from usdcop_platform.defs.live.sensors import build_live_sensor
+from usdcop_platform.defs.monitoring.resources import AlertsResource
 from usdcop_platform.defs.resources import PlatformResource
 
 defs = dg.Definitions(
@@ -422,6 +423,7 @@ defs = dg.Definitions(
                                      database_url={db!r}, state_dir={state!r}),
         "live_feed": LiveFeedResource(market_source="file", bars_file={bars!r}, frozen_now={now!r}),
         "feature_cache": FeatureCacheResource(redis_url=None, namespace="usdcop:bench"),
+        "alerts": AlertsResource(),
     }},
 )
 """

@@ -61,7 +61,10 @@ class LiveWorld:
         return FeatureCacheResource(redis_url=redis_url, namespace=f"usdcop:test:{self.root.name}")
 
     def resources(self, now: datetime | None = None, redis_url: str | None = None) -> dict[str, Any]:
-        return {"platform": self.platform, "live_feed": self.feed(now), "feature_cache": self.cache_resource(redis_url)}
+        from usdcop_platform.defs.monitoring.resources import AlertsResource
+
+        return {"platform": self.platform, "live_feed": self.feed(now), "feature_cache": self.cache_resource(redis_url),
+                "alerts": AlertsResource()}
 
     def session_bars(self, d: date = LIVE_SESSION) -> list[Bar]:
         frame = synthetic_bars(self.calendar, d, d, SEED, quirks=False)

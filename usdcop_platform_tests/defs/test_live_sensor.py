@@ -127,3 +127,53 @@ def test_no_production_model_skips(tmp_path, instance):
     w = make_world(tmp_path, f"sqlite:///{(tmp_path / 'db.sqlite').as_posix()}", production=False)
     result = tick(w, instance, bogota(LIVE_SESSION, 9, 7))
     assert isinstance(result, dg.SkipReason) and "no production model" in result.skip_message
+
+
+# ---- the sensor never launches a run it knows will fail -------------------------------------------
+
+
+def _fresh_world(tmp_path):
+    return make_world(tmp_path, f"sqlite:///{(tmp_path / 'db.sqlite').as_posix()}")
+
+
+def test_stale_macro_skips_with_the_reason_and_one_alert(tmp_path, instance):
+    from usdcop_platform.core.cleaning import MACRO_DATASET, MACRO_PARTITION
+
+    w = _fresh_world(tmp_path)
+    macro = w.lake.read(MACRO_DATASET, MACRO_PARTITION)
+    w.lake.write(MACRO_DATASET, MACRO_PARTITION, macro.filter(pl.col("date") < LIVE_SESSION - timedelta(days=20)))
+    with dg.instance_for_test() as inst:
+        for minute in (7, 12, 17):  # three ticks with new bars: three skips, one alert
+            result = tick(w, inst, bogota(LIVE_SESSION, 9, minute))
+            assert isinstance(result, dg.SkipReason) and "stale macro" in result.skip_message, result
+        assert "raw/macro_daily" in result.skip_message
+        alerts = w.store.alerts.list(kind="live_blocked")
+        assert len(alerts) == 1 and "stale macro" in alerts[0]["message"]
+        assert inst.get_runs() == []
+
+
+def test_data_gap_before_the_session_skips(tmp_path):
+    from usdcop_platform.core.cleaning import BARS_DATASET
+
+    w = _fresh_world(tmp_path)
+    for key in w.lake.partitions(BARS_DATASET):
+        if key < LIVE_SESSION.isoformat():
+            w.lake.delete(BARS_DATASET, key)
+    with dg.instance_for_test() as inst:
+        result = tick(w, inst, bogota(LIVE_SESSION, 9, 7))
+        assert isinstance(result, dg.SkipReason) and result.skip_message.startswith("data gap")
+        assert len(w.store.alerts.list(kind="live_blocked")) == 1
+
+
+def test_fixed_cause_resumes_the_requests(tmp_path):
+    """After the skip the cursor did not move: once macro is back, the bars are requested."""
+    from usdcop_platform.core.cleaning import MACRO_DATASET, MACRO_PARTITION
+
+    w = _fresh_world(tmp_path)
+    macro = w.lake.read(MACRO_DATASET, MACRO_PARTITION)
+    w.lake.write(MACRO_DATASET, MACRO_PARTITION, macro.filter(pl.col("date") < LIVE_SESSION - timedelta(days=20)))
+    with dg.instance_for_test() as inst:
+        assert isinstance(tick(w, inst, bogota(LIVE_SESSION, 8, 11)), dg.SkipReason)
+        w.lake.write(MACRO_DATASET, MACRO_PARTITION, macro)
+        reqs = requests(tick(w, inst, bogota(LIVE_SESSION, 8, 11)))
+        assert [r.run_key for r in reqs] == [bogota(LIVE_SESSION, 8, m).isoformat() for m in (0, 5)]

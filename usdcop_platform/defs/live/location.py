@@ -18,10 +18,12 @@ import dagster as dg
 
 from usdcop_platform.defs.live.definitions import defs as live_defs
 from usdcop_platform.defs.live.resources import live_resources
+from usdcop_platform.defs.monitoring.resources import alerts_resources
 from usdcop_platform.defs.resources import PlatformResource
 from usdcop_platform.settings import get_settings
 
 # Only the keys the live domain uses (build_resources would import MLflow for the training domain).
 _settings = get_settings()
 defs = dg.Definitions.merge(live_defs, dg.Definitions(
-    resources={"platform": PlatformResource.from_settings(_settings), **live_resources(_settings)}))
+    resources={"platform": PlatformResource.from_settings(_settings), **live_resources(_settings),
+               **alerts_resources(_settings)}))  # the live sensor alerts when it has to pause

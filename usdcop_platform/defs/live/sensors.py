@@ -10,6 +10,13 @@ bars of the session are requested in time order, at most `sensor.max_catchup_bar
 (the newest ones); each run also carries the bars requested before it and processes them first
 (no-ops when done), under an inter-process lock, so bars reach the live path in time order
 whatever order the launcher starts the runs in. Bars off the session grid are never requested.
+
+The sensor never launches a run it knows will fail: before requesting bars it checks that their
+features can be built — a production model to serve, W bars of published history before the
+session (a data gap fails the warm-up), and macro values usable for the session (stale macro
+makes NaN macro features). Otherwise it skips the tick with the reason, and raises one alert per
+session and reason (the instance remembers it), not one failed run per bar. The cursor does not
+advance, so the bars run once the cause is fixed (within the catch-up bound).
 """
 
 
@@ -20,16 +27,22 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from usdcop_platform.contracts.platform import get_config
+from usdcop_platform.adapters.lake import ParquetLake
+from usdcop_platform.contracts.platform import PlatformConfig, get_config
+from usdcop_platform.core.alerts import AlertMessage
 from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.core.features import macro_session_features
 from usdcop_platform.defs.live.assets import LIVE_OP_NAME, live_signal_job
-from usdcop_platform.defs.live.cycle import Bar
+from usdcop_platform.defs.live.cycle import Bar, LiveError, read_macro, warmup_window
 from usdcop_platform.defs.live.resources import LiveFeedResource
+from usdcop_platform.defs.monitoring.resources import AlertsResource
 from usdcop_platform.defs.partitions import session_key
 from usdcop_platform.defs.resources import PlatformResource
 
 BAR_TIME_TAG = "usdcop/bar_time"
 SENSOR_NAME = "live_bar_sensor"
+KIND_LIVE_BLOCKED = "live_blocked"
+ALERTED_KEY = "usdcop/live_bar_sensor/alerted"  # instance KV: "<session>|<reason kind>" last alerted
 
 
 @dataclass(frozen=True)
@@ -107,22 +120,66 @@ def run_request(bar: Bar, session_partition: str, earlier: tuple[Bar, ...] = ())
     )
 
 
+def live_blocker(cfg: PlatformConfig, calendar: TradingCalendar, lake: ParquetLake, store: Any, session: Any) -> tuple[str, str] | None:
+    """(kind, reason) when the live run of a bar of `session` is known to fail, else None.
+
+    kinds: no_production_model, data_gap (fewer than W published bars before the session: the
+    warm-up fails), stale_macro (a macro feature has no usable value for the session: NaN)."""
+    if store.models.production() is None:
+        return "no_production_model", "no production model in the registry: nothing to serve (approve a proposal first)"
+    try:
+        warmup_window(lake, calendar, cfg.features.warmup_bars, session)
+    except LiveError as exc:
+        return "data_gap", f"data gap: {exc}"
+    macro = read_macro(lake)
+    try:
+        values = macro_session_features(macro, [session], cfg.features, calendar, cfg.macro)
+    except Exception as exc:  # noqa: BLE001 - any failure to build them is the reason to skip
+        return "stale_macro", f"stale macro: macro features for session {session} cannot be built ({exc})"
+    bad = [n for n in values.columns  # the contract's macro features only
+           if n != "session" and (values[n].is_null().any() or not values[n].is_finite().all())]
+    if bad:
+        last = macro["date"].max() if macro is not None and macro.height else None
+        return "stale_macro", (f"stale macro: {', '.join(bad)} have no usable value for session {session} "
+                               f"(newest macro date {last}; forward fill limit exceeded): materialize raw/macro_daily")
+    return None
+
+
+def _alert_once(context: dg.SensorEvaluationContext, alerts: AlertsResource, platform: PlatformResource,
+                session: Any, kind: str, reason: str) -> None:
+    """One alert per session and blocker kind: the instance remembers the last one raised."""
+    marker = f"{session}|{kind}"
+    storage = context.instance.run_storage
+    if storage.get_cursor_values({ALERTED_KEY}).get(ALERTED_KEY) == marker:
+        return
+    alerts.dispatcher(platform.store(), platform.config.mlops.monitoring.alerts, context.log).emit(
+        AlertMessage(KIND_LIVE_BLOCKED, "ERROR", f"live signals paused for session {session}: {reason}",
+                     {"session": str(session), "blocker": kind}))
+    storage.set_cursor_values({ALERTED_KEY: marker})
+
+
 def evaluate_live_sensor(
-    context: dg.SensorEvaluationContext, platform: PlatformResource, live_feed: LiveFeedResource
+    context: dg.SensorEvaluationContext, platform: PlatformResource, live_feed: LiveFeedResource,
+    alerts: AlertsResource,
 ) -> dg.SensorResult | dg.SkipReason:
-    """One tick: plan (see plan_live_runs), then one RunRequest per bar and the new cursor."""
+    """One tick: plan (see plan_live_runs), check the runs can succeed (live_blocker), then one
+    RunRequest per bar and the new cursor."""
     cfg = platform.config
     calendar = platform.calendar
     now = live_feed.now()
     plan = plan_live_runs(now, context.cursor, calendar, live_feed.source(calendar), cfg.mlops.sensor.max_catchup_bars)
     if plan.skip_reason is not None:
         return dg.SkipReason(plan.skip_reason)
-    if platform.store().models.production() is None:
-        return dg.SkipReason("no production model in the registry: nothing to serve (approve a proposal first)")
+    session = calendar.session_of(plan.bars[-1].time)
+    blocker = live_blocker(cfg, calendar, platform.lake, platform.store(), session)
+    if blocker is not None:
+        kind, reason = blocker
+        _alert_once(context, alerts, platform, session, kind, reason)
+        return dg.SkipReason(reason)
     if plan.dropped:
         context.log.warning(f"catch-up bounded to {cfg.mlops.sensor.max_catchup_bars} bars: {plan.dropped} older "
                             "missed bar(s) of the session are not replayed live")
-    key = session_key(calendar.session_of(plan.bars[-1].time))
+    key = session_key(session)
     return dg.SensorResult(run_requests=[run_request(b, key, plan.bars[:i]) for i, b in enumerate(plan.bars)],
                            cursor=plan.cursor)
 
@@ -142,9 +199,10 @@ def build_live_sensor(
                     "time), skips outside the session and on holidays, catches up missed bars in order.",
     )
     def _live_sensor(
-        context: dg.SensorEvaluationContext, platform: PlatformResource, live_feed: LiveFeedResource
+        context: dg.SensorEvaluationContext, platform: PlatformResource, live_feed: LiveFeedResource,
+        alerts: AlertsResource,
     ) -> dg.SensorResult | dg.SkipReason:
-        return evaluate_live_sensor(context, platform, live_feed)
+        return evaluate_live_sensor(context, platform, live_feed, alerts)
 
     return _live_sensor
 
