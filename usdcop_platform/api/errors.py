@@ -157,6 +157,36 @@ def wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
+def _route_paths_and_methods(app: Any) -> list[tuple[str, set[str]]]:
+    """(path template, methods) of every HTTP route, through included routers (FastAPI >= 0.16x
+    nests them; older versions flatten them into app.routes)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # pragma: no cover - older FastAPI: routes are flat
+        contexts: Any = app.router.routes
+    else:
+        contexts = iter_route_contexts(app.router.routes)
+    out = []
+    for ctx in contexts:
+        path, methods = getattr(ctx, "path", None), getattr(ctx, "methods", None)
+        if path and methods:
+            out.append((path, set(methods)))
+    return out
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Methods of every route whose path matches this request's, plus HEAD (with GET) and OPTIONS."""
+    from starlette.routing import compile_path
+
+    methods: set[str] = {"OPTIONS"}
+    for path, route_methods in _route_paths_and_methods(request.app):
+        if compile_path(path)[0].match(request.url.path):
+            methods |= route_methods
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI, html_renderer: Any | None = None) -> None:
     """Register handlers so every error leaves the app in the one shape (or as an HTML page)."""
 
@@ -177,6 +207,14 @@ def install_error_handlers(app: FastAPI, html_renderer: Any | None = None) -> No
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # Starlette answers from the first route whose path matches, so /api/keys (GET and POST
+            # routes) said "Allow: GET". The Allow header lists every route on the path.
+            allow = ", ".join(allowed_methods(request))
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers={"Allow": allow})
+            return respond(request, 405, f"{request.method} is not allowed on {request.url.path}; allowed: {allow}",
+                           headers={"Allow": allow})
         message = exc.detail if isinstance(exc.detail, str) else _CODES.get(exc.status_code, "error")
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"

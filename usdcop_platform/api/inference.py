@@ -39,6 +39,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from usdcop_platform.adapters.cache import build_feature_cache
 from usdcop_platform.api.deps import api_key_header, authenticate, has_role, write_role
 from usdcop_platform.api.errors import ApiError
+from usdcop_platform.api.routers.common import READ_ERRORS, WRITE_ERRORS, errors
 from usdcop_platform.contracts.platform import get_config
 from usdcop_platform.core import risk as risk_core
 from usdcop_platform.core.actions import ACTION_NAMES
@@ -348,7 +349,8 @@ def _prediction_out(p: Prediction) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/inference", response_model=InferenceResponse, summary="Ensemble prediction + risk verdict")
+@router.post("/v1/inference", response_model=InferenceResponse, responses=errors(400, 401, 403, 404, 413, 422, 429, 503),
+             summary="Ensemble prediction + risk verdict")
 async def infer(body: InferenceRequest, request: Request, _: Any = Depends(viewer)) -> Response:
     t0 = time.perf_counter()
     svc = service(request)
@@ -382,7 +384,8 @@ async def infer(body: InferenceRequest, request: Request, _: Any = Depends(viewe
     })
 
 
-@router.post("/v1/inference/batch", response_model=BatchResponse, summary=f"Up to {MAX_BATCH} predictions")
+@router.post("/v1/inference/batch", response_model=BatchResponse, responses=errors(400, 401, 403, 413, 422, 429, 503),
+             summary=f"Up to {MAX_BATCH} predictions")
 async def infer_batch(body: BatchRequest, request: Request, _: Any = Depends(viewer)) -> Response:
     t0 = time.perf_counter()
     svc = service(request)
@@ -397,12 +400,12 @@ async def infer_batch(body: BatchRequest, request: Request, _: Any = Depends(vie
                          "latency_ms": (time.perf_counter() - t0) * 1e3})
 
 
-@router.get("/v1/risk/summary", summary="Risk state, limits and derived figures")
+@router.get("/v1/risk/summary", responses=READ_ERRORS, summary="Risk state, limits and derived figures")
 def risk_summary(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
     return service(request).risk.summary()
 
 
-@router.post("/v1/risk/trade-result", summary="Record a closed trade's PnL (reviewer)")
+@router.post("/v1/risk/trade-result", responses=WRITE_ERRORS, summary="Record a closed trade's PnL (reviewer)")
 def trade_result(body: TradeResult, request: Request, _: Any = Depends(write_role("reviewer"))) -> dict[str, Any]:
     svc = service(request)
     svc.risk.record_trade_result(body.pnl, (body.at or datetime.now(timezone.utc)).astimezone(timezone.utc))
@@ -410,7 +413,7 @@ def trade_result(body: TradeResult, request: Request, _: Any = Depends(write_rol
     return svc.risk.summary()
 
 
-@router.post("/v1/risk/reset", summary="Reset breaker, cooldown and counters (admin, audited)")
+@router.post("/v1/risk/reset", responses=WRITE_ERRORS, summary="Reset breaker, cooldown and counters (admin, audited)")
 def risk_reset(request: Request, body: ResetRequest | None = None,
                principal: Any = Depends(write_role("admin"))) -> dict[str, Any]:
     svc = service(request)
@@ -421,14 +424,14 @@ def risk_reset(request: Request, body: ResetRequest | None = None,
     return svc.risk.summary()
 
 
-@router.get("/v1/metrics", summary="Request counts, latency percentiles, engine and cache state")
+@router.get("/v1/metrics", responses=READ_ERRORS, summary="Request counts, latency percentiles, engine and cache state")
 def metrics_json(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
     svc = service(request)
     return {"uptime_s": time.time() - svc.metrics.started, "endpoints": svc.metrics.summary(),
             "engine": svc.engine.status(), "cache": svc.cache.stats()}
 
 
-@router.get("/v1/models", summary="Models being served and the registry's production model")
+@router.get("/v1/models", responses=READ_ERRORS, summary="Models being served and the registry's production model")
 def models(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
     svc = service(request)
     try:
@@ -442,7 +445,7 @@ def models(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
             "production": {k: prod.get(k) for k in keys} if prod is not None else None}
 
 
-@router.get("/v1/cache/stats", summary="Feature cache hit/miss statistics and backend")
+@router.get("/v1/cache/stats", responses=READ_ERRORS, summary="Feature cache hit/miss statistics and backend")
 def cache_stats(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
     svc = service(request)
     return {**svc.cache.stats(), "ping": svc.cache.ping()}

@@ -148,3 +148,29 @@ def test_last_used_is_refreshed_at_most_once_a_minute(store, keys, monkeypatch) 
 
     monkeypatch.setattr(store, "write_session", no_write)
     assert store.api_keys.verify(keys.viewer).name == "vera-viewer"
+
+
+# ---- OPTIONS / 405 Allow, documented errors ------------------------------------------------------
+
+
+def test_options_and_405_list_every_method_of_the_path(client, keys) -> None:
+    r = client.options("/api/keys")
+    assert r.status_code == 204 and r.headers["Allow"] == "GET, HEAD, OPTIONS, POST"
+    r = client.options("/api/keys/somebody")
+    assert r.status_code == 204 and "DELETE" in r.headers["Allow"] and "POST" not in r.headers["Allow"]
+    r = client.patch("/api/keys", headers=keys.h("admin"), json={})
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD, OPTIONS, POST"
+    assert r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_v1_errors_are_documented(client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    v1 = {p: ops for p, ops in paths.items() if p.startswith("/v1/")}
+    assert v1
+    for path, ops in v1.items():
+        for method, op in ops.items():
+            codes = set(op["responses"])
+            assert {"401", "403"} <= codes, (method, path, codes)
+            if method == "post":
+                assert {"400", "413", "422", "429"} <= codes, (method, path, codes)
+                assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")

@@ -15,19 +15,21 @@ from usdcop_platform.settings import Settings
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries documenting the standard error shape for these status codes."""
     text = {
-        401: "Missing or invalid API key",
+        400: "Malformed request (a body that cannot be read, a bad Content-Length)",
+        401: "Missing or invalid API key (checked before the body is read)",
         403: "The key's role is not allowed to do this",
         404: "Not found",
         409: "Conflicts with the current state (already decided, expired, concurrent promotion)",
+        413: "Request body larger than USDCOP_MAX_BODY_BYTES (refused before it is parsed)",
         422: "Invalid request (the fields are named in `error.fields`)",
-        429: "Write rate limit exceeded (see Retry-After)",
+        429: "Write rate limit or failed-login throttle exceeded (see Retry-After)",
         503: "Database unavailable",
     }
     return {c: {"model": ErrorResponse, "description": text.get(c, "Error")} for c in codes}
 
 
-READ_ERRORS = errors(401, 403, 422)
-WRITE_ERRORS = errors(401, 403, 404, 409, 422, 429)
+READ_ERRORS = errors(401, 403, 422, 429)
+WRITE_ERRORS = errors(400, 401, 403, 404, 409, 413, 422, 429)
 
 
 def review_path(proposal_id: str) -> str:
