@@ -43,7 +43,7 @@ def _resolve_sessions(
     if source == "file":
         if bars is None:
             raise UserFacingError("--source file needs --bars PATH")
-        lo, hi = FileMarketSource(bars, calendar).date_span()
+        lo, hi = FileMarketSource(bars, calendar).date_span(as_of=today)  # future-dated rows: quarantined
         start, end = start or lo, end or hi
     else:
         end = end or calendar.previous_session(today)  # the last closed session
@@ -59,6 +59,21 @@ def _resolve_sessions(
     if not sessions:
         raise UserFacingError(f"no trading session between {start} and {end} (calendar starts {first})")
     return sessions
+
+
+def _quarantine_future_bars(settings: Any, calendar: Any, bars: Path) -> int:
+    """Quarantine the file's bars dated after today (rule future_dated, in the session partition
+    they claim; replaced when that partition is ingested). Returns how many."""
+    from usdcop_platform.adapters.lake import ParquetLake
+    from usdcop_platform.adapters.sources import FileMarketSource
+    from usdcop_platform.core.cleaning import BARS_DATASET, quarantine_future_bars
+    from usdcop_platform.defs.market_data.quarantine import write_quarantine
+
+    today = datetime.now(calendar.tz).date()
+    rows = quarantine_future_bars(FileMarketSource(bars, calendar).frame(), calendar, today)
+    if rows.height:
+        write_quarantine(ParquetLake(settings.data_dir), BARS_DATASET, rows["partition"].unique().to_list(), rows)
+    return rows.height
 
 
 def _failure_metadata(result: Any) -> dict[str, Any]:
@@ -132,6 +147,7 @@ def ingest(
             raise UserFacingError(f"{p}: file not found")
     t0 = time.perf_counter()
     try:
+        future_dated = _quarantine_future_bars(s, calendar, bars_path) if source == "file" and bars_path else 0
         sessions = _resolve_sessions(source, calendar, start, end, bars_path, datetime.now(calendar.tz).date())
     except SourceError as exc:
         raise UserFacingError(str(exc)) from None
@@ -148,7 +164,7 @@ def ingest(
     tags = {"usdcop/command": "ingest", "usdcop/source": source}
     summary: dict[str, Any] = {
         "source": source, "start": sessions[0].isoformat(), "end": sessions[-1].isoformat(),
-        "sessions_expected": len(sessions), "lake": str(s.data_dir),
+        "sessions_expected": len(sessions), "lake": str(s.data_dir), "future_dated_quarantined": future_dated,
     }
 
     # macro first: the features of a session read the macro known before it
@@ -233,7 +249,8 @@ def _summary_table(summary: dict[str, Any]) -> Any:
     table.add_column("item")
     table.add_column("value", justify="right")
     order = ("sessions_expected", *SUMMARY_KEYS[:1], "sessions_missing", "sessions_refused", *SUMMARY_KEYS[1:],
-             "macro_values", "first_bar", "last_bar", "completeness_mean", "chunks", "wall_seconds", "lake")
+             "macro_values", "first_bar", "last_bar", "completeness_mean", "chunks", "wall_seconds", "lake",
+             "future_dated_quarantined")
     for k in order:
         if k in summary:
             v = summary[k]

@@ -251,6 +251,30 @@ def clean_bars(
     )
 
 
+# ---- future-dated bars ---------------------------------------------------------------------------
+FUTURE_DATED = "future_dated"
+
+
+def future_bars(raw: pl.DataFrame, calendar: TradingCalendar, as_of: date) -> pl.DataFrame:
+    """Raw bars whose instrument-local date is after `as_of` (today): no session can hold them yet."""
+    return raw.filter(local_date_expr(calendar) > as_of)
+
+
+def quarantine_future_bars(
+    raw: pl.DataFrame, calendar: TradingCalendar, as_of: date, *, detected_at: datetime | None = None
+) -> pl.DataFrame:
+    """The future-dated rows of a raw bar frame as quarantine rows (rule future_dated, partition =
+    the session date they claim), so an export with a wrong clock is reported, never silently
+    ignored, and never widens the range an ingest covers."""
+    rows = future_bars(raw, calendar, as_of).with_columns(_d=local_date_expr(calendar))
+    return quarantine_frame(
+        rows, dataset=BARS_DATASET, partition=pl.col("_d").dt.to_string("%Y-%m-%d"), rule=FUTURE_DATED,
+        field="time",
+        value=text(pl.col("time").dt.to_string("%Y-%m-%dT%H:%M:%SZ"), f" is after today ({as_of.isoformat()})"),
+        row_columns=["time", *PRICE_COLUMNS, "volume"], detected_at=detected_at,
+    )
+
+
 # ---- macro ---------------------------------------------------------------------------------------
 PREVIOUS_VALUE = "previous_value"  # merge_macro: the accepted lake value a newcomer would replace
 
@@ -420,11 +444,14 @@ __all__ = [
     "CleanReport",
     "CleanResult",
     "CleaningError",
+    "FUTURE_DATED",
     "MacroReport",
     "MacroResult",
     "clean_bars",
     "clean_macro",
     "clean_macro_long",
+    "future_bars",
+    "quarantine_future_bars",
     "macro_long",
     "merge_macro",
 ]

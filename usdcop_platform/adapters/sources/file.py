@@ -216,9 +216,34 @@ class FileMarketSource:
     def latest_bar(self, now: datetime) -> pl.DataFrame:
         return newest_closed(self.bars(now.date(), now.date()), self.calendar, now)
 
-    def date_span(self) -> tuple[date, date]:
-        t = self.frame()["time"]
+    def date_span(self, as_of: date | None = None) -> tuple[date, date]:
+        """First and last UTC date of the file's bars; with `as_of` (today), of the bars not dated
+        after it: future-dated rows (a wrong clock) are quarantined by the ingest, and must not
+        widen its range. Raises SourceError when every bar is in the future."""
+        frame = self.frame()
+        if as_of is not None:
+            from usdcop_platform.core.cleaning import future_bars
+
+            future = future_bars(frame, self.calendar, as_of)
+            if future.height == frame.height and frame.height:
+                raise SourceError(
+                    f"{self.path}: all {frame.height:,} bars are dated after today ({as_of}), from "
+                    f"{future['time'].min():%Y-%m-%d %H:%M}Z; future-dated rows are never ingested (check the export's clock)"
+                )
+            if future.height:
+                from usdcop_platform.core.quality import local_date_expr
+
+                frame = frame.filter(local_date_expr(self.calendar) <= as_of)
+        if frame.is_empty():
+            raise SourceError(f"{self.path}: the file holds no bars")
+        t = frame["time"]
         return t.min().date(), t.max().date()  # type: ignore[union-attr]
+
+    def future_bars(self, as_of: date) -> pl.DataFrame:
+        """The file's bars dated (instrument-local) after `as_of`."""
+        from usdcop_platform.core.cleaning import future_bars
+
+        return future_bars(self.frame(), self.calendar, as_of)
 
 
 class FileMacroSource:
