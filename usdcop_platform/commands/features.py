@@ -6,6 +6,9 @@ session, the cleaned open/high/low/close the features were computed from, and th
 features by name (position 0, time_norm filled), so anyone can check them against another
 implementation. Rows that would carry a NaN (a macro value missing beyond the forward-fill limit,
 or a z-score without enough history) are not written; the summary says how many and where.
+Bars and macro values that failed a quality rule are not used either: the summary counts them by
+rule and `<out>.quarantine.parquet` holds them (rule, field, value, the row), as `usdcop quarantine
+list` shows them for the lake.
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ def build_features_file(
         raise UserFacingError(f"every row in the range carries NaN features ({_describe(bad)}); nothing written")
     out.parent.mkdir(parents=True, exist_ok=True)
     df.write_parquet(out)
+    quarantined = pl.concat([cleaned.quarantined, macro.quarantined], how="vertical")
+    quarantine_out = out.with_name(f"{out.stem}.quarantine.parquet")
+    if quarantined.height:  # never dropped silently: the rows, their rule and value, next to the output
+        quarantined.write_parquet(quarantine_out)
     return {
         "out": str(out),
         "rows": df.height,
@@ -74,7 +81,11 @@ def build_features_file(
         "warmup_bars": contract.warmup_bars,
         "rows_with_nan_not_written": bad.height,
         "nan_detail": _describe(bad) if bad.height else "",
+        "bars_quarantined": cleaned.report.quarantined,
+        "bars_quarantined_by_rule": dict(cleaned.report.quarantine_by_rule),
         "macro_values_flagged": macro.report.flagged,
+        "macro_flagged_by_reason": dict(macro.report.flagged_by_reason),
+        "quarantine_out": str(quarantine_out) if quarantined.height else "",
         "feature_contract_version": contract.version,
         "feature_order_hash": contract.feature_order_hash,
     }
@@ -102,6 +113,14 @@ def register(app: typer.Typer) -> None:
             if key != "nan_detail":
                 table.add_row(key, str(value))
         console.print(table)
+        if summary["quarantine_out"]:
+            err_console.print(
+                f"[yellow]warning:[/] {summary['bars_quarantined']} bar(s) quarantined "
+                f"{summary['bars_quarantined_by_rule'] or ''} and {summary['macro_values_flagged']} macro value(s) "
+                f"flagged {summary['macro_flagged_by_reason'] or ''}: not used; rows, rules and values in "
+                f"{summary['quarantine_out']}",
+                soft_wrap=True, highlight=False,
+            )
         if summary["rows_with_nan_not_written"]:
             err_console.print(
                 f"[yellow]warning:[/] {summary['rows_with_nan_not_written']} row(s) not written: NaN in "

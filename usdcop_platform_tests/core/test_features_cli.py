@@ -74,3 +74,21 @@ def test_fewer_bars_than_w(tmp_path, real_macro_path, calendar, platform_config)
     res = _run("--bars", str(path), "--macro", str(real_macro_path), "--out", str(tmp_path / "f.parquet"))
     assert res.exit_code == 1
     assert f"W={platform_config.features.warmup_bars}" in res.output
+
+
+def test_quarantined_rows_are_reported_and_written(tmp_path, real_bars_path, real_macro_path) -> None:
+    raw = pl.read_csv(real_bars_path)
+    tcol = raw.columns[0]
+    raw = raw.filter(pl.col(tcol).str.starts_with("2024-01"))
+    bad_i = raw.height - 30
+    raw = raw.with_row_index("_i").with_columns(  # one bar with high below low: quarantined by a row rule
+        pl.when(pl.col("_i") == bad_i).then(pl.col("low") - 5.0).otherwise(pl.col("high")).alias("high")
+    ).drop("_i")
+    bars = tmp_path / "bars.csv"
+    raw.write_csv(bars)
+    out = tmp_path / "f.parquet"
+    res = _run("--bars", str(bars), "--macro", str(real_macro_path), "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "1 bar(s) quarantined" in res.output and "f.quarantine.parquet" in res.output
+    q = pl.read_parquet(tmp_path / "f.quarantine.parquet")
+    assert q.filter(pl.col("dataset") == "raw/usdcop_m5_ohlcv").height == 1
