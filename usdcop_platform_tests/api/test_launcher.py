@@ -39,7 +39,7 @@ def test_run_config_fits_the_real_evaluation_job() -> None:
     config = run_config(REQUEST)
     assert set(config["ops"]) == {BACKTEST_KEY.to_python_identifier(), PROPOSAL_KEY.to_python_identifier()}
     assert dg.validate_run_config(job, config)["ops"][BACKTEST_KEY.to_python_identifier()]["config"] == {
-        "model_id": "baseline-abc", "start": "2023-01-02", "end": "2023-06-30"
+        "model_id": "baseline-abc", "start": "2023-01-02", "end": "2023-06-30", "allow_partial": False
     }
     tags = run_tags(REQUEST, "baseline")
     assert tags["dagster/partition"] == "baseline" and tags["usdcop/backtest_request_id"] == "7"
