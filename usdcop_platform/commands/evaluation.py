@@ -60,14 +60,22 @@ def evaluate_experiment(
         promotion_proposal,
     )
     from usdcop_platform.defs.evaluation.more_tests import BACKTEST_REQUEST_TAG
+    from usdcop_platform.defs.evaluation.walk_forward import load_report as load_walk_forward
+    from usdcop_platform.defs.evaluation.walk_forward import walk_forward
     from usdcop_platform.defs.resources import build_resources
     from usdcop_platform.defs.training.sensors import ensure_experiment_partitions
 
     s = settings or get_settings()
-    load_platform_config(s.config_dir).experiment(name)  # unknown name: ConfigError before any work
+    exp = load_platform_config(s.config_dir).experiment(name)  # unknown name: ConfigError before any work
     start, end = _check_date(start, "--start"), _check_date(end, "--end")
     if (start is None) != (end is None):
         raise UserFacingError("give both --start and --end, or neither (default: the experiment's test split)")
+    resources = build_resources(s)
+    assets = [backtest, promotion_proposal]
+    # The vote of an experiment with walk-forward folds needs its expanding walk-forward for this config.
+    if request_id is None and exp.backtest.walk_forward.folds and \
+            load_walk_forward(resources["platform"].lake, name, exp.config_hash) is None:
+        assets.insert(0, walk_forward)
     instance = open_local_instance(s)
     try:
         ensure_experiment_partitions(instance, str(s.config_dir))
@@ -80,10 +88,10 @@ def evaluate_experiment(
         )
         try:
             result = dg.materialize(
-                [backtest, promotion_proposal],
+                assets,
                 partition_key=name,
                 instance=instance,
-                resources=build_resources(s),
+                resources=resources,
                 run_config=run_config,
                 tags={
                     "usdcop/command": "backtest",

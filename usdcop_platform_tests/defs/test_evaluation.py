@@ -576,3 +576,21 @@ def test_the_vote_uses_the_expanding_walk_forward_and_its_stability(world) -> No
     assert wf["kind"] == "expanding" and len(wf["folds"]) == 4
     assert row["criteria"]["fold_stability"]["value"] == wf["aggregate"]["positive_share"]
     assert row["metrics"]["test_split_folds"]["aggregate"]["folds"] == WALK_FORWARD_FOLDS
+
+
+def test_cli_runs_the_walk_forward_the_vote_needs(cli_env) -> None:
+    from typer.testing import CliRunner
+
+    from usdcop_platform.cli import app
+
+    smoke_file = Path(cli_env["platform"].config_dir) / "experiments" / "smoke.yaml"
+    raw = yaml.safe_load(smoke_file.read_text())
+    raw["backtest"]["walk_forward"] = {"folds": 4, "test_sessions": 5, "min_train_sessions": 20}
+    raw["algorithm"]["total_timesteps"] = 1024
+    smoke_file.write_text(yaml.safe_dump(raw))
+    cli_env["register"]("cand", follow_signal_layers(cli_env["contract"].names))
+    out = CliRunner().invoke(app, ["backtest", "--experiment", EXPERIMENT])
+    assert out.exit_code == 0, out.output
+    row = cli_env["store"].proposals.by_model("cand")
+    assert row["metrics"]["walk_forward"]["kind"] == "expanding" and len(row["metrics"]["walk_forward"]["folds"]) == 4
+    assert row["criteria"]["fold_stability"]["value"] is not None
