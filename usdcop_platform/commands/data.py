@@ -238,8 +238,24 @@ def _materialize(dg: Any, assets: list[Any], resources: dict[str, Any], instance
             if event.is_step_failure and event.step_failure_data.user_failure_data is None:
                 err = event.step_failure_data.error
                 cause = err.cause or err
-                raise UserFacingError(f"ingest failed: {cause.message.strip()}")
+                raise UserFacingError(_one_line(cause))
     return result
+
+
+# Errors whose message is complete on its own (file, row/key, reason): shown as is, one line.
+_SELF_EXPLAINING = ("SourceError", "CleaningError", "ConfigError", "FeatureError")
+
+
+def _one_line(cause: Any) -> str:
+    """A failed step's error as one clean line: "macro.csv: non-numeric value ...", not
+    "ingest failed: usdcop_platform.adapters.sources.base.SourceError: ..." (nor a traceback)."""
+    message = cause.message.strip()
+    if cause.cls_name in _SELF_EXPLAINING:
+        head = message.split(": ", 1)
+        if len(head) == 2 and head[0].endswith(cause.cls_name):
+            return head[1].strip()
+        return message
+    return f"ingest failed: {message.splitlines()[0] if message else cause.cls_name}"
 
 
 def _summary_table(summary: dict[str, Any]) -> Any:
