@@ -31,6 +31,8 @@ BENCHMARKS: dict[str, str] = {
     "live": "usdcop_platform.bench.live",
     "learnability": "usdcop_platform.bench.learnability",
     "realdata": "usdcop_platform.bench.realdata",
+    "pipeline": "usdcop_platform.bench.pipeline",
+    "chaos": "usdcop_platform.bench.chaos",
 }
 
 LOWER_IS_BETTER_UNITS = {"s", "ms", "us", "µs", "ns", "MB", "GB"}

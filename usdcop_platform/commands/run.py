@@ -156,10 +156,15 @@ def _features_run(instance: Any, settings: Settings, keys: list[str]) -> dict[st
     )
     for event in result.get_step_failure_events():
         err = event.step_failure_data.error
+        if err is not None and err.cls_name == "DagsterAssetCheckFailedError":
+            continue  # a blocking check refused some sessions (named in its metadata); the rest is published
         raise UserFacingError(f"features failed: {(err.cause or err).message.strip() if err else 'see the log'}")
     per = {m.partition: m.metadata for m in result.asset_materializations_for_node(m5_features.op.name)}
     published = [k for k, m in per.items() if m.get("published") is not None and m["published"].value]
     failed = sorted(e.check_name for e in result.get_asset_check_evaluations() if not e.passed)
+    if not published:
+        raise UserFacingError(f"features: no session of {keys[0]}..{keys[-1]} was published (failed checks: "
+                              f"{', '.join(failed) or 'none'}); see dagster run {result.run_id}")
     return {"sessions": len(per), "published": len(published), "not_published": len(per) - len(published),
             "failed_checks": failed, "dagster_run_id": result.run_id}
 

@@ -1,0 +1,144 @@
+"""`usdcop bench pipeline`: the real-data main job through Dagster, against the per-partition path.
+
+Each measurement runs in a fresh Python process on a fresh state folder (lake, SQL store and the
+local Dagster instance under it), as a new user's shell would:
+
+- ingest: `usdcop ingest --source file` of the real 2020-2024 exports (one range run of 1,221
+  session partitions + the macro run), the whole command process timed (interpreter, imports,
+  Great Expectations, Dagster bookkeeping). Target ≤ 10 s.
+- features: features/m5_features for every session through Dagster in one range run (after the
+  ingest above). Target ≤ 30 s.
+  Peer, measured in the same run: the per-partition path (one Dagster run per session, each
+  reading its warm-up and the full history up to it for the equality check), timed on a sample
+  of sessions spread evenly over the history and extrapolated to all of them (the cost of a run
+  grows linearly with its session's position, so the sample mean × N estimates the sum).
+- demo: `usdcop demo` on a fresh state folder (synthetic source, smoke experiment). Target ≤ 60 s.
+
+With --quick: 2024 only, a 3-session peer sample, no demo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from usdcop_platform.bench.harness import BenchResult
+from usdcop_platform.bench.ingest import REAL_BARS, REAL_DATA_DIR, REAL_MACRO
+
+TARGET_INGEST_S = 10.0
+TARGET_FEATURES_S = 30.0
+TARGET_DEMO_S = 60.0
+PEER_SAMPLE = 8  # sessions timed one run each for the per-partition peer
+QUICK_START = date(2024, 1, 1)
+
+
+def _env(state: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "DATABASE_URL", "MLFLOW_TRACKING_URI")}
+    env.update(USDCOP_DATA_DIR=str(state / "lake"), USDCOP_MODELS_DIR=str(state / "models"),
+               USDCOP_STATE_DIR=str(state / "state"))
+    return env
+
+
+def _usdcop(args: list[str], state: Path) -> tuple[float, str]:
+    """Wall seconds of one `usdcop ...` process and its stdout (raises with stderr on failure)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "usdcop_platform.cli", *args], env=_env(state),
+                          capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"usdcop {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return wall, proc.stdout
+
+
+def _child(code: str, state: Path) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(state), capture_output=True, text=True, check=False)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH_RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"bench pipeline child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line.removeprefix("BENCH_RESULT "))
+
+
+def _features_child(keys: list[str] | None, sample: list[str] | None) -> None:
+    """In the child: one range run over all published sessions, or one run per sampled session."""
+    import dagster as dg
+
+    from usdcop_platform.commands.common import open_local_instance
+    from usdcop_platform.defs.features.assets import m5_features
+    from usdcop_platform.defs.resources import build_resources
+    from usdcop_platform.settings import get_settings
+
+    s = get_settings()
+    resources = build_resources(s)
+    with open_local_instance(s) as instance:
+        if keys is not None:
+            t0 = time.perf_counter()
+            result = dg.materialize([m5_features], instance=instance, resources=resources, raise_on_error=False,
+                                    tags={"dagster/asset_partition_range_start": keys[0],
+                                          "dagster/asset_partition_range_end": keys[-1]})
+            wall = time.perf_counter() - t0
+            mats = result.asset_materializations_for_node(m5_features.op.name)
+            published = sum(1 for m in mats if m.metadata["published"].value)
+            print("BENCH_RESULT " + json.dumps({"wall_s": wall, "sessions": len(mats), "published": published}))
+            return
+        walls = []
+        for key in sample or []:
+            t0 = time.perf_counter()
+            dg.materialize([m5_features], partition_key=key, instance=instance, resources=resources,
+                           raise_on_error=False)
+            walls.append(time.perf_counter() - t0)
+        print("BENCH_RESULT " + json.dumps({"walls_s": walls}))
+
+
+def _sessions(state: Path) -> list[str]:
+    from usdcop_platform.adapters.lake import ParquetLake
+
+    return ParquetLake(state / "lake").partitions("raw/usdcop_m5_ohlcv")
+
+
+def run(quick: bool = False) -> list[BenchResult]:
+    if not (REAL_BARS.exists() and REAL_MACRO.exists()):
+        print(f"bench pipeline: skipped, the real exports are not in {REAL_DATA_DIR}", file=sys.stderr)
+        return []
+    label = "2024" if quick else "2020-2024"
+    results: list[BenchResult] = []
+    with tempfile.TemporaryDirectory(prefix="usdcop-bench-pipeline-") as tmp:
+        state = Path(tmp)
+        args = ["ingest", "--source", "file", "--bars", str(REAL_BARS), "--macro", str(REAL_MACRO), "--json"]
+        if quick:
+            args += ["--start", QUICK_START.isoformat()]
+        ingest_s, out = _usdcop(args, state)
+        summary = json.loads(out.strip().splitlines()[-1])
+        results.append(BenchResult(
+            f"usdcop ingest {label} through Dagster ({summary['sessions_expected']} session partitions, whole process)",
+            round(ingest_s, 2), "s", target=f"<= {TARGET_INGEST_S:g} s", met=ingest_s <= TARGET_INGEST_S))
+
+        keys = _sessions(state)
+        code = ("from usdcop_platform.bench.pipeline import _features_child; "
+                f"_features_child({keys!r}, None)")
+        feats = _child(code, state)
+        n = len(keys)
+        step = max(1, n // (3 if quick else PEER_SAMPLE))
+        sample = keys[step // 2::step][: (3 if quick else PEER_SAMPLE)]
+        peer = _child(f"from usdcop_platform.bench.pipeline import _features_child; _features_child(None, {sample!r})",
+                      state)
+        peer_total = sum(peer["walls_s"]) / len(peer["walls_s"]) * n
+        results.append(BenchResult(
+            f"features {label}, all {feats['sessions']} sessions through Dagster (one range run; "
+            f"{feats['published']} published)", round(feats["wall_s"], 2), "s",
+            peer=f"one run per session ({len(sample)}-session sample, extrapolated)", peer_value=round(peer_total, 1),
+            target=f"<= {TARGET_FEATURES_S:g} s", met=feats["wall_s"] <= TARGET_FEATURES_S))
+        results.append(BenchResult("features per-partition peer: mean run (sampled sessions)",
+                                   round(sum(peer["walls_s"]) / len(peer["walls_s"]), 3), "s"))
+    if not quick:
+        with tempfile.TemporaryDirectory(prefix="usdcop-bench-demo-") as tmp:
+            demo_s, _ = _usdcop(["demo"], Path(tmp))
+        results.append(BenchResult("usdcop demo on a fresh state (synthetic, smoke; whole process)", round(demo_s, 1),
+                                   "s", target=f"<= {TARGET_DEMO_S:g} s", met=demo_s <= TARGET_DEMO_S))
+    return results
