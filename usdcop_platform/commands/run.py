@@ -202,6 +202,8 @@ def run_pipeline(
         raise UserFacingError("--source file needs --bars PATH (and --macro PATH for the macro features)")
     calendar = TradingCalendar(cfg.instrument)
     start, end = experiment_span(s, experiment)
+    if source == "file":  # the whole file is ingested (the UI shows every session of it), not just the span
+        start, end = _with_file_span(bars, calendar, start, end)
     keys = [d.isoformat() for d in calendar.sessions(start, end)]
     stages = [Stage(n) for n in STAGES]
 
@@ -270,6 +272,21 @@ def run_pipeline(
         "proposal": proposal, "seconds": round(time.perf_counter() - t0, 1),
         "dagster_home": str(s.resolved_dagster_home), "log_file": str(log_file(s)),
     }
+
+
+def _with_file_span(bars: Path | None, calendar: Any, start: date, end: date) -> tuple[date, date]:
+    from datetime import datetime
+
+    from usdcop_platform.adapters.sources import FileMarketSource, SourceError
+
+    if bars is None or not Path(bars).exists():
+        raise UserFacingError(f"{bars}: file not found")
+    try:
+        lo, hi = FileMarketSource(Path(bars), calendar).date_span()
+    except SourceError as exc:
+        raise UserFacingError(str(exc)) from None
+    today = datetime.now(calendar.tz).date()
+    return max(min(start, lo), calendar.instrument.calendar_start), min(max(end, hi), today)
 
 
 def _evaluate(fn: Callable[..., dict[str, Any]], experiment: str, s: Settings, model_id: str) -> dict[str, Any]:
