@@ -156,6 +156,26 @@ def statistics_view(proposal: Mapping[str, Any], store: Any) -> dict[str, Any]:
             "sentences": sentences, "coverage": coverage, "family_now": fam.as_dict()}
 
 
+def in_sample_rows(lake: ParquetLake, proposal: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The model's IN-SAMPLE diagnostic backtests (periods touching its training data): shown as
+    such, never part of the vote."""
+    from usdcop_platform.adapters import backtests as bt
+
+    rows = []
+    for part in bt.model_partitions(lake, proposal["experiment_name"], proposal["model_id"]):
+        report = bt.load_backtest_report(lake, proposal["experiment_name"], part)
+        if not report or report.get("out_of_sample", True):
+            continue
+        m = report.get("metrics") or {}
+        rows.append({
+            "period": f"{report.get('test_start') or '?'} → {report.get('test_end') or '?'}",
+            "n_bars": report.get("n_bars"),
+            "reason": report.get("in_sample_reason") or "overlaps the training or validation data",
+            "metrics": [fmt_value(m.get(k), METRIC_DISPLAY[k][1]) for k in ADDITIONAL_METRICS],
+        })
+    return rows
+
+
 def _comparison_source(proposal: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """(label, {metric: {candidate, baseline|benchmark, delta}}) of the best available reference."""
     bc = proposal.get("baseline_comparison") or {}
@@ -344,6 +364,7 @@ class ExperimentDetail:
     backtest_requests: list[Any] = field(default_factory=list)
     additional_backtests: list[dict[str, Any]] = field(default_factory=list)
     statistics: dict[str, Any] = field(default_factory=dict)
+    in_sample: list[dict[str, Any]] = field(default_factory=list)
 
 
 def experiment_detail(
@@ -374,4 +395,5 @@ def experiment_detail(
         backtest_requests=requests,
         additional_backtests=additional_backtest_rows(proposal, requests),
         statistics=statistics_view(proposal, store),
+        in_sample=in_sample_rows(lake, proposal),
     )

@@ -6,6 +6,7 @@ import html as htmllib
 import re
 import xml.etree.ElementTree as ET
 
+import polars as pl
 import pytest
 
 from usdcop_platform.api.pages import csrf_token
@@ -218,3 +219,20 @@ def test_review_page_shows_pbo_spa_and_coverage_with_sentences(client, keys, sto
     assert stats["V (variance of the trials' annual Sharpes)"] == ("0.2000", "cross-trial")
     assert "PBO = 0.12" in html and "Hansen&#39;s SPA test (45 sessions" in html
     assert "Coverage 75.0%: the lake held 15 of 20 requested sessions" in html
+
+
+def test_review_page_lists_in_sample_diagnostics_as_such(client, keys, store, lake, proposal) -> None:
+    from usdcop_platform.adapters import backtests as bt
+
+    report = {"model_id": proposal["model_id"], "out_of_sample": False, "role": "in_sample_diagnostic",
+              "in_sample_reason": "the period starts 2023-07-10, on or before the model's training end 2023-12-29",
+              "test_start": "2023-07-10", "test_end": "2023-08-31", "n_bars": 2400,
+              "metrics": {"sharpe": 3.3, "trades": 80}}
+    bt.save_backtest(lake, proposal["experiment_name"], proposal["model_id"], series=pl.DataFrame(),
+                     trades=pl.DataFrame(), report=report,
+                     partition=bt.backtest_partition(proposal["model_id"], "2023-07-10", "2023-08-31"))
+    _login(client, keys.viewer)
+    html = htmllib.unescape(client.get(f"/experiments/{proposal['proposal_id']}/review").text)
+    block = re.search(r'data-testid="in-sample-table">(.*?)</table>', html, re.S).group(1)
+    assert "2023-07-10 → 2023-08-31" in block and "IN-SAMPLE" in block and "3.300" in block
+    assert "on or before the model's training end 2023-12-29" in block
