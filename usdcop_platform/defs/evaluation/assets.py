@@ -10,6 +10,13 @@ period gets its own partition). The proposal applies the first-vote rules (core.
 upserts one row per model id. A run tagged with a reviewer's backtest request (REQUEST_MORE_TESTS)
 backtests the requested period and attaches it to the proposal instead (defs/evaluation/more_tests.py).
 The maths lives in core/; these functions only fetch, call and store.
+
+Issue #13 rules kept here: the deflated Sharpe's N and V come from the trial ledger of the family
+(defs/evaluation/trials.py); an explicit period starting on or before the model's training end is an
+IN-SAMPLE diagnostic that the proposal never votes on; a period the lake covers only in part is
+refused naming the missing sessions unless `allow_partial` (coverage then stated everywhere); PBO
+(CSCV) and Hansen's SPA are stored in the report; an experiment with walk-forward folds votes with
+its expanding walk-forward (defs/evaluation/walk_forward.py).
 """
 
 
@@ -448,7 +455,7 @@ def _backtest(
         msg = f"walk-forward folds do not fit: {folds} folds need at least {folds} sessions, the period has {n_sessions}"
         if period["out_of_sample"] and period["source"] == "test_split":
             raise EvaluationError(f"{msg}: lower backtest.walk_forward_folds of {name!r} or lengthen its test split")
-        folds, folds_skipped = 0, f"{msg}; not run for this diagnostic period"
+        folds, folds_skipped = 0, f"{msg}; not run for this explicit period"
     evaluation = evaluate(
         close,
         run.positions,
