@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from usdcop_platform.contracts.base import StrictModel, content_hash
 from usdcop_platform.contracts.date_ranges import DateRanges
+from usdcop_platform.contracts.search import SearchConfig, set_path
 
 
 class EnvironmentConfig(StrictModel):
@@ -119,6 +120,9 @@ class ExperimentConfig(StrictModel):
     seeds: tuple[int, ...] = Field(min_length=1)
     backtest: BacktestConfig = BacktestConfig()
     success_criteria: SuccessCriteria = SuccessCriteria()
+    # Hyperparameter search space (contracts.search); not part of config_hash: a trained model's
+    # config is the sampled one, and a study is named after the space's own hash.
+    search: SearchConfig | None = None
 
     @field_validator("curriculum")
     @classmethod
@@ -136,8 +140,27 @@ class ExperimentConfig(StrictModel):
             raise ValueError(f"batch_size {hp.batch_size} exceeds n_steps*n_envs = {rollout}")
         return self
 
+    @model_validator(mode="after")
+    def _search(self) -> "ExperimentConfig":
+        if self.search is None:
+            return self
+        for key, param in self.search.params.items():
+            for value in param.extremes():
+                try:
+                    self.with_params({key: value})
+                except (KeyError, ValueError) as exc:
+                    raise ValueError(f"search.params[{key!r}]: value {value!r} gives an invalid experiment: {exc}") from None
+        return self
+
+    def with_params(self, params: dict[str, Any]) -> "ExperimentConfig":
+        """This experiment with dotted-path values set (a search trial's config), without `search`."""
+        raw = self.canonical()
+        for key, value in params.items():
+            set_path(raw, key, value)
+        return ExperimentConfig.model_validate(raw)
+
     def canonical(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"search"})
 
     @property
     def config_hash(self) -> str:

@@ -1,0 +1,80 @@
+"""Optuna studies in the platform's SQL database (RDBStorage): SQLite locally, PostgreSQL in production.
+
+Every worker, on any machine, opens the same storage by URL, so trials of one study can run
+anywhere and a study outlives the process that started it:
+
+  * heartbeats: a running trial writes a heartbeat every HEARTBEAT_SECONDS; a trial whose heartbeat
+    is older than GRACE_SECONDS (its worker died) is marked FAIL by the next worker that starts a
+    trial (or by `fail_stale`), and RetryHeartbeatStaleTrialCallback queues its parameters once more;
+  * `pool_pre_ping`: a connection the database dropped (server restart, terminated backend) is
+    replaced before use instead of failing the trial's next write.
+
+Optuna keeps its own tables (studies, trials, ...) and its own `alembic_version` table; the
+platform's migrations use `usdcop_alembic_version`, and Dagster's PostgreSQL storage lives in its
+own database (docker-compose.yml), so the three never meet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from usdcop_platform.contracts.search import SearchConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+HEARTBEAT_SECONDS = 2
+GRACE_SECONDS = 6
+MAX_RETRY = 1  # a failed trial's parameters are tried once more, then the search moves on
+
+
+def optuna_url(database_url: str) -> str:
+    """The platform URL as SQLAlchemy expects it (psycopg 3 for postgresql:// as the store does)."""
+    if database_url.startswith("sqlite:///"):
+        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return database_url
+
+
+def storage(database_url: str) -> "optuna.storages.RDBStorage":
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = optuna_url(database_url)
+    engine_kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 60}}  # several worker processes write one file
+    return RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=HEARTBEAT_SECONDS,
+        grace_period=GRACE_SECONDS,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+    )
+
+
+def open_study(database_url: str, name: str, space: SearchConfig) -> "optuna.Study":
+    """Create the study or load it (resume): TPE seeded from the space, MedianPruner over the
+    validation scores reported at each evaluation step."""
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=space.sampler_seed, n_startup_trials=space.startup_trials)
+    pruner = optuna.pruners.MedianPruner(
+        n_startup_trials=space.pruner.startup_trials, n_warmup_steps=space.pruner.warmup_evaluations
+    )
+    return optuna.create_study(
+        study_name=name, storage=storage(database_url), sampler=sampler, pruner=pruner,
+        direction="maximize", load_if_exists=True,
+    )
+
+
+def fail_stale(study: "optuna.Study") -> list[int]:
+    """Mark RUNNING trials whose worker stopped heartbeating as FAIL (retried once); their numbers."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    fail_stale_trials(study)
+    after = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    return sorted(before - after)
