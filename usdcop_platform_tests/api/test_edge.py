@@ -174,3 +174,20 @@ def test_v1_errors_are_documented(client) -> None:
             if method == "post":
                 assert {"400", "413", "422", "429"} <= codes, (method, path, codes)
                 assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
+
+
+def test_failure_buckets_stay_bounded_under_random_guesses() -> None:
+    from usdcop_platform.api.ratelimit import TokenBucketLimiter
+
+    clock = [0.0]
+    limiter = TokenBucketLimiter(per_minute=5, clock=lambda: clock[0], max_keys=50)
+    for i in range(1000):  # every guess a new prefix: the table must not grow with them
+        limiter.take(f"prefix:usdcop_{i:08d}")
+        clock[0] += 0.001
+    assert len(limiter._buckets) <= 50
+    assert limiter.blocked_for("prefix:never-seen") == 0
+    for _ in range(5):
+        limiter.take("ip:10.0.0.1")
+    assert limiter.blocked_for("ip:10.0.0.1") >= 1
+    clock[0] += 60.0
+    assert limiter.blocked_for("ip:10.0.0.1") == 0
