@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 
 DEFAULT_PARTITIONS = 16
+# Fewer periods than this and the SPA test says nothing (arch's threshold needs log(log(T)) > 0).
+MIN_SPA_PERIODS = 10
 
 
 class OverfittingInputError(ValueError):
@@ -180,8 +182,8 @@ def spa_test(
     from arch.bootstrap import SPA  # arch (and its scipy/pandas imports) load only when needed
 
     c = np.asarray(candidate, dtype=np.float64)
-    if c.ndim != 1 or c.size < 2:
-        raise OverfittingInputError(f"SPA needs at least 2 aligned periods; got shape {c.shape}")
+    if c.ndim != 1 or c.size < MIN_SPA_PERIODS:
+        raise OverfittingInputError(f"SPA needs at least {MIN_SPA_PERIODS} aligned periods; got shape {c.shape}")
     if not benchmarks:
         raise OverfittingInputError("SPA needs at least one benchmark")
     pvalues = {}

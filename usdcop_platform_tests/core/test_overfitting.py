@@ -86,8 +86,8 @@ def test_spa_finds_a_real_edge_and_not_a_fake_one() -> None:
 def test_spa_bad_inputs_say_why() -> None:
     with pytest.raises(O.OverfittingInputError, match="shape"):
         O.spa_test(np.zeros(10), {"flat": np.zeros(9)}, block_size=2, reps=100, seed=0)
-    with pytest.raises(O.OverfittingInputError, match="at least 2"):
-        O.spa_test(np.zeros(1), {"flat": np.zeros(1)}, block_size=2, reps=100, seed=0)
+    with pytest.raises(O.OverfittingInputError, match="at least 10 aligned periods"):
+        O.spa_test(np.zeros(2), {"flat": np.zeros(2)}, block_size=2, reps=100, seed=0)
 
 
 def test_sentences_state_missing_results_with_the_reason() -> None:

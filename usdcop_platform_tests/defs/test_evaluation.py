@@ -474,6 +474,7 @@ def test_a_period_before_the_training_end_is_in_sample_even_outside_train_and_va
     cfg = {"ops": {"evaluation__backtest": {"config": {"start": "2024-01-16", "end": "2024-01-17"}}}}
     meta = metadata(materialize(world, assets=(backtest,), run_config=cfg), "evaluation__backtest")
     assert meta["out_of_sample"] is False
+    assert "SPA test not computed: 2 session(s); the SPA test needs 10 or more" in meta["overfitting"]
     cfg = {"ops": {"evaluation__backtest": {"config": gap}}}
     meta = metadata(materialize(world, assets=(backtest,), run_config=cfg), "evaluation__backtest")
     assert meta["out_of_sample"] is True  # after the model's training end: may vote

@@ -218,8 +218,9 @@ def overfitting_statistics(
     benchmarks = {"buy_and_hold": evaluation.buy_and_hold.session_returns, "flat": np.zeros_like(cand)}
     if evaluation.baseline is not None:
         benchmarks = {"baseline": evaluation.baseline.session_returns, **benchmarks}
-    if cand.size < 2:
-        out["spa"] = {"pvalue": None, "reason": f"{cand.size} session(s); the SPA test needs 2 or more"}
+    if cand.size < overfitting.MIN_SPA_PERIODS:
+        out["spa"] = {"pvalue": None,
+                      "reason": f"{cand.size} session(s); the SPA test needs {overfitting.MIN_SPA_PERIODS} or more"}
     else:
         out["spa"] = overfitting.spa_test(
             cand, benchmarks, block_size=min(stats.spa_block_sessions, cand.size), reps=stats.spa_reps,
