@@ -48,6 +48,13 @@ class Authenticator:
             out.append(f"prefix:{key_prefix(key)}")
         return out
 
+    def cached(self, key: str | None) -> Any | None:
+        """A key row verified less than AUTH_CACHE_TTL_S ago (no I/O: safe on the event loop)."""
+        if not key:
+            return None
+        hit = self._cache.get(hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest())
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     def authenticate(self, store: Any, key: str | None, client_ip: str | None, *, cached: bool = False) -> AuthResult:
         """Verify `key` for a client at `client_ip`. `cached` allows a success up to
         AUTH_CACHE_TTL_S old (the inference path: a revoked key stops working within that time)."""

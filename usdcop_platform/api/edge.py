@@ -81,6 +81,11 @@ class EdgeGuardMiddleware:
 
         key = _header(scope, API_KEY_HEADER_BYTES)
         client = scope.get("client")
+        if path.startswith(CACHED_AUTH_PREFIXES):  # the busy inference path: no thread hop on a hit
+            hit = self.state.authenticator.cached(key)
+            if hit is not None:
+                scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = hit
+                return None
 
         def verify() -> Any:
             return self.state.authenticator.authenticate(
