@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "data",
     "features",
     "training",
+    "tune",
     "evaluation",
     "api",
     "live",

@@ -164,10 +164,9 @@ class LocalCluster:
                 continue
             for child in parent.children(recursive=True):
                 try:
-                    if "default_worker" in " ".join(child.cmdline()) or child.name().startswith("ray::"):
-                        if "Agent" not in child.name() and "IDLE" not in child.name():
-                            child.kill()
-                            killed += 1
+                    if _is_task_worker(child):
+                        child.kill()
+                        killed += 1
                 except psutil.NoSuchProcess:
                     pass
         return killed
@@ -218,6 +217,15 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _is_task_worker(proc) -> bool:
+    """A Ray worker process running a task (title `ray::<task>`), not a raylet or an agent."""
+    name = proc.name()
+    if name.startswith("ray::"):
+        return "Agent" not in name and name != "ray::IDLE"
+    args = proc.cmdline()
+    return len(args) > 1 and args[1].endswith("default_worker.py")
 
 
 def _alive(proc) -> bool:

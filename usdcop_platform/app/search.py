@@ -374,3 +374,98 @@ def inputs_from_dataset(
         exp=exp, data=data, scoring={s: dataset.market_data(s, contract) for s in SPLITS}, ann=ann,
         database_url=database_url, study_name=S.study_name(exp),
     )
+
+
+# ---- the use case as the asset and the command run it --------------------------------------------
+_LISTENERS: list[Callable[[dict[str, Any]], None]] = []
+
+
+class progress_listener:  # noqa: N801 (a context manager used like a function)
+    """Receive the progress of searches run in this process while the block runs (the CLI prints
+    it while Dagster materializes models/search in-process)."""
+
+    def __init__(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        self.fn = fn
+
+    def __enter__(self) -> "progress_listener":
+        _LISTENERS.append(self.fn)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _LISTENERS.remove(self.fn)
+
+
+def parameter_importances(study: Any) -> dict[str, float]:
+    """fANOVA importances of the parameters over the complete trials ({} with too few trials)."""
+    import optuna
+
+    try:
+        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+    except (ValueError, RuntimeError):
+        return {}
+
+
+def importance_plot(importances: dict[str, float], path: Any) -> Any:
+    """A horizontal bar chart of the importances, written as PNG; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * max(1, len(names))))
+    ax.barh(names, [importances[n] for n in names], color="#4c72b0")
+    ax.set_xlabel("importance (fANOVA)")
+    ax.set_title("parameter importances")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def tune(
+    inputs: SearchInputs,
+    *,
+    trials: int,
+    workers: int,
+    use_ray: bool,
+    address: str | None,
+    recorder: TrialRecorder | None,
+    out_dir: Any,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the search on the chosen executor; write best.yaml (the best config as an ordinary
+    experiment version) and the importance plot under out_dir/<study>/; return the summary."""
+    from pathlib import Path
+
+    import yaml
+
+    from usdcop_platform.app.execution import executor_for
+
+    executor = executor_for(use_ray, address, num_cpus=workers)
+
+    def notify(p: dict[str, Any]) -> None:
+        for fn in [progress, *_LISTENERS]:
+            if fn is not None:
+                fn(p)
+
+    report = run_search(inputs, trials=trials, workers=workers, executor=executor, recorder=recorder, progress=notify)
+    study = optuna_store.open_study(inputs.database_url, inputs.study_name, S.space_of(inputs.exp))
+    folder = Path(out_dir) / inputs.study_name
+    folder.mkdir(parents=True, exist_ok=True)
+    importances = parameter_importances(study)
+    plot = importance_plot(importances, folder / "importance.png") if importances else None
+    best_path = None
+    if report.best is not None:
+        tuned = best_config(inputs.exp, study)
+        best_path = folder / "best.yaml"
+        best_path.write_text(
+            "# Best configuration of study " + inputs.study_name + ": an ordinary experiment version.\n"
+            "# Train it like any other (it is never promoted directly): copy it to config/experiments/,\n"
+            "# then `usdcop train`, `usdcop backtest` -> proposal -> the promotion gate's two votes.\n"
+            + yaml.safe_dump(tuned.canonical(), sort_keys=False),
+            encoding="utf-8",
+        )
+    return {**report.as_dict(), "importances": importances, "importance_plot": str(plot) if plot else None,
+            "best_config_path": str(best_path) if best_path else None}

@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "live": "usdcop_platform.bench.live",
     "learnability": "usdcop_platform.bench.learnability",
     "realdata": "usdcop_platform.bench.realdata",
+    "research": "usdcop_platform.bench.research",
     "pipeline": "usdcop_platform.bench.pipeline",
     "chaos": "usdcop_platform.bench.chaos",
 }

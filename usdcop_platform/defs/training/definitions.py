@@ -6,6 +6,7 @@ import dagster as dg
 
 from usdcop_platform.defs.partitions import experiment_partitions
 from usdcop_platform.defs.training.assets import DATASET_KEY, MODEL_KEY, experiment_dataset, ppo_policy
+from usdcop_platform.defs.training.search import model_search
 from usdcop_platform.defs.training.sensors import experiment_partitions_sensor
 
 train_experiment_job = dg.define_asset_job(
@@ -16,7 +17,7 @@ train_experiment_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[experiment_dataset, ppo_policy],
+    assets=[experiment_dataset, ppo_policy, model_search],
     jobs=[train_experiment_job],
     sensors=[experiment_partitions_sensor],
 )

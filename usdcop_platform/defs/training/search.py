@@ -1,0 +1,111 @@
+"""models/search: the hyperparameter search of an experiment partition (app.search does the work).
+
+Depends on datasets/experiment_dataset (lineage: the dataset hash is in the metadata and every
+trial's ledger row). Launches its trials on Ray when `use_ray` (a local instance, or the cluster
+named by `address` / RAY_ADDRESS), otherwise in this process. The best configuration is written as
+an ordinary experiment version (best.yaml): it is trained and proposed like any other, never
+promoted from here.
+"""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from usdcop_platform.adapters.tracking import MlflowResource
+from usdcop_platform.core.metrics import Annualization
+from usdcop_platform.defs.partitions import experiment_partitions
+from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform.defs.training.assets import DATASET_KEY, GROUP
+
+SEARCH_KEY = dg.AssetKey(["models", "search"])
+
+
+class SearchRunConfig(dg.Config):
+    trials: int = 8
+    workers: int = 2
+    use_ray: bool = True
+    address: str | None = None
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
+                     for k, v in params.items())
+
+
+def _trials_markdown(rows: list[dict]) -> str:
+    head = "| trial | state | value | val Sharpe | test Sharpe | params_hash | parameters |\n|---|---|---|---|---|---|---|\n"
+
+    def f(v: object) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    return head + "\n".join(
+        f"| {r['number']} | {r['state']} | {f(r['value'])} | {f(r['val_sharpe'])} | {f(r['test_sharpe'])} | "
+        f"{(r['params_hash'] or '')[:12]} | {_params_text(r['params'])} |"
+        for r in rows
+    )
+
+
+@dg.asset(
+    key=SEARCH_KEY,
+    partitions_def=experiment_partitions,
+    deps=[DATASET_KEY],
+    group_name=GROUP,
+    kinds={"optuna", "ray", "mlflow"},
+    description="Optuna search (TPE + median pruning, study in the SQL store) over the experiment's search space; "
+    "trials on Ray; every trial in the trial ledger and MLflow; best config = an ordinary experiment version.",
+)
+def model_search(
+    context: dg.AssetExecutionContext, config: SearchRunConfig, platform: PlatformResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    from usdcop_platform.app import search as app_search
+    from usdcop_platform.core import datasets as ds
+
+    name = context.partition_key
+    cfg = platform.config
+    exp, contract = cfg.experiment(name), cfg.features
+    dataset = ds.load_dataset(platform.lake, name, contract)
+    store = platform.store()
+    inputs = app_search.inputs_from_dataset(
+        exp, dataset, contract, Annualization.from_calendar(platform.calendar), platform.database_url
+    )
+    recorder = app_search.TrialRecorder(
+        store=store, lake=platform.lake, mlflow=mlflow, exp=exp, data_hash=dataset.dataset_hash, run_id=context.run_id
+    )
+
+    def log(p: dict) -> None:
+        context.log.info(f"search {name}: {p['finished']}/{p['target']} trials finished; best {p['best']}")
+
+    out = app_search.tune(
+        inputs, trials=config.trials, workers=config.workers, use_ray=config.use_ray, address=config.address,
+        recorder=recorder, out_dir=Path(platform.state_dir) / "search", progress=log,
+    )
+    best = out["best"] or {}
+    importances = out["importances"]
+    metadata: dict = {
+        "study": out["study_name"],
+        "dataset_hash": dataset.dataset_hash,
+        "executor": out["executor"],
+        "trials_finished": out["finished"],
+        "trials_complete": out["complete"],
+        "trials_pruned": out["pruned"],
+        "trials_failed": out["failed"],
+        "best_trial": best.get("number"),
+        "best_value": best.get("value"),
+        "best_params": dg.MetadataValue.json(best.get("params") or {}),
+        "trials": dg.MetadataValue.md(_trials_markdown(out["trials"])),
+        "parameter_importances": dg.MetadataValue.md(
+            "| parameter | importance |\n|---|---|\n" + "\n".join(f"| {k} | {v:.3f} |" for k, v in importances.items())
+            if importances else "fewer than two complete trials: no importances yet"
+        ),
+        "ledger_family_trials": store.trials.count(name),
+        "mlflow_parent_run_id": out["parent_run_id"] or "",
+        "seconds": out["seconds"],
+        "next_step": "train the best config as an ordinary experiment version (never promoted directly): "
+        f"{out['best_config_path']}",
+    }
+    if out["importance_plot"]:
+        metadata["importance_plot"] = dg.MetadataValue.path(out["importance_plot"])
+    if out["best_config_path"]:
+        metadata["best_config"] = dg.MetadataValue.path(out["best_config_path"])
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(f"{out['study_name']}:{out['finished']}"))

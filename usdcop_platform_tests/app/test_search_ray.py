@@ -1,0 +1,98 @@
+"""Search, seeds and faults on a real local two-node Ray cluster (head + worker node as separate
+processes on 127.0.0.1, one CPU each), with the study on the real PostgreSQL. Slow and bounded:
+one cluster for the module, stopped (every process of it) at the end."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import optuna
+import pytest
+
+from usdcop_platform.adapters import optuna_store
+from usdcop_platform.adapters.ray_cluster import LocalCluster, connect, disconnect
+from usdcop_platform.app import search as app_search
+from usdcop_platform.app.execution import InProcessExecutor, RayExecutor, train_seeds
+from usdcop_platform_tests.app.search_support import inputs, recorder, small_experiment
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(workers=1, cpus_per_node=1, temp_dir=tmp_path_factory.mktemp("ray"))
+    c.start()
+    try:
+        connect(c.address)
+        yield c
+    finally:
+        disconnect()
+        c.stop()
+    assert not c._members(), "processes of the Ray cluster are still running"
+
+
+@pytest.fixture(scope="module")
+def exp(platform_config):
+    return small_experiment(platform_config.experiment("smoke"))
+
+
+def test_seeds_on_ray_give_the_in_process_params_hash(cluster, exp, sqlite_url) -> None:
+    import ray
+
+    assert ray.cluster_resources().get("CPU") == 2 and len(ray.nodes()) == 2
+    data = inputs(exp, sqlite_url).data
+    local = train_seeds(InProcessExecutor(), exp, data, [0, 1], total_timesteps=512)
+    remote = train_seeds(RayExecutor(), exp, data, [0, 1], total_timesteps=512)
+    assert [r["params_hash"] for r in remote] == [r["params_hash"] for r in local]
+    assert local[0]["params_hash"] != local[1]["params_hash"]
+
+
+def test_tune_four_trials_two_workers_on_ray_records_every_trial(cluster, exp, tmp_path, postgres_url) -> None:
+    inp = inputs(exp, postgres_url)
+    rec = recorder(tmp_path, exp, postgres_url)
+    report = app_search.run_search(inp, trials=4, workers=2, executor=RayExecutor(), recorder=rec)
+    assert report.finished == 4 and report.executor == "ray" and not report.task_failures
+    rows = [r for r in rec.store.trials.family(exp.name) if r["kind"] == "search_trial"]
+    assert sorted(r["details"]["number"] for r in rows) == [0, 1, 2, 3]
+    client = rec.mlflow.client()
+    children = client.search_runs(
+        [rec.mlflow.experiment_id(client, exp.name)], filter_string=f"tags.mlflow.parentRunId = '{report.parent_run_id}'"
+    )
+    assert len(children) == 4
+    # the trial's params_hash on Ray is the in-process one for the same config and seed
+    from usdcop_platform.core import search as S
+    from usdcop_platform.core.training import train_seed
+
+    done = next(t for t in report.trials if t["state"] == "COMPLETE")
+    direct = train_seed(exp.with_params(done["params"]), inp.data, exp.seeds[0], total_timesteps=S.trial_budget(exp))
+    assert direct.params_hash == done["params_hash"]
+
+
+def test_worker_killed_mid_trial_fails_the_trial_and_the_study_finishes(cluster, exp, tmp_path, postgres_url) -> None:
+    """Kill every Ray worker process while the first trials train: those trials stop heartbeating,
+    are marked FAIL (their parameters queued once more), and the search still reaches its target."""
+    slow = small_experiment(exp, budget=4096, eval_every=1024)
+    inp = inputs(slow, postgres_url)
+    study = optuna_store.open_study(postgres_url, inp.study_name, slow.search)
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if running and any(t.intermediate_values for t in running):
+                killed.append(cluster.kill_worker_processes())
+                return
+            time.sleep(0.2)
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    report = app_search.run_search(inp, trials=3, workers=2, executor=RayExecutor())
+    th.join(timeout=5)
+    assert killed and killed[0] >= 1
+    assert report.finished == 3
+    states = [t["state"] for t in report.trials]
+    assert "FAIL" in states, states
+    # a failed trial's parameters were queued again (Optuna's retry) or the task was retried by Ray
+    assert any(t["retry_of"] is not None for t in report.trials) or report.task_failures == []

@@ -1,0 +1,82 @@
+"""`usdcop tune` and the models/search asset on the local instance (synthetic features)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from usdcop_platform.adapters.store import clear_store_cache, get_store
+from usdcop_platform.commands.tune import register
+from usdcop_platform.contracts.experiment import ExperimentConfig
+from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform_tests.training_synth import fresh_mlflow_uri, synthetic_features, write_feature_partitions
+
+
+def cli() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        pass
+
+    register(app)
+    return app
+
+
+@pytest.fixture
+def settings(isolated_settings, platform_config, calendar):
+    exp = platform_config.experiment("smoke")
+    platform = PlatformResource.from_settings(isolated_settings)
+    frame = synthetic_features(calendar, platform_config.features, exp.date_ranges.train.start, exp.date_ranges.test.end)
+    write_feature_partitions(platform.lake, frame)
+    fresh_mlflow_uri(isolated_settings.state_dir)
+    yield isolated_settings
+    clear_store_cache()
+
+
+def _check_recorded(settings, out: str, n: int) -> None:
+    store = get_store(settings.resolved_database_url)
+    rows = [r for r in store.trials.family("smoke") if r["kind"] == "search_trial"]
+    assert len(rows) == n, out
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.resolved_mlflow_uri)
+    [parent] = client.search_runs([client.get_experiment_by_name("usdcop/smoke").experiment_id],
+                                  filter_string="tags.kind = 'search'")
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert {c.info.run_id for c in children} == {r["mlflow_run_id"] for r in rows}
+
+
+def test_experiment_without_search_section_is_a_clear_error(isolated_settings) -> None:
+    result = CliRunner().invoke(cli(), ["tune", "--experiment", "baseline", "--trials", "1"])
+    assert result.exit_code == 1 and "has no `search` section" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_tune_in_process_materializes_models_search(settings) -> None:
+    result = CliRunner().invoke(cli(), ["tune", "--experiment", "smoke", "--trials", "2", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "[1/2]" in result.output and "[2/2]" in result.output  # progress as trials finish
+    assert "never promoted directly" in result.output
+    _check_recorded(settings, result.output, 2)
+    [best] = list(Path(settings.state_dir, "search").glob("smoke-*/best.yaml"))
+    tuned = ExperimentConfig.model_validate(yaml.safe_load(best.read_text()))
+    assert tuned.search is None and "+tuned." in tuned.version
+    # resumed: the same command with --trials 3 adds exactly one trial
+    again = CliRunner().invoke(cli(), ["tune", "--experiment", "smoke", "--trials", "3"])
+    assert again.exit_code == 0, again.output
+    _check_recorded(settings, again.output, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_tune_four_trials_two_workers_on_a_local_two_node_cluster(settings) -> None:
+    """The issue's 'done when': usdcop tune --experiment smoke --trials 4 --workers 2 on two nodes."""
+    result = CliRunner().invoke(cli(), ["tune", "--experiment", "smoke", "--trials", "4", "--workers", "2", "--nodes", "2"])
+    assert result.exit_code == 0, result.output
+    assert "│ executor" in result.output and "ray" in result.output
+    _check_recorded(settings, result.output, 4)
