@@ -15,7 +15,7 @@ data work (minutes for seconds). `FastSqliteEventLogStorage` keeps the same sche
   partition;
 * batches of asset events (the per-partition materializations and planned events of a range run,
   sent as one batch when DAGSTER_EVENT_BATCH_SIZE > 0, which `open_instance` sets) are written
-  with one multi-row insert per shard in one transaction instead of one transaction per event.
+  with one executemany insert per shard in one transaction instead of one transaction per event.
 
 `ensure_local_home()` writes the instance's dagster.yaml (only when absent: a user's own file
 wins), so `dagster dev` with the same DAGSTER_HOME shows what the CLI did.
@@ -122,15 +122,19 @@ class FastSqliteEventLogStorage(SqliteEventLogStorage):
             self._store_asset_batch([e for e in batch if e.run_id == run_id])
 
     def _store_asset_batch(self, events: list[Any]) -> None:
-        """One run's asset events: one multi-row insert into the run shard, one into the index shard
+        """One run's asset events: one executemany insert into the run shard, one into the index shard
         (with their tags), and the asset table updated from the last event of each asset and type
         (what the stock PostgreSQL storage does for a batch)."""
-        insert = self.prepare_insert_event_batch(events)
+        from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+
+        rows = [self._event_to_row(e) for e in events]  # each event serialized once, for both shards
+        table = SqlEventLogStorageTable
         with self.run_connection(events[0].run_id) as conn:
-            conn.execute(insert)
+            conn.execute(table.insert(), rows)  # executemany: no giant multi-VALUES statement to compile
         with self.index_transaction() as conn:
-            last = conn.execute(insert).lastrowid
-            # one INSERT under the database's write lock assigns consecutive row ids
+            conn.execute(table.insert(), rows)
+            # the transaction holds the database's write lock: the newest ids are ours, in order
+            last = conn.execute(sa.select(sa.func.max(table.c.id))).scalar_one()
             ids = list(range(last - len(events) + 1, last + 1))
             self._store_asset_event_tags(conn, events, ids)
             latest = {(e.dagster_event.asset_key, e.dagster_event_type): (e, i) for e, i in zip(events, ids)}

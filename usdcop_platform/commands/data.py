@@ -85,7 +85,7 @@ def _failure_metadata(result: Any) -> dict[str, Any]:
 
 
 def _run_metadata(result: Any, node: str) -> dict[str, Any]:
-    """The run's range totals: the Failure's metadata, or the `run_*` metadata every partition's
+    """The run's range totals: the Failure's metadata, or the `run_summary` every partition's
     materialization shares (a partition's own numbers are not the run's)."""
     if not result.success:
         return _failure_metadata(result)
@@ -93,8 +93,8 @@ def _run_metadata(result: Any, node: str) -> dict[str, Any]:
     if not mats:
         return {}
     meta = {k: v.value for k, v in mats[0].metadata.items()}
-    if any(k.startswith("run_") for k in meta):
-        return {k.removeprefix("run_"): v for k, v in meta.items() if k.startswith("run_")}
+    if "run_summary" in meta:  # a range run of the bars: its totals, shared by every partition
+        return json.loads(meta["run_summary"])
     return meta
 
 

@@ -66,10 +66,10 @@ def checks_of(result) -> dict[str, bool]:
 
 
 def meta_of(result, node=BARS_NODE) -> dict:
-    """The run's totals: a bars run shares them with every partition under `run_*` names."""
+    """The run's totals: a bars run shares them with every partition as the `run_summary` JSON."""
     meta = {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
     if node == BARS_NODE:
-        return {k.removeprefix("run_"): v for k, v in meta.items() if k.startswith("run_")}
+        return json.loads(meta["run_summary"])
     return meta
 
 
