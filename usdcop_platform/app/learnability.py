@@ -117,10 +117,13 @@ def build_market(
     return MarketData(spec, dataset, aligned)
 
 
-def reference_rules(market: MarketData, cost: float, ann: Annualization) -> dict[str, dict[str, Any]]:
-    """Oracle (fitted on train), simple feature rule and latent optimum (fitted on train), on test."""
-    tr_close, tr_sessions, tr_frame = split_arrays(market.dataset, "train")
-    te_close, te_sessions, te_frame = split_arrays(market.dataset, "test")
+def reference_rules(
+    dataset: ds.ExperimentDataset, cost: float, ann: Annualization, drift: dict[str, np.ndarray] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Oracle (fitted on train), simple feature rule and, given the latent drift, the latent optimum
+    (fitted on train), all scored on the test split."""
+    tr_close, tr_sessions, tr_frame = split_arrays(dataset, "train")
+    te_close, te_sessions, te_frame = split_arrays(dataset, "test")
 
     def score(positions: np.ndarray) -> float:
         return position_metrics(tr_close, positions, tr_sessions, cost, ann)["sharpe"]
@@ -137,9 +140,9 @@ def reference_rules(market: MarketData, cost: float, ann: Annualization) -> dict
     }
     momentum = lb.momentum_positions(te_frame.get_column(lb.MOMENTUM_FEATURE).to_numpy(), te_sessions)
     out["momentum_1h"] = {"rule": "sign of log_ret_1h", **position_metrics(te_close, momentum, te_sessions, cost, ann)}
-    if market.spec.has_edge:
-        latent, latent_fit = lb.fit_rule({"drift": market.drift["train"]}, tr_sessions, score)
-        positions = latent.positions(market.drift["test"] if latent.feature else None, te_sessions)
+    if drift is not None:
+        latent, latent_fit = lb.fit_rule({"drift": drift["train"]}, tr_sessions, score)
+        positions = latent.positions(drift["test"] if latent.feature else None, te_sessions)
         out["latent_optimum"] = {"rule": latent.describe(), "train_sharpe": latent_fit,
                                  **position_metrics(te_close, positions, te_sessions, cost, ann)}
     return out
@@ -161,7 +164,7 @@ def run_learnability(
             say(f"market {spec.name}: building bars, features and dataset")
             market = build_market(cfg, calendar, spec, request)
             for cost in request.costs_bps:
-                refs = reference_rules(market, cost, ann)
+                refs = reference_rules(market.dataset, cost, ann, market.drift if spec.has_edge else None)
                 seeds: list[dict[str, Any]] = []
                 for seed in request.seeds:
                     say(f"market {spec.name}, {cost:g} bps: training seed {seed}")
