@@ -125,19 +125,29 @@ def load_backtest_report(lake: ParquetLake, experiment: str, partition: str) -> 
     return json.loads(df.get_column("report")[0])
 
 
+def votes(report: dict[str, Any]) -> bool:
+    """Whether a backtest report may carry the first vote: only a backtest of the experiment's test
+    split (role "vote"); explicit periods are diagnostics, in sample or out of sample. Reports
+    written before roles existed vote when they cover the test split."""
+    role = report.get("role")
+    if role is not None:
+        return role == "vote"
+    return report.get("period_source", "test_split") == "test_split" and report.get("out_of_sample", True)
+
+
 def latest_backtest_report(
-    lake: ParquetLake, experiment: str, model_id: str | None = None, *, out_of_sample_only: bool = True
+    lake: ParquetLake, experiment: str, model_id: str | None = None, *, votes_only: bool = True
 ) -> dict[str, Any] | None:
-    """The most recently written report of the experiment (or of one model), any period, leaving
-    out those made for a reviewer's backtest request: they are extra evidence attached to a
-    proposal, never what its first vote is made from. IN-SAMPLE diagnostics (`out_of_sample` false)
-    never vote either: they are left out unless `out_of_sample_only` is False."""
+    """The most recently written report of the experiment (or of one model), leaving out those made
+    for a reviewer's backtest request: they are extra evidence attached to a proposal, never what its
+    first vote is made from. Diagnostics of explicit periods never vote either: they are left out
+    unless `votes_only` is False."""
     dataset = reports_dataset(experiment)
     partitions = model_partitions(lake, experiment, model_id) if model_id else lake.partitions(dataset)
     # One row per partition, read one by one (their null columns may differ in dtype).
     rows = [df.row(0, named=True) for df in (lake.read(dataset, p) for p in partitions) if df is not None and df.height]
     for row in sorted(rows, key=lambda r: r["created_at"], reverse=True):
         report = json.loads(row["report"])
-        if report.get("backtest_request_id") is None and (report.get("out_of_sample", True) or not out_of_sample_only):
+        if report.get("backtest_request_id") is None and (votes(report) or not votes_only):
             return report
     return None

@@ -205,7 +205,7 @@ def _review_response(
             "backtest_requests": d.backtest_requests,
             "additional_backtests": d.additional_backtests,
             "statistics": d.statistics,
-            "in_sample": d.in_sample,
+            "diagnostics": d.diagnostics,
             "additional_metric_labels": [METRIC_DISPLAY[k][0] for k in ADDITIONAL_METRICS],
             "series_info": d.series,
             "trades_count": d.trades_total,

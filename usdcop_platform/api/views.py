@@ -104,7 +104,7 @@ def _num_text(v: Any, digits: int = 3) -> str:
 def statistics_view(proposal: Mapping[str, Any], store: Any) -> dict[str, Any]:
     """The significance and overfitting statistics of a proposal, each with its source: N and V of
     the deflated Sharpe (as recorded, and as the trial ledger holds them now), PSR(0), DSR, MinTRL,
-    PBO and SPA, plus the coverage of a partly covered period."""
+    PBO and SPA."""
     from usdcop_platform.core import overfitting
     from usdcop_platform.core.trials import deflate_with_family, family_trials
 
@@ -147,30 +147,32 @@ def statistics_view(proposal: Mapping[str, Any], store: Any) -> dict[str, Any]:
                         f"V = {now['variance_annual']:.4g} ({now['variance_source']})"))
     p_min = float((crit.get("psr") or {}).get("threshold") or 0.95)
     sentences = [overfitting.pbo_sentence(pbo or None), overfitting.spa_sentence(spa or None, 1.0 - p_min)]
-    cov = m.get("coverage")
-    coverage = None
-    if cov:
-        coverage = (f"Coverage {cov['coverage']:.1%}: the lake held {cov['covered_sessions']} of "
-                    f"{cov['requested_sessions']} requested sessions (run with --allow-partial).")
     return {"rows": [{"label": a, "value": b, "source": c} for a, b, c in rows], "stale": stale,
-            "sentences": sentences, "coverage": coverage, "family_now": fam.as_dict()}
+            "sentences": sentences, "family_now": fam.as_dict()}
 
 
-def in_sample_rows(lake: ParquetLake, proposal: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The model's IN-SAMPLE diagnostic backtests (periods touching its training data): shown as
-    such, never part of the vote."""
+def diagnostic_rows(lake: ParquetLake, proposal: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The model's backtests of explicit periods (`usdcop backtest --start/--end`): diagnostics shown
+    as such, never part of the vote; IN-SAMPLE when the period touches the model's training data.
+    Reviewer-requested periods are listed with the additional backtests instead."""
     from usdcop_platform.adapters import backtests as bt
 
     rows = []
     for part in bt.model_partitions(lake, proposal["experiment_name"], proposal["model_id"]):
         report = bt.load_backtest_report(lake, proposal["experiment_name"], part)
-        if not report or report.get("out_of_sample", True):
+        if not report or bt.votes(report) or report.get("backtest_request_id") is not None:
             continue
         m = report.get("metrics") or {}
+        cov = report.get("coverage")
+        in_sample = report.get("out_of_sample") is False
         rows.append({
             "period": f"{report.get('test_start') or '?'} → {report.get('test_end') or '?'}",
+            "kind": "IN-SAMPLE" if in_sample else "OUT-OF-SAMPLE",
             "n_bars": report.get("n_bars"),
-            "reason": report.get("in_sample_reason") or "overlaps the training or validation data",
+            "reason": (report.get("in_sample_reason") or "overlaps the training or validation data") if in_sample
+            else "explicit period: only the test split and the walk-forward folds vote",
+            "coverage": None if not cov else f"coverage {cov['coverage']:.1%} ({cov['covered_sessions']} of "
+                                             f"{cov['requested_sessions']} sessions, --allow-partial)",
             "metrics": [fmt_value(m.get(k), METRIC_DISPLAY[k][1]) for k in ADDITIONAL_METRICS],
         })
     return rows
@@ -364,7 +366,7 @@ class ExperimentDetail:
     backtest_requests: list[Any] = field(default_factory=list)
     additional_backtests: list[dict[str, Any]] = field(default_factory=list)
     statistics: dict[str, Any] = field(default_factory=dict)
-    in_sample: list[dict[str, Any]] = field(default_factory=list)
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
 
 
 def experiment_detail(
@@ -395,5 +397,5 @@ def experiment_detail(
         backtest_requests=requests,
         additional_backtests=additional_backtest_rows(proposal, requests),
         statistics=statistics_view(proposal, store),
-        in_sample=in_sample_rows(lake, proposal),
+        diagnostics=diagnostic_rows(lake, proposal),
     )

@@ -45,7 +45,8 @@ def evaluate_experiment(
     """Backtest the experiment's model (default: its newest) and write its proposal; with
     `request_id`, serve that backtest request instead (the run carries it in its tags).
     A period the lake covers only in part is refused unless `allow_partial`; a period touching the
-    model's training data is an IN-SAMPLE diagnostic that never changes the proposal.
+    model's training data is an IN-SAMPLE diagnostic, and any explicit period a diagnostic: only the
+    test split (and the walk-forward folds) vote, so neither changes the proposal.
 
     Returns {"experiment", "dagster_run_id", "backtest": <backtest metadata>, "proposal": <row>}.
     Raises the domain error of the failing step (EvaluationError, BacktestInputError, ...)."""
@@ -204,8 +205,8 @@ def register(app: typer.Typer) -> None:
             return
         bt = out["backtest"]
         prop = out["proposal"] or {}
-        if str(bt.get("vote", "")).startswith("IN-SAMPLE"):
-            _print_in_sample(bt, prop)
+        if "diagnostic" in str(bt.get("vote", "")):
+            _print_diagnostic(bt, prop)
             return
         table = Table(title=f"backtest {experiment} · model {bt.get('model_id')} · {bt.get('test_period', '')}")
         table.add_column("item")
@@ -237,24 +238,26 @@ def register(app: typer.Typer) -> None:
             console.print(prop["statistical_statement"])
 
 
-def _print_in_sample(bt: dict[str, Any], prop: dict[str, Any]) -> None:
-    """An in-sample backtest: its numbers, marked as a diagnostic, and the unchanged vote."""
-    table = Table(title=f"IN-SAMPLE diagnostic · model {bt.get('model_id')} · {bt.get('test_period', '')}")
+def _print_diagnostic(bt: dict[str, Any], prop: dict[str, Any]) -> None:
+    """A backtest of an explicit period: its numbers, marked as a diagnostic (IN-SAMPLE when it
+    touches the training data), and the unchanged vote."""
+    kind = "IN-SAMPLE diagnostic" if bt.get("out_of_sample") is False else "out-of-sample diagnostic"
+    table = Table(title=f"{kind} · model {bt.get('model_id')} · {bt.get('test_period', '')}")
     table.add_column("item")
     table.add_column("value")
-    for key in ("n_bars", "sharpe", "max_drawdown", "total_return", "trades", "psr", "dsr"):
+    for key in ("n_bars", "sharpe", "max_drawdown", "total_return", "trades", "psr", "dsr", "n_trials"):
         if key in bt:
             table.add_row(key, _fmt(bt[key]))
-    if bt.get("coverage"):
-        table.add_row("coverage", str(bt["coverage"]))
     table.add_row("lake partition", str(bt.get("lake_partition")))
     console.print(table)
+    if bt.get("coverage"):
+        console.print(f"coverage: {bt['coverage']}", soft_wrap=True, highlight=False)
     console.print(f"[bold yellow]{bt['vote']}[/]", soft_wrap=True, highlight=False)
     if prop:
         console.print(f"The proposal {prop.get('proposal_id')} keeps its out-of-sample vote: "
                       f"{prop.get('recommendation')} ({prop.get('status')}).")
     else:
-        console.print("No proposal: only an out-of-sample backtest (the test split) can vote.")
+        console.print("No proposal: only a backtest of the test split can vote (usdcop backtest without --start/--end).")
 
 
 def _print_request(out: dict[str, Any]) -> None:

@@ -200,15 +200,14 @@ def test_review_page_counts_trials_from_the_ledger_not_from_the_proposal(client,
     assert 'data-criterion="dsr"' in html and 'data-criterion="min_track_record"' in html
 
 
-def test_review_page_shows_pbo_spa_and_coverage_with_sentences(client, keys, store, lake, calendar) -> None:
+def test_review_page_shows_pbo_and_spa_with_sentences(client, keys, store, lake, calendar) -> None:
     p = seed_proposal(store, lake, calendar, recommendation="REVIEW", n_sessions=45, skill=0.4)
     over = {"pbo": {"pbo": 0.12, "n_trials": 5, "n_periods": 40, "partitions": 8, "combinations": 70},
             "spa": {"pvalue": 0.03, "pvalues": {"buy_and_hold": 0.03, "flat": 0.01}, "block_size": 5, "reps": 1000,
                     "n_periods": 45, "bootstrap": "stationary"}}
-    cov = {"requested_sessions": 20, "covered_sessions": 15, "coverage": 0.75, "missing_sessions": ["2024-07-02"]}
     store.proposals.upsert(**{k: p[k] for k in ("model_id", "experiment_name", "experiment_version", "recommendation",
                                                  "confidence", "reasons", "criteria")},
-                           metrics={**p["metrics"], "overfitting": over, "coverage": cov,
+                           metrics={**p["metrics"], "overfitting": over,
                                     "n_trials_source": "trial ledger: 5 rows", "trial_sharpe_variance_annual": 0.2,
                                     "trial_variance_source": "cross-trial"})
     _login(client, keys.viewer)
@@ -218,10 +217,9 @@ def test_review_page_shows_pbo_spa_and_coverage_with_sentences(client, keys, sto
     assert stats["SPA p-value"][0] == "0.030" and "stationary bootstrap" in stats["SPA p-value"][1]
     assert stats["V (variance of the trials' annual Sharpes)"] == ("0.2000", "cross-trial")
     assert "PBO = 0.12" in html and "Hansen&#39;s SPA test (45 sessions" in html
-    assert "Coverage 75.0%: the lake held 15 of 20 requested sessions" in html
 
 
-def test_review_page_lists_in_sample_diagnostics_as_such(client, keys, store, lake, proposal) -> None:
+def test_review_page_lists_diagnostics_as_such(client, keys, store, lake, proposal) -> None:
     from usdcop_platform.adapters import backtests as bt
 
     report = {"model_id": proposal["model_id"], "out_of_sample": False, "role": "in_sample_diagnostic",
@@ -231,8 +229,16 @@ def test_review_page_lists_in_sample_diagnostics_as_such(client, keys, store, la
     bt.save_backtest(lake, proposal["experiment_name"], proposal["model_id"], series=pl.DataFrame(),
                      trades=pl.DataFrame(), report=report,
                      partition=bt.backtest_partition(proposal["model_id"], "2023-07-10", "2023-08-31"))
+    oos = {**report, "out_of_sample": True, "role": "oos_diagnostic", "in_sample_reason": None,
+           "test_start": "2025-01-02", "test_end": "2025-02-28",
+           "coverage": {"requested_sessions": 40, "covered_sessions": 30, "coverage": 0.75, "missing_sessions": []}}
+    bt.save_backtest(lake, proposal["experiment_name"], proposal["model_id"], series=pl.DataFrame(),
+                     trades=pl.DataFrame(), report=oos,
+                     partition=bt.backtest_partition(proposal["model_id"], "2025-01-02", "2025-02-28"))
     _login(client, keys.viewer)
     html = htmllib.unescape(client.get(f"/experiments/{proposal['proposal_id']}/review").text)
-    block = re.search(r'data-testid="in-sample-table">(.*?)</table>', html, re.S).group(1)
+    block = re.search(r'data-testid="diagnostics-table">(.*?)</table>', html, re.S).group(1)
     assert "2023-07-10 → 2023-08-31" in block and "IN-SAMPLE" in block and "3.300" in block
     assert "on or before the model's training end 2023-12-29" in block
+    assert "2025-01-02 → 2025-02-28" in block and "OUT-OF-SAMPLE" in block
+    assert "only the test split and the walk-forward folds vote; coverage 75.0% (30 of 40 sessions" in block

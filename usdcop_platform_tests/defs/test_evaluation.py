@@ -248,16 +248,28 @@ def test_a_losing_model_is_rejected_with_the_failing_criteria(world) -> None:
     assert any(r.startswith("FAIL min_sharpe") for r in row["reasons"])
 
 
-def test_short_custom_period_is_rejected_with_that_reason(world) -> None:
+def test_an_explicit_period_is_a_diagnostic_even_out_of_sample(world) -> None:
+    """Only the test split (and the walk-forward folds) vote: an explicit period, even one after the
+    model's training end, is stored and shown but never replaces the vote (no cherry-picked period)."""
     world["register"]("cand", follow_signal_layers(world["contract"].names))
+    materialize(world)
+    before = world["store"].proposals.by_model("cand")
     cfg = {"ops": {"evaluation__backtest": {"config": {"start": "2024-06-24", "end": "2024-06-26"}}}}
     result = materialize(world, run_config=cfg)
     meta = metadata(result, "evaluation__backtest")
-    assert meta["n_bars"] == 180 and meta["period_source"] == "custom"
-    row = world["store"].proposals.by_model("cand")
-    assert row["recommendation"] == "REJECT"
-    assert row["reasons"][0].startswith("test split too short: 180 bars < min_test_bars 600")
-    assert row["criteria"]["min_test_bars"] == {**row["criteria"]["min_test_bars"], "value": 180, "status": "FAIL"}
+    assert meta["n_bars"] == 180 and meta["period_source"] == "custom" and meta["out_of_sample"] is True
+    assert meta["vote"].startswith("out-of-sample diagnostic of an explicit period, never votes")
+    assert "never votes; the proposal is unchanged" in metadata(result, "evaluation__promotion_proposal")["diagnostic"]
+    after = world["store"].proposals.by_model("cand")
+    assert (after["backtest_hash"], after["recommendation"]) == (before["backtest_hash"], before["recommendation"])
+
+
+def test_only_diagnostics_and_no_test_split_backtest_write_no_proposal(world) -> None:
+    world["register"]("cand", follow_signal_layers(world["contract"].names))
+    cfg = {"ops": {"evaluation__backtest": {"config": {"start": "2024-06-24", "end": "2024-06-26"}}}}
+    meta = metadata(materialize(world, run_config=cfg), "evaluation__promotion_proposal")
+    assert meta["recommendation"] == "none" and meta["status"] == "no proposal"
+    assert world["store"].proposals.by_model("cand") is None
 
 
 def test_a_period_with_no_data_is_a_clear_error(world) -> None:
@@ -346,7 +358,7 @@ def test_cli_backtest_writes_a_proposal(cli_env) -> None:
 
     custom = runner.invoke(app, ["backtest", "-e", EXPERIMENT, "--start", "2024-06-24", "--end", "2024-06-26"])
     assert custom.exit_code == 0, custom.output
-    assert "REJECT" in custom.output and "test split too short" in custom.output
+    assert "out-of-sample diagnostic" in custom.output and "keeps its out-of-sample vote: PROMOTE" in custom.output
     assert len(cli_env["store"].proposals.list()) == 1
 
 
@@ -460,7 +472,7 @@ def test_an_in_sample_backtest_is_a_diagnostic_and_never_changes_the_vote(world)
     diag = bt_store.load_backtest_report(world["lake"], EXPERIMENT, partition)
     assert diag["role"] == "in_sample_diagnostic" and diag["backtest_hash"] != before["backtest_hash"]
     prop = metadata(result, "evaluation__promotion_proposal")
-    assert "never votes; the proposal is unchanged" in prop["in_sample_diagnostic"]
+    assert prop["diagnostic"].startswith("IN-SAMPLE diagnostic") and "the proposal is unchanged" in prop["diagnostic"]
     after = world["store"].proposals.by_model("cand")
     assert after["backtest_hash"] == before["backtest_hash"] and after["metrics"] == before["metrics"]
     # a later plain proposal run still votes on the test split, not on the diagnostic
@@ -477,7 +489,7 @@ def test_a_period_before_the_training_end_is_in_sample_even_outside_train_and_va
     assert "SPA test not computed: 2 session(s); the SPA test needs 10 or more" in meta["overfitting"]
     cfg = {"ops": {"evaluation__backtest": {"config": gap}}}
     meta = metadata(materialize(world, assets=(backtest,), run_config=cfg), "evaluation__backtest")
-    assert meta["out_of_sample"] is True  # after the model's training end: may vote
+    assert meta["out_of_sample"] is True and meta["vote"].startswith("out-of-sample diagnostic")
     # folds that do not fit a one-session period: a stated result, not a crash
     report = bt_store.load_backtest_report(world["lake"], EXPERIMENT, bt_store.backtest_partition("cand", **gap))
     assert report["walk_forward"] is None
@@ -515,14 +527,12 @@ def test_allow_partial_runs_and_states_the_coverage_everywhere(world) -> None:
     result = materialize(world, run_config=cfg)
     meta = metadata(result, "evaluation__backtest")
     assert meta["coverage"].startswith("50.0% of the requested sessions (7 of 14; missing 2024-07-02")
+    assert meta["n_bars"] == 7 * 60
     partition = bt_store.backtest_partition("cand", "2024-06-20", "2024-07-10")
     report = bt_store.load_backtest_report(world["lake"], EXPERIMENT, partition)
     assert report["coverage"]["coverage"] == pytest.approx(0.5) and len(report["coverage"]["missing_sessions"]) == 7
-    row = world["store"].proposals.by_model("cand")
-    assert row["metrics"]["coverage"]["covered_sessions"] == 7
-    assert any(r.startswith("coverage 50.0% of the requested sessions") for r in row["reasons"])
-    assert "Coverage: the lake held 50.0%" in row["statistical_statement"]
-    assert metadata(result, "evaluation__promotion_proposal")["coverage"].startswith("50.0%")
+    assert report["role"] == "oos_diagnostic"  # an explicit period never votes, covered or not
+    assert world["store"].proposals.by_model("cand") is None
 
 
 def test_cli_refuses_partial_coverage_allows_it_on_request_and_marks_in_sample(cli_env) -> None:
@@ -538,7 +548,9 @@ def test_cli_refuses_partial_coverage_allows_it_on_request_and_marks_in_sample(c
     partial = runner.invoke(app, ["backtest", "-e", EXPERIMENT, "--start", "2024-06-20", "--end", "2024-07-10",
                                   "--allow-partial"])
     assert partial.exit_code == 0, partial.output
-    assert "50.0% of the requested sessions" in partial.output and "N trials" in partial.output
+    assert "coverage: 50.0% of the requested sessions (7 of 14" in partial.output
+    assert "out-of-sample diagnostic of an explicit period, never votes" in partial.output
+    assert runner.invoke(app, ["backtest", "-e", EXPERIMENT]).exit_code == 0  # the vote: the test split
     inside = runner.invoke(app, ["backtest", "-e", EXPERIMENT, "--start", "2024-04-02", "--end", "2024-04-30"])
     assert inside.exit_code == 0, inside.output
     assert "IN-SAMPLE diagnostic" in inside.output and "never votes" in inside.output

@@ -167,10 +167,11 @@ def test_an_explicit_period_without_a_request_never_overwrites_the_test_split(wo
     materialize(world, run_config={"ops": {"evaluation__backtest": {"config": {"start": START, "end": END}}}})
     after = _primary(world)
     assert after["series"].equals(before["series"]) and after["report"] == before["report"]
-    # The first vote follows the newest backtest the operator ran, and names its partition.
-    assert after["proposal"]["test_start"] > before["proposal"]["test_start"]
-    assert after["proposal"]["lineage"]["backtest_partition"] == PARTITION
-    assert after["proposal"]["series_path"].endswith(f"{PARTITION}.parquet")
+    # The explicit period is a diagnostic in its own partition: the first vote stays on the test split.
+    assert world["lake"].exists(bt_store.reports_dataset(EXPERIMENT), PARTITION)
+    assert after["proposal"]["test_start"] == before["proposal"]["test_start"]
+    assert after["proposal"]["backtest_hash"] == before["proposal"]["backtest_hash"]
+    assert after["proposal"]["lineage"]["backtest_partition"] != PARTITION
 
 
 def test_an_unknown_request_tag_is_a_clear_error(world) -> None:

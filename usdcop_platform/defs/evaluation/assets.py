@@ -319,12 +319,26 @@ def vote_walk_forward(lake: Any, exp: ExperimentConfig, report: dict[str, Any]) 
     return {"kind": "expanding", "folds": [], "aggregate": {}, "missing": note}, note
 
 
+def backtest_role(period: dict[str, Any]) -> str:
+    """Only the test split votes; an explicit period is a diagnostic, in or out of sample."""
+    if period["source"] == "test_split":
+        return "vote"
+    return "oos_diagnostic" if period["out_of_sample"] else "in_sample_diagnostic"
+
+
+def vote_text(period: dict[str, Any]) -> str:
+    role = backtest_role(period)
+    if role == "vote":
+        return "test split, out of sample: votes"
+    if role == "in_sample_diagnostic":
+        return f"IN-SAMPLE diagnostic, never votes: {period['in_sample_reason']}"
+    return ("out-of-sample diagnostic of an explicit period, never votes: only the test split and the "
+            "walk-forward folds vote")
+
+
 def _vote_metadata(period: dict[str, Any]) -> dict[str, Any]:
     """How the backtest counts: the vote, or an IN-SAMPLE diagnostic; and its coverage if partial."""
-    out: dict[str, Any] = {
-        "vote": "out of sample: may vote" if period["out_of_sample"]
-        else f"IN-SAMPLE diagnostic, never votes: {period['in_sample_reason']}",
-    }
+    out: dict[str, Any] = {"vote": vote_text(period)}
     cov = period.get("coverage")
     if cov:
         out["coverage"] = coverage_text(cov)
@@ -397,7 +411,7 @@ def _backtest(
         "period_source": period["source"],
         "out_of_sample": period["out_of_sample"],
         # An in-sample backtest is kept as a diagnostic: it is shown, never voted on.
-        "role": "vote" if period["out_of_sample"] else "in_sample_diagnostic",
+        "role": backtest_role(period),
         "in_sample_reason": period["in_sample_reason"],
         "coverage": period["coverage"],
         "n_bars": n,
@@ -595,15 +609,17 @@ def promotion_proposal(
     if request is not None:
         with more_tests.failure_recorded(store, request, context.run_id):
             return _complete_backtest_request(context, platform, store, request)
-    newest = bt_store.latest_backtest_report(lake, name, config.model_id, out_of_sample_only=False)
+    newest = bt_store.latest_backtest_report(lake, name, config.model_id, votes_only=False)
     report = bt_store.latest_backtest_report(lake, name, config.model_id)
     if newest is None:
         who = f"model {config.model_id!r}" if config.model_id else f"experiment {name!r}"
         raise EvaluationError(f"no backtest for {who}: materialize evaluation/backtest first")
-    if not newest.get("out_of_sample", True):
-        # An in-sample diagnostic never changes a vote: nothing is written.
-        note = (f"IN-SAMPLE diagnostic {newest.get('lake_partition')} of {newest['model_id']} "
-                f"({newest.get('in_sample_reason')}): shown as a diagnostic, never votes; the proposal is unchanged")
+    if not bt_store.votes(newest):
+        # A diagnostic (an explicit period) never changes a vote: nothing is written.
+        kind = "IN-SAMPLE diagnostic" if not newest.get("out_of_sample", True) else "out-of-sample diagnostic"
+        why = newest.get("in_sample_reason") or "an explicit period; only the test split and walk-forward folds vote"
+        note = (f"{kind} {newest.get('lake_partition')} of {newest['model_id']} ({why}): shown as a diagnostic, "
+                "never votes; the proposal is unchanged")
         context.log.warning(note)
         existing = store.proposals.by_model(newest["model_id"])
         return dg.MaterializeResult(
@@ -612,10 +628,10 @@ def promotion_proposal(
                 "model_id": newest["model_id"],
                 "recommendation": existing["recommendation"] if existing is not None else "none",
                 "status": existing["status"] if existing is not None else "no proposal",
-                "in_sample_diagnostic": note,
+                "diagnostic": note,
             }
         )
-    assert report is not None  # the newest report is out of sample
+    assert report is not None  # the newest report votes
     rec = store.models.get(report["model_id"])
     if rec is None:
         raise EvaluationError(f"backtested model {report['model_id']!r} is no longer in the registry")
@@ -630,8 +646,6 @@ def promotion_proposal(
     walk, walk_note = vote_walk_forward(lake, exp, report)
     over = report.get("overfitting") or {}
     statement += " " + overfitting_markdown(over, exp.success_criteria.p_min).replace("\n\n", " ")
-    if report.get("coverage"):
-        statement += f" Coverage: the lake held {coverage_text(report['coverage'])}."
     decision = promotion.decide(
         report.get("metrics"),
         n_bars=int(report["n_bars"]),
@@ -658,11 +672,8 @@ def promotion_proposal(
         "policy": report.get("policy"),
         "period_source": report.get("period_source"),
         "out_of_sample": report.get("out_of_sample"),
-        "coverage": report.get("coverage"),
         "overfitting": over,
     }
-    if report.get("coverage"):
-        reasons.append(f"coverage {coverage_text(report['coverage'])}")
     row = store.proposals.upsert(
         model_id=rec["model_id"],
         experiment_name=name,
@@ -703,7 +714,6 @@ def promotion_proposal(
             "pbo": (over.get("pbo") or {}).get("pbo"),
             "spa_pvalue": (over.get("spa") or {}).get("pvalue"),
             "overfitting": dg.MetadataValue.md(overfitting_markdown(over, exp.success_criteria.p_min)),
-            **({"coverage": coverage_text(report["coverage"])} if report.get("coverage") else {}),
         }
     )
 
