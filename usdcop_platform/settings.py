@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
     dagster_home: Path | None = Field(default=None, alias="DAGSTER_HOME")
     dagster_webserver_url: str | None = Field(default=None, alias="USDCOP_DAGSTER_URL")
+    # Ray cluster the search/training tasks join (read by Ray itself too); unset = a local Ray instance
+    ray_address: str | None = Field(default=None, alias="RAY_ADDRESS")
 
     # data sources
     market_source: Literal["synthetic", "file", "twelvedata"] = Field(
