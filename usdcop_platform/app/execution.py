@@ -105,3 +105,35 @@ def train_seed_summary(shared: Any, seed: int) -> dict[str, Any]:
 def train_seeds(executor: Executor, exp: Any, data: Any, seeds: Sequence[int], *, total_timesteps: int | None = None) -> list[dict[str, Any]]:
     """Every seed on `executor`, in seed order (each a dict with seed, params_hash, val_metrics, ...)."""
     return collect(executor.run(train_seed_summary, (exp, data, total_timesteps), list(seeds)), len(seeds))
+
+
+def train_experiment_with(executor: Executor, exp: Any, data: Any, *, total_timesteps: int | None = None) -> Any:
+    """core.training.train_experiment with its seeds on `executor`: every seed trained remotely,
+    its parameters loaded into a fresh PPO here (same params_hash), the median seed selected.
+    Returns a core.training.TrainingResult that package_model and the ledger accept unchanged."""
+    import torch
+
+    from usdcop_platform.core.training import (
+        SeedResult,
+        TrainingResult,
+        build_ppo,
+        deterministic_torch,
+        make_vec_env,
+        params_hash,
+        select_median,
+    )
+
+    results = []
+    for s in train_seeds(executor, exp, data, list(exp.seeds), total_timesteps=total_timesteps):
+        with deterministic_torch():
+            model = build_ppo(exp, make_vec_env(data.train, exp, obs_bound=data.obs_bound), int(s["seed"]))
+            model.policy.load_state_dict({k: torch.as_tensor(v) for k, v in s["state_dict"].items()})
+            model.policy.set_training_mode(False)
+        if params_hash(model) != s["params_hash"]:
+            raise RuntimeError(f"seed {s['seed']}: parameters changed in transfer from the {executor.name} worker")
+        results.append(SeedResult(
+            seed=int(s["seed"]), model=model, params_hash=s["params_hash"], val_metrics=s["val_metrics"],
+            history=s["history"], timesteps=int(s["timesteps"]), best_timesteps=int(s["best_timesteps"]),
+            stopped_early=bool(s["stopped_early"]), seconds=float(s["seconds"]),
+        ))
+    return TrainingResult(seeds=results, selected=select_median(results))

@@ -96,3 +96,21 @@ def test_worker_killed_mid_trial_fails_the_trial_and_the_study_finishes(cluster,
     assert "FAIL" in states, states
     # a failed trial's parameters were queued again (Optuna's retry) or the task was retried by Ray
     assert any(t["retry_of"] is not None for t in report.trials) or report.task_failures == []
+
+
+def test_training_seeds_on_ray_select_and_package_like_in_process(cluster, exp, sqlite_url, tmp_path) -> None:
+    """An ordinary training's seeds on Ray: same seeds, hashes and selected seed as core.training's
+    in-process train_experiment, and the rebuilt model exports to ONNX past the parity gate."""
+    from usdcop_platform.app.execution import train_experiment_with
+    from usdcop_platform.core.onnx_export import check_parity, export_onnx
+    from usdcop_platform.core.training import train_experiment
+
+    three = exp.model_copy(update={"seeds": (0, 1, 2)})
+    data = inputs(three, sqlite_url).data
+    local = train_experiment(three, data, total_timesteps=512)
+    remote = train_experiment_with(RayExecutor(), three, data, total_timesteps=512)
+    assert [s.params_hash for s in remote.seeds] == [s.params_hash for s in local.seeds]
+    assert remote.selected.seed == local.selected.seed
+    onnx_path = export_onnx(remote.selected.model, tmp_path / "policy.onnx", {"model_hash": remote.selected.params_hash})
+    parity = check_parity(remote.selected.model, onnx_path, data.val.obs, data.val.position_index, seed=remote.selected.seed)
+    assert parity.passed
