@@ -30,6 +30,7 @@ def train_experiment(
     total_timesteps: int | None = None,
     *,
     progress_bar: bool = False,
+    use_ray: bool = False,
 ) -> dict[str, Any]:
     """Materialize dataset -> model for experiment `name`; returns the model id and lineage.
 
@@ -59,7 +60,7 @@ def train_experiment(
         ensure_experiment_partitions(instance, str(s.config_dir))
         run_config = dg.RunConfig(
             ops={
-                ppo_policy.op.name: TrainingRunConfig(total_timesteps=total_timesteps, progress_bar=progress_bar)
+                ppo_policy.op.name: TrainingRunConfig(total_timesteps=total_timesteps, progress_bar=progress_bar, use_ray=use_ray)
             }
         )
         try:
@@ -114,6 +115,7 @@ def register(app: typer.Typer) -> None:
         experiment: str = typer.Option(..., "--experiment", "-e", help="name of a config/experiments/*.yaml"),
         timesteps: int = typer.Option(None, "--timesteps", help="override algorithm.total_timesteps"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show the SB3 progress bar"),
+        ray: bool = typer.Option(False, "--ray", help="train the seeds as Ray tasks (RAY_ADDRESS or a local instance)"),
     ) -> None:
         """Build the experiment's dataset and train its PPO policy (ONNX + parity + MLflow + registry)."""
         from usdcop_platform.adapters.store import StoreError
@@ -121,7 +123,7 @@ def register(app: typer.Typer) -> None:
 
         with cli_errors():
             try:
-                out = train_experiment(experiment, total_timesteps=timesteps, progress_bar=progress)
+                out = train_experiment(experiment, total_timesteps=timesteps, progress_bar=progress and not ray, use_ray=ray)
             except (DatasetError, StoreError) as exc:
                 raise UserFacingError(str(exc)) from exc
         table = Table(title=f"trained {experiment}")

@@ -114,3 +114,30 @@ def test_training_seeds_on_ray_select_and_package_like_in_process(cluster, exp, 
     onnx_path = export_onnx(remote.selected.model, tmp_path / "policy.onnx", {"model_hash": remote.selected.params_hash})
     parity = check_parity(remote.selected.model, onnx_path, data.val.obs, data.val.position_index, seed=remote.selected.seed)
     assert parity.passed
+
+
+def test_usdcop_train_with_ray_registers_the_in_process_model(cluster, tmp_path, calendar, platform_config) -> None:
+    """models/ppo_policy with use_ray: the seeds train on the cluster and the registered model hash
+    is the one core.training gives in this process for the same dataset and seed."""
+    import dagster as dg
+
+    from usdcop_platform.core import datasets as ds
+    from usdcop_platform.core.training import TrainingData, train_seed
+    from usdcop_platform.defs.training import assets as ta
+    from usdcop_platform_tests.defs.test_training import BUDGET, EXPERIMENT, make_env, metadata
+
+    env = make_env(tmp_path, calendar, platform_config.features)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("experiments", [EXPERIMENT])
+        result = dg.materialize_to_memory(
+            [ta.experiment_dataset, ta.ppo_policy], partition_key=EXPERIMENT, instance=instance, resources=env.resources,
+            run_config=dg.RunConfig(ops={ta.ppo_policy.op.name: ta.TrainingRunConfig(total_timesteps=BUDGET, use_ray=True)}),
+        )
+    assert result.success
+    meta = metadata(result, ta.MODEL_KEY)
+    contract = platform_config.features
+    dataset = ds.load_dataset(env.platform.lake, EXPERIMENT, contract)
+    exp = platform_config.experiment(EXPERIMENT)
+    data = TrainingData(dataset.market_data("train", contract), dataset.market_data("val", contract), contract.normalization_clip)
+    assert train_seed(exp, data, exp.seeds[0], total_timesteps=BUDGET).params_hash == meta["model_hash"]
+    assert meta["servable"] is True

@@ -37,6 +37,8 @@ class TrainingRunConfig(dg.Config):
 
     total_timesteps: int | None = None
     progress_bar: bool = False
+    # Seeds as Ray tasks (one CPU each) on RAY_ADDRESS's cluster or a local instance; same params_hash.
+    use_ray: bool = False
 
 
 def _min_rows(platform: PlatformResource) -> dict[str, int]:
@@ -168,9 +170,19 @@ def ppo_policy(
                 "lineage": {k: dataset.lineage[k] for k in ("dataset_hash", "feature_order_hash", "norm_stats_hash")},
             }
         )
-        result = train_experiment(
-            exp, data, total_timesteps=total, progress_bar=config.progress_bar, sink=run.log_metrics
-        )
+        if config.use_ray:
+            from usdcop_platform.app.execution import executor_for, train_experiment_with
+
+            executor = executor_for(True, None, num_cpus=len(exp.seeds))
+            result = train_experiment_with(executor, exp, data, total_timesteps=total)
+            for seed_result in result.seeds:  # remote seeds report their validation history afterwards
+                for point in seed_result.history:
+                    metrics = {f"seed_{seed_result.seed}/{k}": v for k, v in point.items() if k != "timesteps"}
+                    run.log_metrics(metrics, step=int(point["timesteps"]))
+        else:
+            result = train_experiment(
+                exp, data, total_timesteps=total, progress_bar=config.progress_bar, sink=run.log_metrics
+            )
         package = package_model(
             exp,
             result,
