@@ -199,3 +199,12 @@ def _case(spec: lb.MarketSpec, cost: float, refs: dict[str, dict[str, Any]], see
         "share_of_oracle": (float(np.median([s["sharpe"] for s in seeds])) / oracle_sharpe) if oracle_sharpe > 0 else None,
         "verdict": verdict.as_dict(),
     }
+
+
+def experiment_edge_report(cfg: PlatformConfig, lake: ds.LakeLike, experiment: str) -> dict[str, Any]:
+    """The reference rules on an experiment's stored dataset at its backtest cost: what the demo
+    prints beside the trained model, so a newcomer can tell what a model could have learned."""
+    exp = cfg.experiment(experiment)
+    dataset = ds.load_dataset(lake, experiment, cfg.features)
+    ann = Annualization.from_calendar(TradingCalendar(cfg.instrument))
+    return {"cost_bps": exp.backtest.cost_bps, **reference_rules(dataset, exp.backtest.cost_bps, ann)}

@@ -155,7 +155,7 @@ def ingest(
     resources = {
         "platform": PlatformResource.from_settings(s),
         "market_source": MarketSourceResource(
-            kind=source, bars_file=str(bars_path) if bars_path else None, seed=use_seed
+            kind=source, bars_file=str(bars_path) if bars_path else None, seed=use_seed, edge=s.synthetic_edge
         ),
         "macro_source": MacroSourceResource(
             kind=source, macro_file=str(macro_path) if macro_path else None, seed=use_seed

@@ -6,6 +6,10 @@ resumable) → approval with a demo reviewer key through the approvals API (seco
 session through the live job bar by bar → replay check of that session's signals. Every asset
 step runs through Dagster on the local instance (DAGSTER_HOME, default .usdcop/dagster_home), so
 `dagster dev` shows the runs afterwards; Dagster's logs go to the log file, not the terminal.
+
+The synthetic market carries a planted edge (USDCOP_SYNTHETIC_EDGE, default DEMO_EDGE when unset)
+and the `demo` experiment trades it at 5 bps, so the model has something to learn; the demo prints
+the oracle's net Sharpe (the best rule on what the observation carries) beside the model's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from usdcop_platform.commands.common import UserFacingError, cli_errors, console
 from usdcop_platform.settings import Settings, get_settings
 
 DEMO_REVIEWER = "demo-reviewer"
+DEMO_EXPERIMENT = "demo"
+DEMO_EDGE = 0.3  # core.synthetic.PlantedEdge strength: per-bar drift sd / bar vol
+EDGE_ENV = "USDCOP_SYNTHETIC_EDGE"
 
 
 def _progress() -> Progress:
@@ -129,13 +136,15 @@ def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict
     console.print("[bold]3/5[/] usdcop run: synthetic bars + macro → features → dataset → model → backtest → proposal")
     console.print(summary_table(out))
     trained, proposal = out["trained"], out["proposal"]
+    console.print(edge_table(settings, experiment, out))
 
     if proposal["status"] == "PENDING_APPROVAL":
         notes = "demo approval" if proposal["recommendation"] != "REJECT" else \
-            "demo override: smoke model approved to exercise the live path (rules recommended REJECT)"
+            "demo override: model approved to exercise the live path although the rules recommended REJECT"
         decision = approve_through_api(proposal["proposal_id"], settings, notes)
-        console.print(f"[bold]4/5[/] approved by {DEMO_REVIEWER}: model {trained['model_id']} is in production "
-                      f"(registry version {decision.get('registry_version')})")
+        override = " [bold yellow](an override: the first vote said REJECT)[/]" if proposal["recommendation"] == "REJECT" else ""
+        console.print(f"[bold]4/5[/] approved by {DEMO_REVIEWER}{override}: model {trained['model_id']} is in "
+                      f"production (registry version {decision.get('registry_version')})")
     else:  # a re-run: the same config, data and seed minted the same model, already decided
         decision = {"status": proposal["status"]}
         production = store.models.production()
@@ -160,6 +169,34 @@ def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict
         "live_session": live_day.isoformat(), "signals": len(signals),
         "replay_matched": bool(report.matched), "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def edge_table(settings: Settings, experiment: str, out: dict[str, Any]) -> Table:
+    """What the model learned, beside what it could have: the planted edge, the oracle, 1h momentum."""
+    from usdcop_platform.adapters.lake import ParquetLake
+    from usdcop_platform.app.learnability import experiment_edge_report
+    from usdcop_platform.contracts.platform import load_platform_config
+
+    report = experiment_edge_report(load_platform_config(settings.config_dir), ParquetLake(settings.data_dir), experiment)
+    model = out["proposal"].get("metrics") or {}
+    edge = settings.synthetic_edge
+    title = (f"planted edge {edge:g} (USDCOP_SYNTHETIC_EDGE): the market's drift is known, the model must find it"
+             if edge else "no planted edge (USDCOP_SYNTHETIC_EDGE=0): the best a model can do is stay flat")
+    table = Table(title=f"{title}; test split, {report['cost_bps']:g} bps")
+    for col in ("", "net Sharpe", "return", "max drawdown", "exposure", "rule"):
+        table.add_column(col, no_wrap=col != "rule")
+
+    def row(name: str, m: dict[str, Any], rule: str) -> None:
+        def pct(v: Any) -> str:
+            return "—" if v is None else f"{100 * float(v):+.1f}%"
+        sharpe = m.get("sharpe")
+        table.add_row(name, "—" if sharpe is None else f"{float(sharpe):.2f}", pct(m.get("total_return")),
+                      pct(m.get("max_drawdown")), pct(m.get("exposure")), rule)
+
+    row("trained model", model, "PPO policy (ONNX)")
+    row("oracle", report["oracle"], report["oracle"]["rule"])
+    row("1h momentum", report["momentum_1h"], report["momentum_1h"]["rule"])
+    return table
 
 
 def print_summary(out: dict[str, Any], settings: Settings) -> None:
@@ -197,10 +234,16 @@ def signals_table(signals: list[Any], limit: int = 12) -> Table:
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd(
-        experiment: str = typer.Option("smoke", "--experiment", help="experiment from config/experiments"),
+        experiment: str = typer.Option(DEMO_EXPERIMENT, "--experiment", help="experiment from config/experiments"),
         timesteps: int = typer.Option(None, "--timesteps", help="override the training budget"),
     ) -> None:
         """Run the whole graph on the embedded defaults and print where to look."""
+        import os
+
+        # The demo's market carries a planted edge unless the caller chose one (0 = none). Set in the
+        # environment, so every Dagster run process builds the same synthetic source.
+        os.environ.setdefault(EDGE_ENV, str(DEMO_EDGE))
+        get_settings.cache_clear()
         settings = get_settings()
         with cli_errors():
             out = run_demo(settings, experiment, timesteps)
