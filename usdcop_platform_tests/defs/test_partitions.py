@@ -17,3 +17,39 @@ def test_partition_keys_equal_calendar_sessions() -> None:
     per_year = sum(1 for k in keys if k.startswith("2023"))
     assert 240 <= per_year <= 250
     assert parts.timezone == "America/Bogota"
+
+
+def test_add_partition_metadata_rejects_partitions_outside_the_run() -> None:
+    import dagster as dg
+
+    from usdcop_platform.defs.partitions import add_partition_metadata
+
+    daily = dg.DailyPartitionsDefinition(start_date="2024-01-01")
+
+    @dg.asset(partitions_def=daily, backfill_policy=dg.BackfillPolicy.single_run())
+    def ranged(context) -> None:  # noqa: ANN001 - Dagster injects the context
+        add_partition_metadata(context, {k: {"own": k} for k in context.partition_keys})
+        add_partition_metadata(context, {"2024-02-01": {"own": "x"}})
+
+    result = dg.materialize([ranged], raise_on_error=False, tags={
+        "dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-03"})
+    assert not result.success
+    assert "2024-02-01" in str(result.get_step_failure_events()[0].step_failure_data.error)
+
+
+def test_add_partition_metadata_gives_each_partition_its_own() -> None:
+    import dagster as dg
+
+    from usdcop_platform.defs.partitions import add_partition_metadata
+
+    @dg.asset(partitions_def=dg.DailyPartitionsDefinition(start_date="2024-01-01"),
+              backfill_policy=dg.BackfillPolicy.single_run())
+    def ranged(context):  # noqa: ANN001, ANN202 - Dagster injects the context (string annotations break it here)
+        add_partition_metadata(context, {k: {"own": k, "shared": "mine"} for k in context.partition_keys})
+        return dg.MaterializeResult(metadata={"shared": "run", "total": len(context.partition_keys)})
+
+    result = dg.materialize([ranged], tags={
+        "dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-03"})
+    mats = {m.partition: {k: v.value for k, v in m.metadata.items()} for m in result.asset_materializations_for_node("ranged")}
+    assert sorted(mats) == ["2024-01-01", "2024-01-02", "2024-01-03"]
+    assert all(m["own"] == k and m["shared"] == "mine" and m["total"] == 3 for k, m in mats.items())

@@ -55,7 +55,13 @@ from usdcop_platform.core.features import (
     warmup_sessions,
 )
 from usdcop_platform.defs.market_data.assets import RAW_BARS_KEY, RAW_MACRO_KEY
-from usdcop_platform.defs.partitions import CALENDAR, session_date, session_key, session_partitions
+from usdcop_platform.defs.partitions import (
+    CALENDAR,
+    add_partition_metadata,
+    session_date,
+    session_key,
+    session_partitions,
+)
 from usdcop_platform.defs.resources import PlatformResource
 
 FEATURES_DATASET = "features/m5_features"
@@ -330,6 +336,7 @@ def m5_features(context: AssetExecutionContext, platform: PlatformResource) -> d
     by_session = df.partition_by("session", as_dict=True) if df.height else {}
 
     todo: list[tuple[str, pl.DataFrame]] = []
+    per_partition: dict[str, dict[str, Any]] = {}
     published = refused = 0
     for d in sessions:
         key = session_key(d)
@@ -358,7 +365,8 @@ def m5_features(context: AssetExecutionContext, platform: PlatformResource) -> d
             published += 1
         else:
             refused += 1
-        context.add_asset_metadata(meta, partition_key=key)
+        per_partition[key] = meta
+    add_partition_metadata(context, per_partition)
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
         list(pool.map(lambda kp: lake.write(FEATURES_DATASET, kp[0], kp[1]), todo))
     if refused:

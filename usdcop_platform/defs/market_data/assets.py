@@ -19,7 +19,7 @@ from usdcop_platform.defs.market_data.expectations import BAR_CHECKS, MACRO_CHEC
 from usdcop_platform.defs.market_data.publish import check_metadata, publish_bars, publish_macro, raw_slice
 from usdcop_platform.defs.market_data.resources import MacroSourceResource, MarketSourceResource, history_start
 from usdcop_platform.defs.market_data.schedules import macro_automation_condition
-from usdcop_platform.defs.partitions import session_date, session_partitions
+from usdcop_platform.defs.partitions import add_partition_metadata, session_date, session_partitions
 from usdcop_platform.defs.resources import PlatformResource
 
 # BackfillPolicy is "beta" in dagster 1.13; it is the documented way to chunk backfills.
@@ -98,8 +98,7 @@ def raw_usdcop_m5_ohlcv(
             metadata=_metadata(summary, lake_path),
         )
     # Each partition's materialization carries its own session's numbers, not the batch's.
-    for key in context.partition_keys:
-        context.add_asset_metadata(pub.session_metadata(key), partition_key=key)
+    add_partition_metadata(context, {key: pub.session_metadata(key) for key in context.partition_keys})
     yield dg.MaterializeResult(metadata=_run_metadata(summary, lake_path), check_results=checks)
 
 
