@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from usdcop_platform.adapters.store import clear_store_cache, get_store
-from usdcop_platform.commands.tune import register
+from usdcop_platform.commands.tune import register, tune_experiment
 from usdcop_platform.contracts.experiment import ExperimentConfig
 from usdcop_platform.defs.resources import PlatformResource
 from usdcop_platform_tests.training_synth import fresh_mlflow_uri, synthetic_features, write_feature_partitions
@@ -66,10 +66,16 @@ def test_tune_in_process_materializes_models_search(settings) -> None:
     [best] = list(Path(settings.state_dir, "search").glob("smoke-*/best.yaml"))
     tuned = ExperimentConfig.model_validate(yaml.safe_load(best.read_text()))
     assert tuned.search is None and "+tuned." in tuned.version
-    # resumed: the same command with --trials 3 adds exactly one trial
-    again = CliRunner().invoke(cli(), ["tune", "--experiment", "smoke", "--trials", "3"])
-    assert again.exit_code == 0, again.output
-    _check_recorded(settings, again.output, 3)
+    # resumed: the same search with 3 trials adds exactly one; the asset's metadata describes the study
+    meta = tune_experiment("smoke", trials=3, workers=1, settings=settings)
+    _check_recorded(settings, str(meta), 3)
+    assert meta["trials_finished"] == 3 and meta["executor"] == "in-process"
+    assert meta["trials"].count("\n| ") == 3  # the trials table: one row per trial
+    assert meta["best_trial"] is not None and meta["best_params"]
+    dataset_hash = get_store(settings.resolved_database_url).trials.family("smoke")[0]["data_hash"]
+    assert meta["dataset_hash"] == dataset_hash  # lineage: the dataset every trial trained on
+    if meta["trials_complete"] >= 2:
+        assert Path(meta["importance_plot"]).stat().st_size > 1000 and "| parameter |" in meta["parameter_importances"]
 
 
 @pytest.mark.slow
