@@ -29,7 +29,7 @@ from usdcop_platform.settings import Settings, get_settings
 
 DEMO_REVIEWER = "demo-reviewer"
 DEMO_EXPERIMENT = "demo"
-DEMO_EDGE = 0.3  # core.synthetic.PlantedEdge strength: per-bar drift sd / bar vol
+DEMO_EDGE = 0.5  # core.synthetic.PlantedEdge strength: per-bar drift sd / bar vol
 EDGE_ENV = "USDCOP_SYNTHETIC_EDGE"
 
 

@@ -12,26 +12,35 @@ import usdcop_platform.definitions  # noqa: F401
 pytestmark = pytest.mark.slow
 
 
-def test_demo_runs_the_whole_graph(isolated_settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_runs_the_whole_graph_and_shows_a_model_that_learned(isolated_settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from usdcop_platform.adapters.store import clear_store_cache, get_store
     from usdcop_platform.cli import app
+    from usdcop_platform.commands.demo import DEMO_EDGE, EDGE_ENV
+    from usdcop_platform.core.actions import HOLD
 
-    monkeypatch.setenv("USDCOP_SYNTHETIC_SEED", "7")
+    # the demo plants its edge through the environment; monkeypatch restores it after the test
+    monkeypatch.setenv(EDGE_ENV, str(DEMO_EDGE))
     clear_store_cache()
-    result = CliRunner().invoke(app, ["demo", "--timesteps", "512"])
+    result = CliRunner().invoke(app, ["demo"])  # the demo's own budget: the model must learn
     assert result.exit_code == 0, result.output + str(result.exception)
     out = result.output
     assert "5/5 live path: 60 bars → 60 signals; replay reproduced them bit for bit" in out
     assert "/experiments/prop_" in out and "/review" in out
+    assert f"planted edge {DEMO_EDGE:g}" in out and "oracle" in out
 
     store = get_store(isolated_settings.resolved_database_url)
     production = store.models.production()
-    assert production is not None and production["experiment_name"] == "smoke"
+    assert production is not None and production["experiment_name"] == "demo"
     (proposal,) = store.proposals.list()
     assert proposal["model_id"] == production["model_id"] and proposal["status"] == "APPROVED"
+    # the first vote reflects what was learned: the edge pays, the rules do not reject
+    assert proposal["recommendation"] in ("PROMOTE", "REVIEW"), proposal["reasons"]
+    assert proposal["metrics"]["sharpe"] > 2.0
     (audit,) = store.audit.list(action="APPROVE")
     assert audit["reviewer"] == "demo-reviewer"
-    assert len(store.signals.list(model_id=production["model_id"])) == 60
+    signals = store.signals.list(model_id=production["model_id"])
+    assert len(signals) == 60
+    assert sum(int(s["action"]) != HOLD for s in signals) >= 10  # live signals trade, not all HOLD
     # Dagster's logs went to the log file, not the terminal
     assert (isolated_settings.state_dir / "logs" / "usdcop.log").stat().st_size > 0
     assert "STEP_START" not in out and "RUN_SUCCESS" not in out
