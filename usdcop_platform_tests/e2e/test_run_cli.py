@@ -55,3 +55,27 @@ def test_run_unknown_experiment_and_missing_file_are_one_line_errors(isolated_se
     assert out.exit_code == 1 and "nope" in out.output and "Traceback" not in out.output
     out = runner.invoke(app, ["run", "-e", "smoke", "--source", "file"])
     assert out.exit_code == 1 and "--bars" in out.output and "Traceback" not in out.output
+
+
+def test_run_uses_the_config_dir_of_usdcop_config_dir(isolated_settings, monkeypatch, tmp_path) -> None:
+    """An experiment that exists only in another config folder goes through every step."""
+    import shutil
+
+    from usdcop_platform.adapters.store import clear_store_cache
+    from usdcop_platform.cli import app
+    from usdcop_platform.settings import PROJECT_ROOT, get_settings
+
+    config = tmp_path / "config"
+    shutil.copytree(PROJECT_ROOT / "config", config)
+    smoke = (config / "experiments" / "smoke.yaml").read_text()
+    (config / "experiments" / "elsewhere.yaml").write_text(smoke.replace("name: smoke", "name: elsewhere", 1))
+    monkeypatch.setenv("USDCOP_CONFIG_DIR", str(config))
+    monkeypatch.setenv("USDCOP_SYNTHETIC_SEED", "7")
+    get_settings.cache_clear()
+    clear_store_cache()
+    out = CliRunner().invoke(app, ["run", "-e", "elsewhere", "--timesteps", "512", "--json"])
+    assert out.exit_code == 0, out.output + str(out.exception)
+    proposal = json.loads(out.output.strip().splitlines()[-1])
+    assert proposal["experiment"] == "elsewhere" and proposal["model_id"].startswith("elsewhere-")
+    clear_store_cache()
+    get_settings.cache_clear()
