@@ -204,7 +204,8 @@ def test_initial_hold_bias_raises_only_the_hold_logit_of_the_untrained_policy(sm
     assert float(b1[SELL]) == float(b0[SELL]) and float(b1[BUY]) == float(b0[BUY])
     # the untrained policy now picks HOLD on (nearly) every observation
     obs = torch.as_tensor(data.train.obs[:500])
-    probs = biased.policy.get_distribution(obs).distribution.probs
+    with torch.no_grad():
+        probs = biased.policy.get_distribution(obs).distribution.probs
     assert float(probs[:, HOLD].mean()) > 0.75
     env.close()
 
