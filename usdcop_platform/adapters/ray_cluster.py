@@ -12,6 +12,7 @@ Every port is chosen free at start, so two clusters (two test runs) never collid
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OBJECT_STORE_BYTES = 80 * 2**20  # small: trials exchange arrays of a few MB, not datasets
-START_TIMEOUT_S = 90.0
+START_TIMEOUT_S = 150.0
 
 
 def _free_port() -> int:
@@ -87,6 +88,7 @@ class LocalCluster:
     port: int = 0
     temp_dir: Path | None = None
     processes: list[subprocess.Popen] = field(default_factory=list)
+    _own_temp: bool = False
 
     @property
     def address(self) -> str:
@@ -106,15 +108,17 @@ class LocalCluster:
             "--runtime-env-agent-port", str(_free_port()), *args,
         ]
         log = open(Path(self.temp_dir or tempfile.gettempdir()) / f"ray-node-{len(self.processes)}.log", "wb")
-        env = {**os.environ, "RAY_ADDRESS": ""}
-        env.pop("RAY_ADDRESS")
+        env = _local_env()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         self.processes.append(proc)
         return proc
 
     def start(self) -> "LocalCluster":
         if self.temp_dir is None:
+            # Not under pytest's basetemp: concurrent pytest sessions rotate (delete) old basetemps,
+            # and a Ray session whose sockets vanish dies.
             self.temp_dir = Path(tempfile.mkdtemp(prefix="usdcop-ray-"))
+            self._own_temp = True
         self.port = self.port or _free_port()
         self._node([
             "--head", "--port", str(self.port), "--include-dashboard", "false",
@@ -144,7 +148,7 @@ class LocalCluster:
                     raise RuntimeError(f"ray node exited with {p.returncode} (logs in {self.temp_dir})")
             out = subprocess.run(
                 [sys.executable, "-c", probe, self.address], capture_output=True, text=True, timeout=60,
-                env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+                env=_local_env(),
             )
             if out.returncode == 0 and out.stdout.strip().isdigit() and int(out.stdout.strip()) >= cpus:
                 return
@@ -211,12 +215,24 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 pass
         self.processes.clear()
+        if self._own_temp and self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def __enter__(self) -> "LocalCluster":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _local_env() -> dict[str, str]:
+    """Environment of the local cluster's processes: no RAY_ADDRESS (they are the cluster), and
+    token authentication explicitly off (the cluster listens on 127.0.0.1 only). Without the
+    explicit mode, a token that an earlier local `ray.init()` wrote to ~/.ray/auth_token makes
+    the nodes and their clients disagree on authentication."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    return env
 
 
 def _is_task_worker(proc) -> bool:

@@ -76,6 +76,7 @@ def test_tune_in_process_materializes_models_search(settings) -> None:
     assert meta["dataset_hash"] == dataset_hash  # lineage: the dataset every trial trained on
     if meta["trials_complete"] >= 2:
         assert Path(meta["importance_plot"]).stat().st_size > 1000 and "| parameter |" in meta["parameter_importances"]
+        assert meta["importance_chart"].startswith("![parameter importances](data:image/png;base64,")
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ promoted from here.
 """
 
 
+import base64
 from pathlib import Path
 
 import dagster as dg
@@ -106,6 +107,8 @@ def model_search(
     }
     if out["importance_plot"]:
         metadata["importance_plot"] = dg.MetadataValue.path(out["importance_plot"])
+        png = base64.b64encode(Path(out["importance_plot"]).read_bytes()).decode("ascii")
+        metadata["importance_chart"] = dg.MetadataValue.md(f"![parameter importances](data:image/png;base64,{png})")
     if out["best_config_path"]:
         metadata["best_config"] = dg.MetadataValue.path(out["best_config_path"])
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(f"{out['study_name']}:{out['finished']}"))
