@@ -41,6 +41,7 @@ def evaluate_experiment(
     model_id: str | None = None,
     request_id: int | None = None,
     allow_partial: bool = False,
+    timesteps: int | None = None,
 ) -> dict[str, Any]:
     """Backtest the experiment's model (default: its newest) and write its proposal; with
     `request_id`, serve that backtest request instead (the run carries it in its tags).
@@ -62,7 +63,7 @@ def evaluate_experiment(
     )
     from usdcop_platform.defs.evaluation.more_tests import BACKTEST_REQUEST_TAG
     from usdcop_platform.defs.evaluation.walk_forward import load_report as load_walk_forward
-    from usdcop_platform.defs.evaluation.walk_forward import walk_forward
+    from usdcop_platform.defs.evaluation.walk_forward import WalkForwardRunConfig, walk_forward
     from usdcop_platform.defs.resources import build_resources
     from usdcop_platform.defs.training.sensors import ensure_experiment_partitions
 
@@ -74,8 +75,10 @@ def evaluate_experiment(
     resources = build_resources(s)
     assets = [backtest, promotion_proposal]
     # The vote of an experiment with walk-forward folds needs its expanding walk-forward for this config.
+    # `timesteps` (the model's --timesteps override) is the folds' budget too.
+    budget = timesteps or exp.algorithm.total_timesteps
     if request_id is None and exp.backtest.walk_forward.folds and \
-            load_walk_forward(resources["platform"].lake, name, exp.config_hash) is None:
+            load_walk_forward(resources["platform"].lake, name, exp.config_hash, total_timesteps=budget) is None:
         assets.insert(0, walk_forward)
     instance = open_local_instance(s)
     try:
@@ -85,6 +88,7 @@ def evaluate_experiment(
                 backtest.op.name: BacktestRunConfig(model_id=model_id, start=start, end=end,
                                                     allow_partial=allow_partial),
                 promotion_proposal.op.name: ProposalRunConfig(model_id=model_id),
+                **({walk_forward.op.name: WalkForwardRunConfig(total_timesteps=timesteps)} if walk_forward in assets else {}),
             }
         )
         try:

@@ -260,7 +260,7 @@ def run_pipeline(
     store = get_store(s.resolved_database_url)
     existing = store.proposals.by_model(trained["model_id"]) if trained.get("model_id") else None
     if existing is None:
-        evaluated = _evaluate(evaluate_experiment, experiment, s, trained["model_id"])
+        evaluated = _evaluate(evaluate_experiment, experiment, s, trained["model_id"], timesteps)
         proposal = evaluated["proposal"]
         end_stage(3, t, "ran", proposal_id=proposal["proposal_id"] if proposal else None)
     else:
@@ -289,13 +289,15 @@ def _with_file_span(bars: Path | None, calendar: Any, start: date, end: date) ->
     return max(min(start, lo), calendar.instrument.calendar_start), min(max(end, hi), today)
 
 
-def _evaluate(fn: Callable[..., dict[str, Any]], experiment: str, s: Settings, model_id: str) -> dict[str, Any]:
+def _evaluate(
+    fn: Callable[..., dict[str, Any]], experiment: str, s: Settings, model_id: str, timesteps: int | None = None
+) -> dict[str, Any]:
     from usdcop_platform.adapters.store import StoreError
     from usdcop_platform.core.datasets import DatasetError
     from usdcop_platform.defs.evaluation.assets import EvaluationError
 
     try:
-        return fn(experiment, s, model_id=model_id)
+        return fn(experiment, s, model_id=model_id, timesteps=timesteps)
     except (EvaluationError, DatasetError, StoreError) as exc:
         raise UserFacingError(str(exc)) from exc
 

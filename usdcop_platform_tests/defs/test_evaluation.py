@@ -591,6 +591,20 @@ def test_the_vote_uses_the_expanding_walk_forward_and_its_stability(world) -> No
     assert row["metrics"]["test_split_folds"]["aggregate"]["folds"] == WALK_FORWARD_FOLDS
 
 
+def test_a_walk_forward_on_another_budget_does_not_stand_in_for_this_one(world) -> None:
+    from usdcop_platform.defs.evaluation.walk_forward import WalkForwardRunConfig, load_report, walk_forward
+
+    platform = _with_walk_forward(world, folds=2, test_sessions=5, min_train_sessions=20)
+    w = {**world, "platform": platform}
+    materialize(w, assets=(walk_forward,),
+                run_config=dg.RunConfig(ops={"evaluation__walk_forward": WalkForwardRunConfig(total_timesteps=256)}))
+    exp = platform.config.experiment(EXPERIMENT)
+    assert load_report(platform.lake, EXPERIMENT, exp.config_hash)["total_timesteps"] == 256
+    assert load_report(platform.lake, EXPERIMENT, exp.config_hash, total_timesteps=256) is not None
+    # the experiment's own budget (a full training) needs folds trained on that budget
+    assert load_report(platform.lake, EXPERIMENT, exp.config_hash, total_timesteps=exp.algorithm.total_timesteps) is None
+
+
 def test_cli_runs_the_walk_forward_the_vote_needs(cli_env) -> None:
     from typer.testing import CliRunner
 

@@ -39,12 +39,19 @@ def save_report(lake: Any, experiment: str, config_hash: str, report: dict[str, 
     lake.write(DATASET.format(experiment=experiment), report_partition(config_hash), row)
 
 
-def load_report(lake: Any, experiment: str, config_hash: str) -> dict[str, Any] | None:
-    """The walk-forward report of this exact experiment config (None when never run)."""
+def load_report(
+    lake: Any, experiment: str, config_hash: str, *, total_timesteps: int | None = None
+) -> dict[str, Any] | None:
+    """The walk-forward report of this exact experiment config (None when never run); with
+    `total_timesteps`, only one whose folds were trained on that budget (a quick run's folds never
+    stand in for a full-budget model's)."""
     df = lake.read(DATASET.format(experiment=experiment), report_partition(config_hash))
     if df is None or df.height == 0 or df.get_column("config_hash")[0] != config_hash:
         return None
-    return json.loads(df.get_column("report")[0])
+    report = json.loads(df.get_column("report")[0])
+    if total_timesteps is not None and report.get("folds") and report.get("total_timesteps") != total_timesteps:
+        return None
+    return report
 
 
 def folds_markdown(report: dict[str, Any]) -> str:
@@ -92,6 +99,7 @@ def walk_forward(
         frame, folds, exp, contract, Annualization.from_calendar(calendar), total_timesteps=config.total_timesteps
     )
     report["config_hash"] = exp.config_hash
+    report["total_timesteps"] = config.total_timesteps or exp.algorithm.total_timesteps
     save_report(lake, name, exp.config_hash, report)
     agg = report["aggregate"]
     context.log.info(f"walk-forward {name}: {agg['folds']} folds, positive share {agg['positive_share']:.0%}")
