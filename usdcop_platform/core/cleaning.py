@@ -34,6 +34,7 @@ from usdcop_platform.contracts.quality import BarQuality
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.quality import (
     CONFLICTING_DUPLICATE,
+    MACRO_FLAG_COLUMNS,
     PRICE_COLUMNS,
     apply_bar_rules,
     flag_macro,
@@ -303,7 +304,7 @@ class MacroResult:
     frame: pl.DataFrame  # MACRO_FLAGGED_SCHEMA, sorted by variable, date
     report: MacroReport
     quarantined: pl.DataFrame  # QUARANTINE_SCHEMA: the flagged values, with their reason
-    detail: pl.DataFrame  # frame + jump_pct (move vs the last accepted value), for the gates
+    detail: pl.DataFrame  # frame + core.quality.MACRO_FLAG_COLUMNS (moves, limits, bands), for the gates
 
 
 def macro_long(raw_wide: pl.DataFrame, ssot: MacroSSOT) -> tuple[pl.DataFrame, list[str]]:
@@ -342,8 +343,11 @@ def _macro_note() -> pl.Expr:
     """Quarantine note of a flagged value (rows joined with their limits by macro_gate_frame): the
     range it left, or its jump vs the last accepted value (out-of-range values have no jump)."""
     outside = text(pl.col("value"), " (outside [", pl.col("range_lo"), ", ", pl.col("range_hi"), "])")
-    jumped = text(pl.col("value"), " (jump ", pl.col("jump_pct").round(2), "% > ", pl.col("max_jump_pct"), "%)")
-    return pl.when(pl.col("flag_reason") == "out_of_range").then(outside).otherwise(jumped)
+    band = text(pl.col("value"), " (outside its historical band [", pl.col("band_lo").round(4), ", ",
+                pl.col("band_hi").round(4), "])")
+    jumped = text(pl.col("value"), " (jump ", pl.col("jump_pct").round(2), "% > ", pl.col("max_jump_pct").round(2), "%)")
+    return (pl.when(pl.col("flag_reason") == "out_of_range").then(outside)
+            .when(pl.col("flag_reason") == "out_of_band").then(band).otherwise(jumped))
 
 
 def _refuse_overwrites(flagged: pl.DataFrame, ssot: MacroSSOT) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -371,9 +375,9 @@ def clean_macro_long(
     replaces the accepted value it would overwrite; it is quarantined (rule = its flag, note naming
     the value kept) and the accepted value stays."""
     flagged, refused = _refuse_overwrites(flag_macro(long, ssot), ssot)
-    detail = flagged.select([*[pl.col(c).cast(t) for c, t in MACRO_FLAGGED_SCHEMA.items()], "jump_pct"])
+    detail = flagged.select([*[pl.col(c).cast(t) for c, t in MACRO_FLAGGED_SCHEMA.items()], *MACRO_FLAG_COLUMNS])
     detail = detail.sort("variable", "date")
-    frame = detail.drop("jump_pct")
+    frame = detail.drop(MACRO_FLAG_COLUMNS)
     bad = flagged.filter(pl.col("flagged"))
     row_columns = ["date", "variable", "value", "available_date"]
     partition = pl.col("date").dt.to_string("%Y-%m-%d")

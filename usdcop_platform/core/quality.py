@@ -12,17 +12,21 @@ Bars (thresholds from config/quality.yaml, `BarQuality`):
 - price_out_of_band   any price outside `price_band`
 - spike               a one-bar close move that reverts (see `spike_mask`)
 
-Macro (thresholds from config/macro_variables_ssot.yaml, `MacroVariable`):
+Macro (thresholds from config/macro_variables_ssot.yaml, `MacroVariable` and `MacroRules`; see
+`flag_series`):
 - out_of_range        value outside the variable's `expected_range`
-- jump                |v / a - 1| > max_daily_jump_pct, a = last accepted value (a bad print)
-- level_break         a jump whose own predecessor was also rejected and which agrees with that
-                      predecessor within the limit: the series moved to a new level and stays there.
+- out_of_band         value outside its historical (rolling quantile) band: a slow slide
+- jump                a move vs the last accepted value beyond the volatility-aware limit (a bad print)
+- level_break         a later value of a run of jumps that agree with each other; the run's
+                      `level_confirm_values`-th value re-accepts the new level.
 Flagged macro values stay in the frame (flagged=True, flag_reason) and out of features.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -30,7 +34,7 @@ from datetime import date, datetime, timezone
 import numpy as np
 import polars as pl
 
-from usdcop_platform.contracts.macro import MacroSSOT
+from usdcop_platform.contracts.macro import MacroRules, MacroSSOT, MacroVariable
 from usdcop_platform.contracts.quality import BarQuality
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.schema import QUARANTINE_SCHEMA
@@ -47,7 +51,9 @@ BAR_RULES: tuple[str, ...] = (
 )
 # Rules applied by clean_bars before the row rules; listed so every quarantine reason has one home.
 CONFLICTING_DUPLICATE = "conflicting_duplicate"
-MACRO_RULES: tuple[str, ...] = ("out_of_range", "jump", "level_break")
+MACRO_RULES: tuple[str, ...] = ("out_of_range", "out_of_band", "jump", "level_break")
+# Per-value columns flag_macro adds besides flagged/flag_reason (kept in MacroResult.detail for the gates).
+MACRO_FLAG_COLUMNS: tuple[str, ...] = ("jump_pct", "jump_limit_pct", "band_lo", "band_hi")
 
 # Column names of the derived (gate) frames.
 SESSION_COL = "session"
@@ -327,65 +333,169 @@ def session_metrics(bars: pl.DataFrame, calendar: TradingCalendar, quality: BarQ
 
 
 # ---- macro flags -------------------------------------------------------------------------------
-def _flag_series(values: np.ndarray, lo: float, hi: float, max_jump_pct: float) -> tuple[list[str | None], np.ndarray]:
-    """Flag reasons for one variable's values in date order, plus the jump (%) vs the last accepted value."""
-    reasons: list[str | None] = [None] * len(values)
-    jumps = np.zeros(len(values))
+def _pct(v: float, ref: float) -> float:
+    """|v / ref - 1| in percent (inf for a move away from 0)."""
+    if ref == 0:
+        return 0.0 if v == 0 else math.inf
+    return abs(v / ref - 1) * 100
+
+
+class _Band:
+    """The historical band of one variable's accepted values, in log space (levels move in
+    proportion: a spread doubling in a crisis is as plausible at 200 as at 600), so only for
+    positive series: [q_lo * e^(-m*w), q_hi * e^(m*w)], w = ln(q_hi / q_lo), over the last
+    `band_window` accepted values (quantiles q, 1-q), unbounded until `band_min_history` are known.
+
+    Built from accepted values only, so a slide cannot drag the band along with it. A slide that
+    lasts `band_confirm_values` values is a new regime: its last value is accepted and the band's
+    history restarts from it (an operator can accept it sooner), so the band never blinds forever."""
+
+    def __init__(self, rules: MacroRules, margin: float, enabled: bool) -> None:
+        self.rules, self.margin, self.enabled = rules, margin, enabled
+        self.window: deque[float] = deque()
+        self.sorted: list[float] = []
+
+    def _q(self, q: float) -> float:
+        pos = q * (len(self.sorted) - 1)
+        k = int(pos)
+        nxt = self.sorted[min(k + 1, len(self.sorted) - 1)]
+        return self.sorted[k] + (pos - k) * (nxt - self.sorted[k])
+
+    def limits(self) -> tuple[float, float]:
+        if not self.enabled or len(self.sorted) < self.rules.band_min_history:
+            return -math.inf, math.inf
+        q_lo, q_hi = self._q(self.rules.band_quantile), self._q(1 - self.rules.band_quantile)
+        width = q_hi - q_lo
+        return math.exp(q_lo - self.margin * width), math.exp(q_hi + self.margin * width)
+
+    def accept(self, v: float) -> None:
+        if not self.enabled or v <= 0:
+            return
+        x = math.log(v)
+        self.window.append(x)
+        bisect.insort(self.sorted, x)
+        if len(self.window) > self.rules.band_window:
+            old = self.window.popleft()
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+
+    def restart(self, v: float) -> None:
+        self.window.clear()
+        self.sorted.clear()
+        self.accept(v)
+
+
+@dataclass(frozen=True)
+class MacroFlags:
+    """Per value of one variable (date order): the reason (None = accepted), the move (%) vs the
+    value it was judged against, the jump limit (%) in force, and the historical band."""
+
+    reasons: list[str | None]
+    jump_pct: np.ndarray
+    jump_limit_pct: np.ndarray
+    band_lo: np.ndarray
+    band_hi: np.ndarray
+
+
+def flag_series(values: np.ndarray, var: MacroVariable, rules: MacroRules) -> MacroFlags:
+    """The macro rules on one variable's values in date order. Causal: a value's flag depends only on
+    itself and earlier values, so batch (whole history) and live (one more value) flag alike.
+
+    - out_of_range: outside the variable's hard `expected_range`.
+    - out_of_band:  outside the historical band of accepted values (`_Band`): a slow slide that no
+                    single jump shows. Only for series whose expected_range is positive. The
+                    `band_confirm_values`-th consecutive out-of-band value is accepted (new regime).
+    - jump:         |v / a - 1| > limit, a = the last accepted value, limit = max(max_daily_jump_pct,
+                    jump_vol_k * std of the last jump_vol_window accepted % moves): a crisis move
+                    within k sigmas of recent volatility is kept.
+    - level_break:  a later value of a run of rejected jumps, each within the limit of the one before
+                    (the series moved and stays). At the `level_confirm_values`-th value of the run
+                    the new level is confirmed: that value is accepted and becomes the reference.
+    """
+    n = values.shape[0]
+    lo, hi = var.expected_range
+    band = _Band(rules, rules.band_margin if var.band_margin is None else var.band_margin, enabled=lo > 0)
+    reasons: list[str | None] = [None] * n
+    jumps = np.zeros(n)
+    limits = np.full(n, var.max_daily_jump_pct)
+    band_lo = np.full(n, -np.inf)
+    band_hi = np.full(n, np.inf)
+    moves: deque[float] = deque(maxlen=rules.jump_vol_window)  # signed % moves between accepted values
     last_ok: float | None = None
-    prev: float | None = None
-    prev_flagged = False
-    for i, v in enumerate(values):
-        reason = None
+    run: list[float] = []  # consecutive rejected jumps near each other: a candidate new level
+    outside = 0  # consecutive out-of-band values: a candidate new regime
+    for i, v in enumerate(values.tolist()):
+        if len(moves) == rules.jump_vol_window:
+            limits[i] = max(var.max_daily_jump_pct, rules.jump_vol_k * float(np.std(moves)))
+        limit = limits[i]
+        band_lo[i], band_hi[i] = band.limits()
+        reason: str | None = None
+        ref = last_ok
         if not lo <= v <= hi:
-            reason = "out_of_range"
-        elif last_ok is not None:
-            jump = math.inf if last_ok == 0 and v != 0 else (0.0 if last_ok == 0 else abs(v / last_ok - 1) * 100)
+            reason, run = "out_of_range", []
+        elif not band_lo[i] <= v <= band_hi[i]:
+            outside, run = outside + 1, []
+            if outside < rules.band_confirm_values:
+                reason = "out_of_band"
+            else:  # a lasting regime: accepted, the band restarts from it
+                band.restart(v)
+                last_ok, outside = v, 0
+                continue
+        elif last_ok is not None and (jump := _pct(v, last_ok)) > limit:
             jumps[i] = jump
-            if jump > max_jump_pct:
-                persists = (
-                    prev_flagged and prev is not None and prev != 0 and abs(v / prev - 1) * 100 <= max_jump_pct
-                )
-                reason = "level_break" if persists else "jump"
+            run = run + [v] if run and _pct(v, run[-1]) <= limit else [v]
+            if len(run) < rules.level_confirm_values:
+                reason = "jump" if len(run) == 1 else "level_break"
+            else:  # confirmed: judged against the run's previous value, the new level's reference
+                ref = run[-2]
         reasons[i] = reason
         if reason is None:
-            last_ok = v
-        prev, prev_flagged = v, reason is not None
-    return reasons, jumps
+            if ref is not None:
+                jumps[i] = _pct(v, ref)
+                moves.append((v / ref - 1) * 100 if ref else 0.0)
+            band.accept(v)
+            last_ok, run, outside = v, [], 0
+    return MacroFlags(reasons, jumps, limits, band_lo, band_hi)
 
 
 def flag_macro(long: pl.DataFrame, ssot: MacroSSOT) -> pl.DataFrame:
-    """Add `flagged`, `flag_reason` (and `jump_pct`, the move vs the last accepted value) to a long
+    """Add `flagged`, `flag_reason`, `jump_pct` (the move vs the value it was judged against),
+    `jump_limit_pct` (the limit in force) and `band_lo`/`band_hi` (the historical band) to a long
     macro frame (date, variable, value, available_date). Variables not in the SSOT are rejected."""
     unknown = set(long["variable"].unique().to_list()) - set(ssot.variables)
     if unknown:
         raise ValueError(f"macro variables not in the SSOT: {sorted(unknown)}")
     long = long.sort("variable", "date")
     reasons: list[str | None] = []
-    jumps: list[np.ndarray] = []
+    parts: list[MacroFlags] = []
     for vid in long["variable"].unique(maintain_order=True).to_list():
-        var = ssot.variables[vid]
         vals = long.filter(pl.col("variable") == vid)["value"].to_numpy()
-        r, j = _flag_series(vals, var.expected_range[0], var.expected_range[1], var.max_daily_jump_pct)
-        reasons.extend(r)
-        jumps.append(j)
+        flags = flag_series(vals, ssot.variables[vid], ssot.rules)
+        reasons.extend(flags.reasons)
+        parts.append(flags)
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts]) if parts else np.zeros(0)
+
     return long.with_columns(
         pl.Series("flag_reason", reasons, dtype=pl.Utf8),
-        pl.Series("jump_pct", np.concatenate(jumps) if jumps else np.zeros(0), dtype=pl.Float64),
+        *[pl.Series(c, cat(c), dtype=pl.Float64) for c in MACRO_FLAG_COLUMNS],
     ).with_columns(pl.col("flag_reason").is_not_null().alias("flagged"))
 
 
 def macro_gate_frame(flagged: pl.DataFrame, ssot: MacroSSOT) -> pl.DataFrame:
-    """The flagged long frame plus each row's limits (range_lo, range_hi, max_jump_pct), so the gates
-    can assert 'unflagged values are in range and within the jump limit' as column-pair expectations."""
+    """The flagged long frame plus each row's limits (range_lo, range_hi, and max_jump_pct = the jump
+    limit in force for that value), so the gates can assert 'unflagged values are in range, in their
+    band and within the jump limit' as column-pair expectations."""
     limits = pl.DataFrame(
         {
             "variable": list(ssot.variables),
             "range_lo": [v.expected_range[0] for v in ssot.variables.values()],
             "range_hi": [v.expected_range[1] for v in ssot.variables.values()],
-            "max_jump_pct": [v.max_daily_jump_pct for v in ssot.variables.values()],
         }
     )
-    return flagged.join(limits, on="variable", how="left")
+    return flagged.join(limits, on="variable", how="left").with_columns(
+        pl.col("jump_limit_pct").alias("max_jump_pct")
+    )
 
 
 def macro_staleness(long: pl.DataFrame, ssot: MacroSSOT, as_of: date | None = None) -> pl.DataFrame:

@@ -310,7 +310,7 @@ def test_macro_bad_print_is_a_jump_and_the_series_resumes(platform_config):
     assert flagged.select("variable", "date", "flag_reason").rows() == [("dxy", date(2024, 1, 6), "jump")]
 
 
-def test_macro_level_break_is_flagged_until_the_series_returns(platform_config):
+def test_macro_level_break_is_flagged_until_confirmed(platform_config):
     ssot = platform_config.macro
     broken = {i: 4.0 * 100 for i in range(10, 20)}  # % -> bps: in range? no: caught as out_of_range
     r = clean_macro(macro_wide(ssot, overrides={"ust10y": broken}), ssot)
@@ -318,8 +318,9 @@ def test_macro_level_break_is_flagged_until_the_series_returns(platform_config):
     shifted = {i: 103.0 * 1.05 for i in range(10, 20)}  # a 5% level break in DXY (limit 3%)
     r = clean_macro(macro_wide(ssot, overrides={"dxy": shifted}), ssot)
     f = r.frame.filter(pl.col("variable") == "dxy").sort("date")["flag_reason"].to_list()
-    assert f[:10] == [None] * 10 and f[10] == "jump" and f[11:] == ["level_break"] * 9
-    assert r.report.flagged_by_reason == {"jump": 1, "level_break": 9}
+    # the 3rd value at the new level confirms it (level_confirm_values: 3): accepted from there on
+    assert f[:10] == [None] * 10 and f[10:13] == ["jump", "level_break", None] and set(f[13:]) == {None}
+    assert r.report.flagged_by_reason == {"jump": 1, "level_break": 1}
     assert set(r.report.flagged_by_reason) <= set(MACRO_RULES)
 
 

@@ -86,9 +86,10 @@ def _long(values: list[float | None], variable: str = "dxy") -> pl.DataFrame:
 
 
 def test_flag_macro_reasons(platform_config):
-    ssot = platform_config.macro  # dxy: range [70, 130], max jump 3%
+    ssot = platform_config.macro  # dxy: range [70, 130], max jump 3%, a new level confirmed by 3 values
     f = flag_macro(_long([100, 101, 150, 101, 110, 110.5, 110.2, 100.5]), ssot)
-    assert f["flag_reason"].to_list() == [None, None, "out_of_range", None, "jump", "level_break", "level_break", None]
+    # 110.2 is the 3rd value at the new level: accepted; 100.5 is then a jump from it
+    assert f["flag_reason"].to_list() == [None, None, "out_of_range", None, "jump", "level_break", None, "jump"]
     assert f["flagged"].sum() == 4
 
 

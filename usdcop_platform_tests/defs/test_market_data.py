@@ -305,12 +305,13 @@ def test_out_of_range_and_level_break_are_flagged_not_published_as_good(env, pla
     frame = platform.lake.read(MACRO_DATASET, MACRO_PARTITION)
     flagged = frame.filter(pl.col("flagged"))
     assert flagged.filter(pl.col("variable") == "vix")["flag_reason"].to_list() == ["out_of_range"]
-    assert flagged.filter(pl.col("variable") == "dxy")["flag_reason"].to_list() == ["jump"] + ["level_break"] * 7
-    assert meta_of(result, MACRO_NODE)["macro_values_flagged"] == 9
+    # an 8% DXY shift held for 8 days: re-accepted at its 3rd value; the return is confirmed the same way
+    assert flagged.filter(pl.col("variable") == "dxy")["flag_reason"].to_list() == ["jump", "level_break"] * 2
+    assert meta_of(result, MACRO_NODE)["macro_values_flagged"] == 5
     good = frame.filter(~pl.col("flagged"))
-    assert good.height == frame.height - 9 and good["value"].max() < 400
+    assert good.height == frame.height - 5 and good["value"].max() < 400
     q = platform.lake.read("quarantine/macro_daily", MACRO_PARTITION)
-    assert q.height == 9 and set(q["rule"]) == {"out_of_range", "jump", "level_break"}
+    assert q.height == 5 and set(q["rule"]) == {"out_of_range", "jump", "level_break"}
 
 
 def test_macro_blocking_gate_refuses_to_publish(env, platform, platform_config, tmp_path, monkeypatch):
