@@ -46,7 +46,7 @@ from usdcop_platform.core.quality import (
     session_metrics,
     text,
 )
-from usdcop_platform.core.schema import BAR_SCHEMA, MACRO_SCHEMA
+from usdcop_platform.core.schema import BAR_SCHEMA, MACRO_SCHEMA, QUARANTINE_SCHEMA
 
 BARS_DATASET = "raw/usdcop_m5_ohlcv"
 MACRO_DATASET = "raw/macro_daily"
@@ -254,6 +254,29 @@ def clean_bars(
 
 # ---- future-dated bars ---------------------------------------------------------------------------
 FUTURE_DATED = "future_dated"
+
+
+def screen_live_bar(
+    session_before: pl.DataFrame | None, bar: pl.DataFrame, calendar: TradingCalendar, quality: BarQuality,
+    *, detected_at: datetime | None = None,
+) -> pl.DataFrame:
+    """The live path's bar rules: the batch row rules (core.quality.apply_bar_rules, one
+    implementation) over the session's published bars before `bar` plus `bar`, i.e. the batch
+    verdict on the bars known so far. Returns `bar`'s quarantine rows (QUARANTINE_SCHEMA, same
+    rule/field/value as batch cleaning), empty when it passes. A spike is a move beyond the limit
+    vs the last accepted close: live cannot wait for the next bar's confirmation, so such a bar is
+    never traded (batch keeps it when the next bar confirms the level; then so does the lake)."""
+    known = bar if session_before is None or session_before.is_empty() else pl.concat(
+        [session_before.select(bar.columns).cast(dict(bar.schema)), bar], how="vertical")
+    known = known.unique(subset="time", keep="last").sort("time")
+    failed = apply_bar_rules(known, calendar, quality).failed.filter(pl.col("time") == bar["time"][0])
+    if failed.is_empty():
+        return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    return quarantine_frame(
+        failed.with_columns(local_date_expr(calendar).alias("_d")), dataset=BARS_DATASET,
+        partition=pl.col("_d").dt.to_string("%Y-%m-%d"), rule=pl.col("_rule"), field=pl.col("_field"),
+        value=pl.col("_value"), row_columns=["time", *PRICE_COLUMNS, "volume"], detected_at=detected_at,
+    )
 
 
 def future_bars(raw: pl.DataFrame, calendar: TradingCalendar, as_of: date) -> pl.DataFrame:

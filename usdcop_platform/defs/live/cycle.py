@@ -34,7 +34,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -52,11 +52,12 @@ from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.core import risk as risk_core
 from usdcop_platform.core.actions import HOLD
 from usdcop_platform.core.calendar import TradingCalendar
-from usdcop_platform.core.cleaning import BARS_DATASET, MACRO_DATASET, MACRO_PARTITION
+from usdcop_platform.core.cleaning import BARS_DATASET, MACRO_DATASET, MACRO_PARTITION, screen_live_bar
 from usdcop_platform.core.features import FeatureError, IncrementalFeatureEngine
 from usdcop_platform.core.inference import InferenceEngine, Prediction
 from usdcop_platform.core.risk import RiskDecision, RiskState
-from usdcop_platform.core.schema import BAR_SCHEMA
+from usdcop_platform.core.schema import BAR_SCHEMA, QUARANTINE_SCHEMA
+from usdcop_platform.defs.market_data.quarantine import QUARANTINE_DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ WRITE_RETRY_MAX_DELAY_S: Final = 2.0
 WRITE_RETRY_FIRST_DELAY_S: Final = 0.1
 
 T = TypeVar("T")
+
+
+QUARANTINED_CHECK: Final = "bar_quarantined:"  # failing_check prefix of a bar the bar rules refused
 
 
 class LiveError(RuntimeError):
@@ -125,7 +129,9 @@ class Bar:
 
 
 def validate_bar(bar: Bar, calendar: TradingCalendar) -> date:
-    """The bar's session; BarOutsideSession unless it is a bar start of a trading session."""
+    """The bar's session; BarOutsideSession unless it is a bar start of a trading session.
+    Prices are judged by the batch bar rules in LiveCycle.screen (a refused bar is quarantined
+    and gets a signal row saying why), not here."""
     session = calendar.session_of(bar.time)
     if not calendar.is_session(session):
         why = calendar.holiday_name(session) or "weekend"
@@ -134,9 +140,6 @@ def validate_bar(bar: Bar, calendar: TradingCalendar) -> date:
         local = bar.time.astimezone(calendar.tz)
         raise BarOutsideSession(f"bar {bar.time.isoformat()} ({local:%H:%M} {calendar.instrument.timezone}) is not a "
                                 f"bar start of the session grid")
-    prices = (bar.open, bar.high, bar.low, bar.close)
-    if not all(np.isfinite(p) and p > 0 for p in prices) or bar.high < bar.low:
-        raise LiveError(f"bar {bar.time.isoformat()} has invalid prices {prices}")
     return session
 
 
@@ -288,6 +291,7 @@ class CycleResult:
     duplicate: bool
     pending: PendingBar | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    quarantined: pl.DataFrame | None = None  # the bar's quarantine rows when the bar rules refused it
 
     @property
     def action(self) -> int:
@@ -415,6 +419,53 @@ class LiveCycle:
                 else bool(EnvironmentConfig.model_fields["flat_at_session_end"].default))
         return self._flat_eod[model_id]
 
+    # -- bar quality ---------------------------------------------------------------------------
+    def screen(self, bar: Bar, session: date) -> pl.DataFrame:
+        """The batch bar rules on the session's published bars plus `bar` (core.cleaning
+        .screen_live_bar): `bar`'s quarantine rows, empty when it may be traded."""
+        today = self.lake.read(BARS_DATASET, session.isoformat())
+        before = None if today is None else today.filter(pl.col("time") < bar.time).select(list(BAR_SCHEMA))
+        return screen_live_bar(before, bar.to_frame(), self.calendar, self.cfg.quality.bars)
+
+    def refusal(self, bar: Bar, session: date, pre: RiskState, verdict: pl.DataFrame,
+                registry_version: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], RiskState]:
+        """Journal, signal rows and state of a bar the bar rules refused: not traded, the position
+        kept, no features or inference (the model never sees the bar). Each member's row says why:
+        risk_status REJECTED, failing_check `bar_quarantined:<rule>`; the journal holds the rule,
+        field and value as quarantined."""
+        self.engine.maybe_reload(version=registry_version)
+        snap = self.engine.snapshot
+        q = verdict.row(0, named=True)
+        post = replace(pre, last_bar=bar.time, updated_at=bar.time)
+        kept = int(pre.position) + HOLD  # SELL/HOLD/BUY of the position kept (-1/0/+1)
+        journal = {
+            **pre.to_dict(), "bar": bar.to_dict(),
+            "quarantined": {"rule": q["rule"], "field": q["field"], "value": q["value"]},
+            "ensemble": {"method": snap.method, "ensemble_hash": snap.ensemble_hash,
+                         "registry_version": snap.registry_version,
+                         "members": [{"model_id": m.model_id, "model_hash": m.model_hash, "onnx_hash": m.onnx_hash,
+                                      "weight": m.weight} for m in snap.members]},
+            "state_after": post.to_dict(),
+        }
+        signals = [{
+            "bar_time": bar.time, "session_date": session, "model_id": m.model_id, "role": SIGNAL_ROLE,
+            "model_hash": m.model_hash, "action": kept, "prob_sell": 0.0, "prob_hold": 0.0, "prob_buy": 0.0,
+            "confidence": 0.0, "raw_action": kept, "risk_status": "REJECTED",
+            "failing_check": f"{QUARANTINED_CHECK}{q['rule']}"[:64],
+            "position_recommendation": float(pre.position * pre.position_size), "feature_hash": None,
+            "feature_order_hash": m.feature_order_hash, "norm_stats_hash": m.norm_stats_hash, "features": [],
+            "latency_ms": None,
+        } for m in snap.members]
+        return journal, signals, post
+
+    def _quarantine(self, rows: pl.DataFrame) -> None:
+        """Add the refused bar's rows to its session's bar quarantine (the batch layout), once."""
+        target = QUARANTINE_DATASETS[BARS_DATASET]
+        part = str(rows["partition"][0])
+        old = self.lake.read(target, part)
+        merged = rows if old is None else pl.concat([old.select(list(QUARANTINE_SCHEMA)), rows], how="vertical")
+        self.lake.write(target, part, merged.unique(subset=["rule", "row"], keep="first", maintain_order=True))
+
     # -- compute -------------------------------------------------------------------------------
     def compute(self, bar: Bar, *, state_before: RiskState | None = None,
                 registry_version: int | None = None) -> PendingBar:
@@ -525,6 +576,14 @@ class LiveCycle:
                     raise StaleBar(f"bar {bar.time.isoformat()} is not after the last processed bar "
                                    f"{pre.last_bar.isoformat()} and has no signal: bars are processed in order")
                 timings: dict[str, float] = {}
+                verdict = self.screen(bar, session)
+                if verdict.height:  # refused by the bar rules: neither in the lake nor seen by the model
+                    journal, signals, post = self.refusal(bar, session, pre, verdict, opened.registry_version)
+                    t_write = time.perf_counter()
+                    stored = live_sql.write_bar(conn, journal_key(self.risk_key, bar.time), journal, signals,
+                                                self.risk_key, post.to_dict(), opened.state.get("last_bar"))
+                    return CycleResult(bar, session, stored, duplicate=False, timings_ms=timings,
+                                       quarantined=verdict), t_write
                 if write_bar:
                     t1 = time.perf_counter()
                     upsert_bar(self.lake, bar, session)
@@ -538,7 +597,11 @@ class LiveCycle:
             return CycleResult(bar, session, stored, duplicate=False, pending=pending, timings_ms=timings), t_write
 
         result, t_write = retry_writes(attempt, f"bar {bar.time.isoformat()}", self.write_budget_s)
-        if not result.duplicate:
+        if result.quarantined is not None:
+            self._quarantine(result.quarantined)
+            log.warning("bar %s refused by the bar rules (%s): not traded", bar.time.isoformat(),
+                        result.signals[0]["failing_check"])
+        elif not result.duplicate:
             assert result.pending is not None
             result.timings_ms["commit"] = (time.perf_counter() - t_write) * 1e3
             self._cache_put(result.pending)

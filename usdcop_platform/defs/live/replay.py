@@ -23,7 +23,7 @@ from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.contracts.mlops import EnsembleConfig, EnsembleMember
 from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.core.calendar import TradingCalendar
-from usdcop_platform.core.cleaning import BARS_DATASET
+from usdcop_platform.core.cleaning import BARS_DATASET, screen_live_bar
 from usdcop_platform.core.features import IncrementalFeatureEngine
 from usdcop_platform.core.inference import InferenceEngine
 from usdcop_platform.core.risk import RiskState
@@ -122,6 +122,23 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _replay_refusal(cfg: PlatformConfig, calendar: TradingCalendar, today: pl.DataFrame | None,
+                    journal: dict[str, Any]) -> tuple[bool, list[str]]:
+    """(matched, differences) of a bar the live bar rules refused: screened again over the lake."""
+    raw = journal["bar"]
+    bar = pl.DataFrame([{"time": datetime.fromisoformat(raw["time"]),
+                         **{k: float("nan") if raw[k] is None else float(raw[k]) for k in ("open", "high", "low", "close")},
+                         "volume": float(raw.get("volume") or 0.0)}], schema=BAR_SCHEMA)
+    before = None if today is None else today.filter(pl.col("time") < bar["time"][0]).select(list(BAR_SCHEMA))
+    got = screen_live_bar(before, bar, calendar, cfg.quality.bars)
+    want = journal["quarantined"]
+    now = got.row(0, named=True) if got.height else None
+    if now is not None and all(now[k] == want[k] for k in ("rule", "field", "value")):
+        return True, []
+    return False, [f"the bar rules refused it live ({want['rule']}: {want['value']}) but now give "
+                   f"{'nothing' if now is None else now['rule'] + ': ' + now['value']}"]
+
+
 def replay_session(
     cfg: PlatformConfig, calendar: TradingCalendar, lake: ParquetLake, store: Any, session: date, *,
     models_root: Any = None, risk_key: str = DEFAULT_RISK_KEY,
@@ -143,6 +160,9 @@ def replay_session(
         journal = store.risk.load(journal_key(risk_key, t))
         if journal is None:
             out.append(BarReplay(t, sorted(stored), False, ["no journal: the bar cannot be reproduced"]))
+            continue
+        if "quarantined" in journal:  # refused by the bar rules: the same rules must refuse it again
+            out.append(BarReplay(t, sorted(stored), *_replay_refusal(cfg, calendar, today, journal)))
             continue
         if t not in lake_bars:
             out.append(BarReplay(t, sorted(stored), False, ["the bar is no longer in the lake"]))
