@@ -11,6 +11,10 @@ which one is down:
     last_bar / last_signal   newest bar in the lake and newest production signal, their age
                (from the bar's close) and a session-aware freshness verdict (core.alerts)
     sensors    Dagster sensor states from the instance under DAGSTER_HOME: status, cursor, last tick
+    live_features   whether the live path can build features for the current (or next) session,
+               and if not why: the live sensor's own check (defs.live.sensors.live_blocker: no
+               production model, data gap before the session, stale macro), so a model never
+               goes dark silently (the sensor also skips with that reason and alerts once)
 
 The rollback itself is POST /api/models/rollback (admin, audited) in routers/registry.py.
 """
@@ -18,7 +22,7 @@ The rollback itself is POST /api/models/rollback (admin, audited) in routers/reg
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,6 +88,11 @@ class SensorsDetail(ComponentHealth):
     sensors: list[SensorDetail] = []
 
 
+class LiveFeaturesDetail(ComponentHealth):
+    session: str | None = None
+    blocker: str | None = None  # no_production_model | data_gap | stale_macro
+
+
 class HealthDetailed(BaseModel):
     status: Literal["ok", "degraded"]
     checked_at: datetime
@@ -93,6 +102,7 @@ class HealthDetailed(BaseModel):
     last_bar: AgeDetail
     last_signal: AgeDetail
     sensors: SensorsDetail
+    live_features: LiveFeaturesDetail | None = None
 
 
 class AlertOut(BaseModel):
@@ -190,6 +200,27 @@ def _age(last: datetime | None, now: datetime, calendar: TradingCalendar, max_ag
     )
 
 
+def _live_features(cfg: Any, calendar: TradingCalendar, lake: Any, store: Any, now: datetime) -> LiveFeaturesDetail:
+    """Can the live path build features for today's session (or the next one)? The sensor's check."""
+    from usdcop_platform.defs.live.sensors import live_blocker  # the sensor's rule, not a copy
+
+    today = calendar.session_of(now)
+    upcoming = calendar.sessions(today, today + timedelta(days=14))
+    if not upcoming:
+        return LiveFeaturesDetail(status="unavailable", detail=f"no trading session within 14 days of {today}")
+    session = upcoming[0]
+    try:
+        blocker = live_blocker(cfg, calendar, lake, store, session)
+    except Exception as exc:  # noqa: BLE001 - the check itself failing is what health must report
+        return LiveFeaturesDetail(status="unavailable", session=session.isoformat(),
+                                  detail=redact_paths(f"{type(exc).__name__}: {exc}"))
+    if blocker is None:
+        return LiveFeaturesDetail(status="ok", session=session.isoformat())
+    kind, reason = blocker
+    return LiveFeaturesDetail(status="degraded", session=session.isoformat(), blocker=kind,
+                              detail=redact_paths(f"live signals paused for session {session}: {reason}"))
+
+
 def _last_bar(lake: Any) -> datetime | None:
     parts = lake.partitions(BARS_DATASET)
     frame = lake.read(BARS_DATASET, parts[-1]) if parts else None
@@ -251,6 +282,7 @@ def health_detailed(request: Request) -> Any:
         newest = store.signals.latest(role="production")
         signal = _age(newest["bar_time"] if newest else None, now, calendar, fresh.signal_max_age_minutes,
                       fresh.grace_minutes_after_open)
+        live = _live_features(cfg, calendar, state.lake, store, now)
     except StoreError as exc:
         down = ComponentHealth(status="unavailable", detail=public_store_message(exc))
         unknown = AgeDetail(status="unavailable", detail="database unavailable", market_open=calendar.is_open(now),
@@ -261,11 +293,11 @@ def health_detailed(request: Request) -> Any:
             sensors=sensors,
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=503)
-    parts = (db, model, bar, signal)
+    parts = (db, model, bar, signal, live)
     overall = "ok" if all(p.status == "ok" for p in parts) and redis.status in ("ok", "not_configured") else "degraded"
     return HealthDetailed(
         status=overall, checked_at=now, database=db, redis=redis, model=model, last_bar=bar, last_signal=signal,
-        sensors=sensors,
+        sensors=sensors, live_features=live,
     )
 
 
