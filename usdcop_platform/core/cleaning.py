@@ -373,7 +373,9 @@ def _macro_note() -> pl.Expr:
             .when(pl.col("flag_reason") == "out_of_band").then(band).otherwise(jumped))
 
 
-def _refuse_overwrites(flagged: pl.DataFrame, ssot: MacroSSOT) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _refuse_overwrites(
+    flagged: pl.DataFrame, ssot: MacroSSOT, accepted: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Where a flagged newcomer replaced an accepted value (merge_macro's PREVIOUS_VALUE), put the
     accepted value back and re-flag the series. Returns (re-flagged frame, refused newcomers as flagged)."""
     if PREVIOUS_VALUE not in flagged.columns:
@@ -385,19 +387,19 @@ def _refuse_overwrites(flagged: pl.DataFrame, ssot: MacroSSOT) -> tuple[pl.DataF
     restored = flagged.with_columns(
         pl.when(refused_mask).then(pl.col(PREVIOUS_VALUE)).otherwise(pl.col("value")).alias("value")
     ).select(list(MACRO_SCHEMA))
-    return flag_macro(restored, ssot), refused
+    return flag_macro(restored, ssot, accepted), refused
 
 
 def clean_macro_long(
     long: pl.DataFrame, ssot: MacroSSOT, *, raw_rows: int | None = None, missing: list[str] | None = None,
-    detected_at: datetime | None = None,
+    detected_at: datetime | None = None, accepted: pl.DataFrame | None = None,
 ) -> MacroResult:
     """Flag a long macro frame (the whole series of each variable, so jumps see their history).
 
     A frame from merge_macro may carry PREVIOUS_VALUE: a newcomer that the flags refuse never
     replaces the accepted value it would overwrite; it is quarantined (rule = its flag, note naming
     the value kept) and the accepted value stays."""
-    flagged, refused = _refuse_overwrites(flag_macro(long, ssot), ssot)
+    flagged, refused = _refuse_overwrites(flag_macro(long, ssot, accepted), ssot, accepted)
     detail = flagged.select([*[pl.col(c).cast(t) for c, t in MACRO_FLAGGED_SCHEMA.items()], *MACRO_FLAG_COLUMNS])
     detail = detail.sort("variable", "date")
     frame = detail.drop(MACRO_FLAG_COLUMNS)

@@ -396,7 +396,9 @@ class MacroFlags:
     band_hi: np.ndarray
 
 
-def flag_series(values: np.ndarray, var: MacroVariable, rules: MacroRules) -> MacroFlags:
+def flag_series(
+    values: np.ndarray, var: MacroVariable, rules: MacroRules, accepted: np.ndarray | None = None,
+) -> MacroFlags:
     """The macro rules on one variable's values in date order. Causal: a value's flag depends only on
     itself and earlier values, so batch (whole history) and live (one more value) flag alike.
 
@@ -410,6 +412,10 @@ def flag_series(values: np.ndarray, var: MacroVariable, rules: MacroRules) -> Ma
     - level_break:  a later value of a run of rejected jumps, each within the limit of the one before
                     (the series moved and stays). At the `level_confirm_values`-th value of the run
                     the new level is confirmed: that value is accepted and becomes the reference.
+
+    `accepted` (bool per value): values an operator accepted (an audited API call). One inside the
+    hard range is accepted whatever the jump or band says, becomes the reference, and when it was
+    outside the band restarts the band from it.
     """
     n = values.shape[0]
     lo, hi = var.expected_range
@@ -432,6 +438,11 @@ def flag_series(values: np.ndarray, var: MacroVariable, rules: MacroRules) -> Ma
         ref = last_ok
         if not lo <= v <= hi:
             reason, run = "out_of_range", []
+        elif accepted is not None and accepted[i]:
+            if not band_lo[i] <= v <= band_hi[i]:
+                band.restart(v)
+                last_ok, run, outside = v, [], 0
+                continue
         elif not band_lo[i] <= v <= band_hi[i]:
             outside, run = outside + 1, []
             if outside < rules.band_confirm_values:
@@ -457,19 +468,26 @@ def flag_series(values: np.ndarray, var: MacroVariable, rules: MacroRules) -> Ma
     return MacroFlags(reasons, jumps, limits, band_lo, band_hi)
 
 
-def flag_macro(long: pl.DataFrame, ssot: MacroSSOT) -> pl.DataFrame:
+def flag_macro(long: pl.DataFrame, ssot: MacroSSOT, accepted: pl.DataFrame | None = None) -> pl.DataFrame:
     """Add `flagged`, `flag_reason`, `jump_pct` (the move vs the value it was judged against),
     `jump_limit_pct` (the limit in force) and `band_lo`/`band_hi` (the historical band) to a long
-    macro frame (date, variable, value, available_date). Variables not in the SSOT are rejected."""
+    macro frame (date, variable, value, available_date). Variables not in the SSOT are rejected.
+    `accepted` (variable, date): values an operator re-accepted (see flag_series)."""
     unknown = set(long["variable"].unique().to_list()) - set(ssot.variables)
     if unknown:
         raise ValueError(f"macro variables not in the SSOT: {sorted(unknown)}")
     long = long.sort("variable", "date")
+    if accepted is None or accepted.is_empty():
+        is_ok = np.zeros(long.height, dtype=bool)
+    else:
+        keys = accepted.select("variable", pl.col("date").cast(pl.Date)).to_struct().implode()
+        is_ok = long.select(pl.struct("variable", "date").is_in(keys)).to_series().to_numpy()
     reasons: list[str | None] = []
     parts: list[MacroFlags] = []
     for vid in long["variable"].unique(maintain_order=True).to_list():
-        vals = long.filter(pl.col("variable") == vid)["value"].to_numpy()
-        flags = flag_series(vals, ssot.variables[vid], ssot.rules)
+        mask = (long["variable"] == vid).to_numpy()
+        vals = long["value"].to_numpy()[mask]
+        flags = flag_series(vals, ssot.variables[vid], ssot.rules, is_ok[mask])
         reasons.extend(flags.reasons)
         parts.append(flags)
 

@@ -163,3 +163,26 @@ def test_the_band_reports_in_quarantine(platform_config):
 def test_rules_are_validated():
     with pytest.raises(ValueError, match="level_confirm_values"):
         MacroRules(level_confirm_values=1)
+
+
+# ---- operator acceptance -----------------------------------------------------------------------------
+def test_an_operator_accepts_a_new_level_at_once(platform_config):
+    ssot = _with_rules(platform_config.macro, level_confirm_values=5)
+    vals = np.r_[_calm(30, 100, 0.2), _calm(10, 106, 0.2, seed=1)]
+    long = _long(vals)
+    assert flag_macro(long, ssot)["flag_reason"].to_list()[30:34] == ["jump"] + ["level_break"] * 3
+    first = long["date"][30]
+    f = flag_macro(long, ssot, pl.DataFrame({"variable": ["dxy"], "date": [first]}))
+    assert f["flag_reason"].to_list()[30:] == [None] * 10  # accepted, and the reference from there on
+
+
+def test_an_operator_accepts_a_regime_outside_the_band(platform_config):
+    ssot = platform_config.macro
+    vals = _brent_slide()
+    long = _long(vals, variable="brent")
+    f = flag_macro(long, ssot)
+    first_bad = f.filter(pl.col("flagged"))["date"][0]
+    g = flag_macro(long, ssot, pl.DataFrame({"variable": ["brent"], "date": [first_bad]}))
+    assert not g.filter(pl.col("date") >= first_bad)["flagged"].any()  # the band restarts from it
+    out = pl.DataFrame({"variable": ["brent"], "date": [long["date"][0]]})
+    assert flag_macro(long.with_columns(pl.lit(500.0).alias("value")), ssot, out)["flag_reason"][0] == "out_of_range"
