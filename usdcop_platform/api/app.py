@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
     app.include_router(registry.models_router)
     app.include_router(registry.audit_router)
     app.include_router(registry.keys_router)
+    app.include_router(importlib.import_module("usdcop_platform.api.routers.macro").router)  # issue 17
     app.include_router(pages.router)
     app.include_router(importlib.import_module("usdcop_platform.api.monitoring").router)  # monitoring (issue 9): /health/detailed, alerts, rollback proposals, drift
     install_error_handlers(app, html_renderer=pages.render_error_page)

@@ -320,7 +320,7 @@ def test_macro_blocking_gate_refuses_to_publish(env, platform, platform_config, 
     from usdcop_platform.core import quality
 
     monkeypatch.setattr(cleaning, "flag_macro",
-                        lambda long, ssot: quality.flag_macro(long, ssot).with_columns(
+                        lambda long, ssot, accepted=None: quality.flag_macro(long, ssot, accepted).with_columns(
                             pl.lit(None, pl.Utf8).alias("flag_reason"), pl.lit(False).alias("flagged"),
                             pl.lit(0.0).alias("jump_pct")))
     path = macro_export(tmp_path, platform_config, {"vix": {3: 500.0}})

@@ -41,6 +41,7 @@ from usdcop_platform.defs.market_data.expectations import (
     validate_macro_variables,
     validate_quarantine,
 )
+from usdcop_platform.defs.market_data.acceptance import read_acceptances
 from usdcop_platform.defs.market_data.quarantine import write_macro_quarantine, write_quarantine
 
 
@@ -263,7 +264,8 @@ def publish_macro(
     series, run the gates; publish and replace the macro quarantine only when every blocking gate passes."""
     new_long, _ = macro_long(raw_wide, ssot)
     merged = merge_macro(lake.read(MACRO_DATASET, MACRO_PARTITION), new_long)
-    result = clean_macro_long(merged, ssot, raw_rows=raw_wide.height, detected_at=detected_at)
+    result = clean_macro_long(merged, ssot, raw_rows=raw_wide.height, detected_at=detected_at,
+                              accepted=read_acceptances(lake))  # an operator's re-accepted values
     staleness = macro_staleness(result.frame, ssot, as_of)
     checks: dict[str, CheckOutcome] = {}
     checks.update(validate_macro_rows(macro_gate_frame(result.detail, ssot)))
