@@ -51,11 +51,12 @@ def test_store_connections_dropped_during_a_study(tmp_path, exp, tagged_url) -> 
     terminated: list[int] = []
     stop = threading.Event()
 
-    def restarts() -> None:  # three "restarts" while trials run
-        for _ in range(3):
-            if stop.wait(4.0):
-                return
-            terminated.append(_terminate(admin, app_name))
+    def restarts() -> None:  # three "restarts" while trials run, whatever the machine's speed
+        while len(terminated) < 3 and not stop.wait(0.5):
+            n = _terminate(admin, app_name)
+            if n:  # the study held connections: they were cut
+                terminated.append(n)
+                stop.wait(1.0)
 
     th = threading.Thread(target=restarts, daemon=True)
     th.start()
@@ -66,9 +67,12 @@ def test_store_connections_dropped_during_a_study(tmp_path, exp, tagged_url) -> 
         th.join(timeout=10)
         admin.dispose()
     assert sum(terminated) >= 1, terminated  # connections really were cut
-    assert report.finished == 4 and not report.task_failures
+    # The study finishes its 4 trials. A trial whose own commit was cut can fail (Optuna raises
+    # StorageInternalError and marks it FAIL); it is replaced, never counted as a model trial.
+    assert report.finished == 4
+    assert all("Storage" in f or "OperationalError" in f for f in report.task_failures), report.task_failures
     rows = [r for r in rec.store.trials.family(exp.name) if r["kind"] == "search_trial"]
-    assert len(rows) == 4
+    assert len(rows) == report.complete + report.pruned == 4
 
 
 DRIVER = """
