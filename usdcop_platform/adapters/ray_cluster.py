@@ -4,7 +4,7 @@
 without either, a local Ray instance is started inside this process with `num_cpus` CPUs.
 
 `LocalCluster` starts `ray start --head` and `ray start --address` worker nodes as separate
-process groups on 127.0.0.1 (`--block`, so each node lives exactly as long as its process) and
+process groups on loopback (NODE_IP; `--block`, so each node lives exactly as long as its process) and
 stops them by process group: never `ray stop`, which would stop every Ray node on the machine.
 Every port is chosen free at start, so two clusters (two test runs) never collide.
 """
@@ -78,6 +78,12 @@ def disconnect() -> None:
         ray.shutdown()
 
 
+# Loopback, but not 127.0.0.1: `ray start` replaces "127.0.0.1"/"localhost" with the machine's
+# routable address (services.resolve_ip_for_localhost), so its agents would listen and be reached on
+# the external interface. Any 127.x address stays on the loopback device.
+NODE_IP = "127.0.0.2"
+
+
 @dataclass
 class LocalCluster:
     """A head node and `workers` worker nodes, `cpus_per_node` CPUs each, as separate processes."""
@@ -92,7 +98,7 @@ class LocalCluster:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{NODE_IP}:{self.port}"
 
     @property
     def nodes(self) -> int:
@@ -101,7 +107,7 @@ class LocalCluster:
     def _node(self, args: list[str]) -> subprocess.Popen:
         lo, hi = _free_range()
         cmd = [
-            ray_executable(), "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
+            ray_executable(), "start", "--block", "--disable-usage-stats", "--node-ip-address", NODE_IP,
             "--num-cpus", str(self.cpus_per_node), "--object-store-memory", str(self.object_store_bytes),
             "--min-worker-port", str(lo), "--max-worker-port", str(hi),
             "--dashboard-agent-listen-port", str(_free_port()), "--metrics-export-port", str(_free_port()),
@@ -227,7 +233,7 @@ class LocalCluster:
 
 def _local_env() -> dict[str, str]:
     """Environment of the local cluster's processes: no RAY_ADDRESS (they are the cluster), and
-    token authentication explicitly off (the cluster listens on 127.0.0.1 only). Without the
+    token authentication explicitly off (the cluster is reached on loopback only). Without the
     explicit mode, a token that an earlier local `ray.init()` wrote to ~/.ray/auth_token makes
     the nodes and their clients disagree on authentication."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
