@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from usdcop_platform.bench.harness import BenchResult
+from usdcop_platform.bench.tcp_proxy import TcpProxy
 
 POSTGRES_URL_ENV = "USDCOP_BENCH_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -51,73 +52,6 @@ SCHEDULE = (
     (0.70, "redis_up"),
     (0.80, "kill_postgres"),
 )
-
-
-class TcpProxy:
-    """A TCP forwarder to take a service down and bring it back (an outage without mocks)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> "TcpProxy":
-        lst = socket.socket()
-        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lst.bind(("127.0.0.1", self.port))
-        lst.listen(64)
-        self._listener = lst
-        threading.Thread(target=self._accept, args=(lst,), daemon=True).start()
-        return self
-
-    def _accept(self, lst: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = lst.accept()
-                upstream = socket.create_connection(self.target, timeout=2)
-            except OSError:
-                if self._listener is not lst:
-                    return
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def stop(self) -> None:
-        lst, self._listener = self._listener, None
-        if lst is not None:
-            try:
-                lst.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            lst.close()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
 
 
 @dataclass
@@ -222,7 +156,7 @@ def chaos(duration_s: float = DURATION_S, workers: int = WORKERS, root: Path | N
 
     tag = f"usdcop_chaos_{uuid.uuid4().hex[:8]}"
     url, admin, drop = _schema_url(tag)
-    proxy = TcpProxy((REDIS_HOST, REDIS_PORT)).start()
+    proxy = TcpProxy(REDIS_HOST, REDIS_PORT).start()
     tmp = tempfile.TemporaryDirectory() if root is None else None
     base = Path(tmp.name) if tmp is not None else root
     assert base is not None

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.adapters.store import get_store
 from usdcop_platform.bench import live_fixtures as fx
+from usdcop_platform.bench.tcp_proxy import TcpProxy  # noqa: F401 - the fault tests take it from here
 from usdcop_platform.contracts.platform import PlatformConfig, get_config
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.inference import InferenceEngine
@@ -91,74 +90,3 @@ def make_world(root: Path, db_url: str, *, production: bool = True) -> LiveWorld
     model = fx.make_model(root / "models", cfg, train, seed=1)
     fx.register(store, model, stage="production" if production else None)
     return LiveWorld(root, cfg, calendar, lake, db_url, store, train, model)
-
-
-class TcpProxy:
-    """A real TCP forwarder that a test can take down and bring back (a service outage without mocks)."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> "TcpProxy":
-        lst = socket.socket()
-        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lst.bind(("127.0.0.1", self.port))
-        lst.listen(64)
-        self._listener = lst
-        threading.Thread(target=self._accept, args=(lst,), daemon=True).start()
-        return self
-
-    def _accept(self, lst: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = lst.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def stop(self) -> None:
-        """Refuse new connections and cut the open ones."""
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (Linux)
-            except OSError:
-                pass
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            for s in self._conns:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-            self._conns.clear()
