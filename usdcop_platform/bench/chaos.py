@@ -19,7 +19,6 @@ unexplained failure (the store maps a dead database to 503), so its count must b
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from usdcop_platform.bench.harness import BenchResult
+from usdcop_platform.bench.live_server import LiveServer
 from usdcop_platform.bench.tcp_proxy import TcpProxy
 
 POSTGRES_URL_ENV = "USDCOP_BENCH_POSTGRES_URL"
@@ -121,31 +121,6 @@ def _flip(path: Path, n: int = 64) -> None:
     path.write_bytes(bytes(data))
 
 
-class _Server:
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "_Server":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start within 30 s")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 def chaos(duration_s: float = DURATION_S, workers: int = WORKERS, root: Path | None = None) -> ChaosReport:
     """Run the chaos scenario (see the module docstring); needs PostgreSQL and Redis on loopback."""
     from usdcop_platform.adapters.store import Store
@@ -177,7 +152,7 @@ def chaos(duration_s: float = DURATION_S, workers: int = WORKERS, root: Path | N
         fx.register(check, new, stage="production")  # `old` is archived: the rollback target
         keys = {role: check.api_keys.create(f"chaos-{role}", role, actor="bench")[0] for role in ("viewer", "admin")}
         app_store = Store(url)
-        with _Server(create_app(settings, app_store)) as server:
+        with LiveServer(create_app(settings, app_store), log_level="critical") as server:
             _load(server.url, keys, report, duration_s, workers, lambda: _faults(
                 report, admin, tag, proxy, server.url, keys["admin"], check, old, new, duration_s))
         app_store.dispose()

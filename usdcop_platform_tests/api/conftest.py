@@ -18,6 +18,7 @@ from usdcop_platform.adapters import backtests as bt_store
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.adapters.store import Store
 from usdcop_platform.api.app import create_app
+from usdcop_platform.bench.live_server import LiveServer
 from usdcop_platform.contracts.base import content_hash, sha256_hex
 from usdcop_platform.contracts.evaluation import PromotionPolicy
 from usdcop_platform.contracts.experiment import SuccessCriteria
@@ -203,38 +204,6 @@ def seed_proposal(
         series_path=series_path,
         expires_at=expires_at or (datetime.now(timezone.utc) + timedelta(days=14)),
     )
-
-
-class LiveServer:
-    """The app served by a real uvicorn in a background thread (real HTTP, real concurrency)."""
-
-    def __init__(self, app: Any) -> None:
-        import socket
-        import threading
-
-        import uvicorn
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        import time
-
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start within 30 s")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture
