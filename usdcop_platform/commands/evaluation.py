@@ -42,6 +42,7 @@ def evaluate_experiment(
     request_id: int | None = None,
     allow_partial: bool = False,
     timesteps: int | None = None,
+    use_ray: bool = False,
 ) -> dict[str, Any]:
     """Backtest the experiment's model (default: its newest) and write its proposal; with
     `request_id`, serve that backtest request instead (the run carries it in its tags).
@@ -88,7 +89,8 @@ def evaluate_experiment(
                 backtest.op.name: BacktestRunConfig(model_id=model_id, start=start, end=end,
                                                     allow_partial=allow_partial),
                 promotion_proposal.op.name: ProposalRunConfig(model_id=model_id),
-                **({walk_forward.op.name: WalkForwardRunConfig(total_timesteps=timesteps)} if walk_forward in assets else {}),
+                **({walk_forward.op.name: WalkForwardRunConfig(total_timesteps=timesteps, use_ray=use_ray)}
+                   if walk_forward in assets else {}),
             }
         )
         try:
@@ -180,6 +182,7 @@ def register(app: typer.Typer) -> None:
             False, "--allow-partial",
             help="backtest a period the lake covers only in part (the coverage is stated); refused otherwise",
         ),
+        ray: bool = typer.Option(False, "--ray", help="train the walk-forward folds as Ray tasks (RAY_ADDRESS joins a cluster)"),
     ) -> None:
         """Out-of-sample backtest of the experiment's model and its promotion proposal (first vote),
         or, with --request-id, a reviewer's requested backtest attached to the proposal."""
@@ -201,7 +204,7 @@ def register(app: typer.Typer) -> None:
                     out = run_backtest_request(request_id)
                 else:
                     out = evaluate_experiment(experiment, start=start, end=end, model_id=model_id,
-                                              allow_partial=allow_partial)
+                                              allow_partial=allow_partial, use_ray=ray)
             except (EvaluationError, BacktestInputError, DatasetError, StoreError, BacktestRequestError) as exc:
                 raise UserFacingError(str(exc)) from exc
         if request_id is not None:

@@ -20,9 +20,10 @@ naming the numbers; nothing is silently shortened.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -95,6 +96,68 @@ def _market(df: pl.DataFrame, norm: NormStats, contract: FeatureContract) -> Mar
     )
 
 
+class FoldRunner(Protocol):
+    """Runs fn(shared, item) for every item, yielding (item index, result or exception): the
+    in-process loop below, or app.execution's Ray executor (folds as Ray tasks with one CPU each)."""
+
+    def run(self, fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> Iterator[tuple[int, Any]]: ...
+
+
+class _InProcess:
+    def run(self, fn: Callable[[Any, Any], Any], shared: Any, items: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        for i, item in enumerate(items):
+            yield i, fn(shared, item)
+
+
+@dataclass(frozen=True)
+class FoldInputs:
+    """What every fold shares (sent once to Ray's object store)."""
+
+    frame: pl.DataFrame
+    exp: ExperimentConfig
+    contract: FeatureContract
+    ann: Annualization
+    total_timesteps: int | None
+
+
+def score_fold(shared: FoldInputs, fold: Fold) -> dict[str, Any]:
+    """Train one fold on its own window (its own train-only normalization) and score it on its test block."""
+    from usdcop_platform.core.training import TrainingData, greedy_action_table, train_experiment
+
+    frame, exp, contract = shared.frame, shared.exp, shared.contract
+    train_df, val_df, test_df = (_rows(frame, fold.train), _rows(frame, fold.val), _rows(frame, fold.test))
+    for name, part in (("train", train_df), ("val", val_df), ("test", test_df)):
+        if part.height < 2:
+            raise WalkForwardError(f"walk-forward fold {fold.index}: its {name} block holds {part.height} bar(s)")
+        check_finite(f"walk-forward fold {fold.index} {name}", part, contract)
+    norm = NormStats.fit(feature_matrix(train_df, contract), contract)  # this fold's train window only
+    data = TrainingData(
+        train=_market(train_df, norm, contract), val=_market(val_df, norm, contract),
+        obs_bound=contract.normalization_clip,
+    )
+    result = train_experiment(exp, data, total_timesteps=shared.total_timesteps)
+    test = _market(test_df, norm, contract)
+    positions = replay_positions(
+        greedy_action_table(result.selected.model, test), test.session,
+        flat_at_session_end=exp.environment.flat_at_session_end,
+    )
+    r = backtest(
+        test.close, positions, test.session, cost_bps=exp.backtest.cost_bps,
+        initial_capital=exp.backtest.initial_capital, annualization=shared.ann, confidence=exp.success_criteria.p_min,
+    )
+    return {
+        "fold": fold.index,
+        "train_start": fold.train[0].isoformat(), "train_end": fold.train[1].isoformat(),
+        "val_start": fold.val[0].isoformat(), "val_end": fold.val[1].isoformat(),
+        "test_start": fold.test[0].isoformat(), "test_end": fold.test[1].isoformat(),
+        "train_sessions": fold.train_sessions,
+        "norm_stats_hash": norm.hash,
+        "selected_seed": result.selected.seed,
+        "params_hash": result.selected.params_hash,
+        **{key: r.metrics[key] for key in FOLD_KEYS},
+    }
+
+
 def run_walk_forward(
     frame: pl.DataFrame,
     folds: list[Fold],
@@ -103,47 +166,20 @@ def run_walk_forward(
     ann: Annualization,
     *,
     total_timesteps: int | None = None,
+    runner: FoldRunner | None = None,
 ) -> dict[str, Any]:
     """Train and score every fold on `frame` (feature rows: time, session, prices, the contract's
-    features, in time order). Returns {"folds": [...], "aggregate": {...}} like core.backtest's
-    test-split folds, plus each fold's dates and norm-stats hash."""
-    from usdcop_platform.core.training import TrainingData, greedy_action_table, train_experiment
-
-    out = []
-    for fold in folds:
-        train_df, val_df, test_df = (_rows(frame, fold.train), _rows(frame, fold.val), _rows(frame, fold.test))
-        for name, part in (("train", train_df), ("val", val_df), ("test", test_df)):
-            if part.height < 2:
-                raise WalkForwardError(f"walk-forward fold {fold.index}: its {name} block holds {part.height} bar(s)")
-            check_finite(f"walk-forward fold {fold.index} {name}", part, contract)
-        norm = NormStats.fit(feature_matrix(train_df, contract), contract)  # this fold's train window only
-        data = TrainingData(
-            train=_market(train_df, norm, contract), val=_market(val_df, norm, contract),
-            obs_bound=contract.normalization_clip,
-        )
-        result = train_experiment(exp, data, total_timesteps=total_timesteps)
-        test = _market(test_df, norm, contract)
-        positions = replay_positions(
-            greedy_action_table(result.selected.model, test), test.session,
-            flat_at_session_end=exp.environment.flat_at_session_end,
-        )
-        r = backtest(
-            test.close, positions, test.session, cost_bps=exp.backtest.cost_bps,
-            initial_capital=exp.backtest.initial_capital, annualization=ann, confidence=exp.success_criteria.p_min,
-        )
-        out.append(
-            {
-                "fold": fold.index,
-                "train_start": fold.train[0].isoformat(), "train_end": fold.train[1].isoformat(),
-                "val_start": fold.val[0].isoformat(), "val_end": fold.val[1].isoformat(),
-                "test_start": fold.test[0].isoformat(), "test_end": fold.test[1].isoformat(),
-                "train_sessions": fold.train_sessions,
-                "norm_stats_hash": norm.hash,
-                "selected_seed": result.selected.seed,
-                **{key: r.metrics[key] for key in FOLD_KEYS},
-            }
-        )
-    return {"folds": out, "aggregate": aggregate(out), "kind": "expanding"}
+    features, in time order), in this process or through `runner` (e.g. Ray tasks). Returns
+    {"folds": [...], "aggregate": {...}} like core.backtest's test-split folds, plus each fold's
+    dates, norm-stats hash and selected model's params_hash; folds in fold order."""
+    shared = FoldInputs(frame, exp, contract, ann, total_timesteps)
+    out: list[dict[str, Any] | None] = [None] * len(folds)
+    for i, result in (runner or _InProcess()).run(score_fold, shared, folds):
+        if isinstance(result, BaseException):
+            raise result
+        out[i] = result
+    done = [f for f in out if f is not None]
+    return {"folds": done, "aggregate": aggregate(done), "kind": "expanding"}
 
 
 def aggregate(folds: list[dict[str, Any]]) -> dict[str, Any]:

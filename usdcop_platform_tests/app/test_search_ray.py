@@ -1,5 +1,5 @@
 """Search, seeds and faults on a real local two-node Ray cluster (head + worker node as separate
-processes on 127.0.0.1, one CPU each), with the study on the real PostgreSQL. Slow and bounded:
+processes on loopback, one CPU each), with the study on the real PostgreSQL. Slow and bounded:
 one cluster for the module, stopped (every process of it) at the end."""
 
 from __future__ import annotations
@@ -46,6 +46,27 @@ def test_seeds_on_ray_give_the_in_process_params_hash(cluster, exp, sqlite_url) 
     remote = train_seeds(RayExecutor(), exp, data, [0, 1], total_timesteps=512)
     assert [r["params_hash"] for r in remote] == [r["params_hash"] for r in local]
     assert local[0]["params_hash"] != local[1]["params_hash"]
+
+
+def test_walk_forward_folds_on_ray_equal_the_in_process_folds(cluster, exp, platform_config, calendar) -> None:
+    from usdcop_platform.core import datasets as ds
+    from usdcop_platform.core import walk_forward as wf
+    from usdcop_platform.core.metrics import Annualization
+    from usdcop_platform_tests.training_synth import synthetic_features, tiny
+
+    contract = platform_config.features
+    raw = tiny(platform_config.experiment("smoke")).canonical()
+    raw["backtest"]["walk_forward"] = {"folds": 2, "test_sessions": 5, "min_train_sessions": 20}
+    fexp = type(exp).model_validate(raw)
+    sessions = ds.source_sessions(fexp, calendar.sessions(fexp.date_ranges.train.start, fexp.date_ranges.test.end))
+    frame = synthetic_features(calendar, contract, sessions[0], sessions[-1])
+    folds = wf.plan_folds(sessions, fexp, ds.effective_embargo(fexp, contract), calendar.bars_per_session)
+    ann = Annualization.from_calendar(calendar)
+    local = wf.run_walk_forward(frame, folds, fexp, contract, ann, total_timesteps=256)
+    remote = wf.run_walk_forward(frame, folds, fexp, contract, ann, total_timesteps=256, runner=RayExecutor())
+    assert len(remote["folds"]) == 2
+    assert [f["params_hash"] for f in remote["folds"]] == [f["params_hash"] for f in local["folds"]]
+    assert remote["aggregate"] == local["aggregate"]
 
 
 def test_tune_four_trials_two_workers_on_ray_records_every_trial(cluster, exp, tmp_path, postgres_url) -> None:

@@ -27,6 +27,7 @@ DATASET = "evaluation/walk_forward/{experiment}"
 
 class WalkForwardRunConfig(dg.Config):
     total_timesteps: int | None = None  # per seed and fold; default: the experiment's
+    use_ray: bool = False  # folds as Ray tasks (RAY_ADDRESS joins a cluster; else a local instance)
 
 
 def report_partition(config_hash: str) -> str:
@@ -95,8 +96,14 @@ def walk_forward(
     if frame is None:
         raise wf.WalkForwardError(f"no {ds.SOURCE_DATASET} rows for experiment {name!r}: materialize the features first")
     frame = frame.select(ds.dataset_columns(contract)).sort("time")
+    runner = None
+    if config.use_ray:  # Ray loads only in the run that asks for it
+        from usdcop_platform.app.execution import executor_for
+
+        runner = executor_for(True, None, num_cpus=len(folds))
     report = wf.run_walk_forward(
-        frame, folds, exp, contract, Annualization.from_calendar(calendar), total_timesteps=config.total_timesteps
+        frame, folds, exp, contract, Annualization.from_calendar(calendar), total_timesteps=config.total_timesteps,
+        runner=runner,
     )
     report["config_hash"] = exp.config_hash
     report["total_timesteps"] = config.total_timesteps or exp.algorithm.total_timesteps
