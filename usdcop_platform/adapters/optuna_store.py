@@ -78,3 +78,19 @@ def fail_stale(study: "optuna.Study") -> list[int]:
     fail_stale_trials(study)
     after = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
     return sorted(before - after)
+
+
+def settle(study: "optuna.Study", *, poll_s: float = 0.5) -> list[int]:
+    """Before a driver reports: wait (at most one grace period) for RUNNING trials left by a dead
+    driver to go stale, and mark them FAIL, so a report never shows an orphan as still running.
+    Trials of a live concurrent driver keep heartbeating and stay RUNNING."""
+    import time
+
+    import optuna
+
+    failed = fail_stale(study)
+    deadline = time.monotonic() + GRACE_SECONDS + 1
+    while study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        failed += fail_stale(study)
+    return failed

@@ -224,6 +224,7 @@ def run_search(
                           "best": best_trial(study, space)})
         if failures and len(failures) >= budget:
             break
+    optuna_store.settle(study)  # a dead driver's orphan is reported FAIL, not RUNNING
     if recorder is not None:
         recorder.record(study, space)
     all_trials = study.get_trials(deepcopy=False)

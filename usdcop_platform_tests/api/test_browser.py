@@ -60,7 +60,8 @@ def browser_context(tmp_path: Path) -> Iterator[object]:
 
 
 def test_review_page_renders_charts_and_approves(browser_context, live_server, store, lake, calendar, keys) -> None:
-    proposal = seed_proposal(store, lake, calendar, n_sessions=120, skill=0.3)
+    # skill 0.5: significant at p_min 0.95 (0.3 only earns REVIEW: PSR 0.78 over 7,200 bars)
+    proposal = seed_proposal(store, lake, calendar, n_sessions=120, skill=0.5)
     assert proposal["recommendation"] == "PROMOTE"  # a candidate worth promoting, by the real rules
     pid = proposal["proposal_id"]
     page = browser_context.new_page()
