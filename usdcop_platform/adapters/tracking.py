@@ -34,6 +34,10 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 
 
+# MLflow 3's UI opens an experiment without this tag in the GenAI view; ours train models.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mapping -> {"a.b.c": "value"} with MLflow-sized string values."""
     out: dict[str, str] = {}
@@ -80,6 +84,9 @@ class TrackedRun:
         while self._metrics:
             chunk, self._metrics = self._metrics[:MAX_METRICS_PER_BATCH], self._metrics[MAX_METRICS_PER_BATCH:]
             self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+
+    def rename(self, name: str) -> None:
+        self.client.update_run(self.run_id, name=name)
 
     def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
@@ -155,10 +162,14 @@ class MlflowResource(dg.ConfigurableResource):
         name = self.experiment_name(experiment)
         found = client.get_experiment_by_name(name)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # experiments made before the tag
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return found.experiment_id
         location = (Path(self.artifact_root) / experiment).resolve()
         location.mkdir(parents=True, exist_ok=True)
-        return client.create_experiment(name, artifact_location=location.as_uri())
+        return client.create_experiment(
+            name, artifact_location=location.as_uri(), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
 
     def start_run(self, experiment: str, run_name: str, tags: Mapping[str, Any] | None = None) -> TrackedRun:
         client = self.client()

@@ -19,6 +19,7 @@ from usdcop_platform.settings import Settings
 log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"  # adapters.tracking.CHALLENGER_ALIAS (imported lazily there: MLflow is heavy)
 
 
 def _resolve_version(client: Any, name: str, model: Any) -> str | None:
@@ -30,6 +31,16 @@ def _resolve_version(client: Any, name: str, model: Any) -> str | None:
     versions = client.search_model_versions(f"run_id = '{run_id}'")
     named = [v for v in versions if v.name == name] or list(versions)
     return str(named[0].version) if named else None
+
+
+def _drop_challenger_of(client: Any, name: str, version: str) -> None:
+    """The production model is the champion, not also a challenger: exact aliases."""
+    try:
+        challenger = client.get_model_version_by_alias(name, CHALLENGER_ALIAS)
+    except Exception:  # noqa: BLE001 - no challenger alias set
+        return
+    if str(challenger.version) == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER_ALIAS)
 
 
 def sync_champion(settings: Settings, store: Any) -> str | None:
@@ -52,6 +63,7 @@ def sync_champion(settings: Settings, store: Any) -> str | None:
             log.warning("champion alias not moved: model %s has no MLflow model version", model["model_id"])
             return None
         client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+        _drop_challenger_of(client, name, version)
         log.info("MLflow alias %s -> %s version %s (model %s)", CHAMPION_ALIAS, name, version, model["model_id"])
         return f"{name}/{version}"
     except Exception:  # noqa: BLE001 - best effort by design (see module docstring)

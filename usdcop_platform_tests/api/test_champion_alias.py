@@ -64,8 +64,14 @@ def test_champion_follows_approvals_and_rollbacks(tmp_path: Path, db_url, store,
         r = api.post("/api/models/rollback", headers=keys.h("admin"), json={"notes": "live drawdown", "expected_registry_version": store.registry_version()})
         assert r.status_code == 200 and r.json()["model_id"] == a["model_id"]
         assert champion() == ver_a
+        # c was trained last: it is the challenger until approved, then only the champion
+        client.set_registered_model_alias(name, "challenger", ver_c)
         approve(c)  # no version recorded: found from the run id
         assert champion() == ver_c
+        assert "challenger" not in client.get_model_version(name, ver_c).aliases
+        # the experiment opens in MLflow's model-development view, not the GenAI one
+        exp = client.get_experiment_by_name(resource.experiment_name("baseline"))
+        assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
         # the review page links the run (MLflow UI link only for an http tracking server)
         detail = api.get(f"/api/experiments/{c['proposal_id']}", headers=keys.h("viewer")).json()
         assert detail["mlflow_run_id"] == run_c and detail["mlflow_url"] is None

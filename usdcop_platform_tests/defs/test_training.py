@@ -159,8 +159,9 @@ def test_mlflow_run_has_params_metrics_over_time_and_the_challenger(trained) -> 
     assert history and history[-1].step == BUDGET
     mv = client.get_model_version_by_alias(env.mlflow.registered_model_name(EXPERIMENT), CHALLENGER_ALIAS)
     assert mv.run_id == run.info.run_id and str(mv.version) == meta["mlflow_model_version"]
-    names = {f.path for f in client.list_artifacts(run.info.run_id, "artifacts")}
-    assert "artifacts/lineage.json" in names
+    names = {f.path for f in client.list_artifacts(run.info.run_id, "package")}
+    assert "package/lineage.json" in names  # not artifacts/artifacts/: the run root is already artifacts/
+    assert run.info.run_name == meta["model_id"]  # the run is named by the model id
 
 
 def test_retraining_gives_the_same_model_hash_and_id(trained, instance) -> None:

@@ -30,6 +30,7 @@ DATASET_CHECKS = {
     "min_rows": "every split has at least config/quality.yaml dataset.min_rows_<split> rows",
 }
 PARITY_CHECK = "onnx_parity"
+PACKAGE_ARTIFACT_PATH = "package"  # under the run's artifact root (which MLflow already calls artifacts/)
 
 
 class TrainingRunConfig(dg.Config):
@@ -195,6 +196,7 @@ def ppo_policy(
         )
         selected = result.selected
         run.set_tags({"model_id": package.model_id, "servable": package.servable})
+        run.rename(package.model_id)  # the run's name is the model id (minted only after training)
         run.log_metrics(
             {
                 **{f"selected/{k}": v for k, v in selected.val_metrics.items()},
@@ -204,7 +206,7 @@ def ppo_policy(
             step=selected.timesteps,
         )
         for path in (package.lineage_path, package.config_path, package.norm_stats_path, package.model_path):
-            run.log_artifact(path, "artifacts")
+            run.log_artifact(path, PACKAGE_ARTIFACT_PATH)
         # Only a model that passed parity is offered to the registry as the challenger.
         model_version = run.log_onnx_model(
             package.onnx_path,
