@@ -41,6 +41,13 @@ def test_demo_runs_the_whole_graph_and_shows_a_model_that_learned(isolated_setti
     signals = store.signals.list(model_id=production["model_id"])
     assert len(signals) == 60
     assert sum(int(s["action"]) != HOLD for s in signals) >= 10  # live signals trade, not all HOLD
+    # the session's 60 bars went through ONE live run (the sensor's catch-up form), not one run per bar
+    import dagster as dg
+
+    from usdcop_platform.commands.common import open_local_instance
+    with open_local_instance(isolated_settings) as instance:
+        live_runs = instance.get_run_records(dg.RunsFilter(job_name="live_signal_job"))
+    assert len(live_runs) == 1 and live_runs[0].dagster_run.is_success
     # Dagster's logs went to the log file, not the terminal
     assert (isolated_settings.state_dir / "logs" / "usdcop.log").stat().st_size > 0
     assert "STEP_START" not in out and "RUN_SUCCESS" not in out
