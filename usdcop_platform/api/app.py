@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 
@@ -120,6 +120,12 @@ def create_app(settings: Settings | None = None, store: Any | None = None) -> Fa
     app.add_middleware(SecurityHeadersMiddleware)
 
     app.mount("/static", StaticFiles(directory=str(pages.STATIC_DIR)), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        """Browsers ask for /favicon.ico on every page: answer it (an SVG icon) instead of a 404."""
+        return FileResponse(pages.STATIC_DIR / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
     swagger_dir = _swagger_assets()
     if swagger_dir is not None:
         app.mount(SWAGGER_MOUNT, StaticFiles(directory=swagger_dir), name="swagger")

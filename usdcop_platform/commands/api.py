@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import typer
 
-from usdcop_platform.commands.common import console
+from usdcop_platform.commands.common import console, err_console
 from usdcop_platform.commands.db import store_errors
 from usdcop_platform.settings import get_settings
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a busy port before anything says "serving" (uvicorn would log startup, then exit 3)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: only a listener blocks
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            err_console.print(f"[bold red]error:[/] cannot serve on {host}:{port}: {exc.strerror or exc} "
+                              "(another process holds it: stop it, or pass --port / set USDCOP_API_PORT)")
+            raise typer.Exit(2) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -29,6 +43,7 @@ def register(app: typer.Typer) -> None:
             application = create_app(settings, store)
         bind_host = host or settings.api_host
         bind_port = port or settings.api_port
+        _check_port_free(bind_host, bind_port)
         console.print(
             f"[green]serving[/] http://{bind_host}:{bind_port}/experiments (API docs at /docs, "
             f"database {store.masked_url})",
