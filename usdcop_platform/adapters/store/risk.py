@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -39,7 +40,8 @@ def _columns(state: Mapping[str, Any]) -> dict[str, Any]:
         if key == "trading_date":
             value = as_date(value, "trading_date")
         elif key == "cooldown_until" and value is not None:
-            value = as_utc(value, "cooldown_until")
+            # RiskState.to_dict() gives ISO text (the live bar writes it): parse, never crash on it.
+            value = as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value, "cooldown_until")
         elif key in ("trades_today", "consecutive_losses"):
             value = int(value)
         elif key == "breaker_active":
