@@ -455,6 +455,10 @@ def cache_stats(request: Request, _: Any = Depends(viewer)) -> dict[str, Any]:
 def prometheus(request: Request) -> Response:
     svc = service(request)
     m = svc.metrics
+    try:  # a scrape reports what the next request would serve, not 0 before the first model call
+        svc.engine.maybe_reload()
+    except Exception:  # noqa: BLE001 - no servable model yet, or the database is down: report as is
+        pass
     status = svc.engine.status()
     m.model.clear()
     for member in status["members"]:

@@ -213,6 +213,12 @@ def test_metrics_json_and_prometheus(client, keys, model):
     assert json.loads(json.dumps(m))  # JSON-serializable
 
 
+def test_prometheus_reports_the_registry_version_before_any_model_call(client, store, model) -> None:
+    text = client.get("/metrics").text  # no inference request yet
+    assert f"usdcop_registry_version {float(store.registry_version())}" in text
+    assert store.registry_version() >= 1 and f'usdcop_model_served{{model_id="{model.model_id}"}} 1.0' in text
+
+
 def test_standalone_inference_app(settings, store, keys, model):
     from fastapi.testclient import TestClient
 
