@@ -42,6 +42,7 @@ from usdcop_platform.core.actions import HOLD, N_ACTIONS
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.env import BPS
 from usdcop_platform.core.inference import combine
+from usdcop_platform.core.metrics import Annualization, annual_return, drawdown_series, moments
 from usdcop_platform.core.policy_runner import Normalizer, Policy, PolicyRunError, policy_step
 from usdcop_platform.core.risk import RiskState
 
@@ -227,3 +228,43 @@ def _growth_open(q: float, r: float, c: float) -> float:
     a = abs(q)
     s = 1.0 if q > 0 else -1.0
     return 1.0 - a + a * (1.0 + s * (r - 1.0)) / (1.0 + c)
+
+
+DEFAULT_FILL_DELAY_BARS = 1  # live signals arrive 7-17 s after the bar close: the next bar's open
+
+
+def live_rule_metrics(
+    run: LiveRuleRun,
+    equity: np.ndarray,
+    sessions: np.ndarray,
+    *,
+    initial_capital: float,
+    annualization: Annualization,
+    fill_delay_bars: int,
+) -> dict[str, Any]:
+    """The headline metrics of the live-rule column (same definitions as core.backtest's)."""
+    e = np.asarray(equity, dtype=np.float64)
+    s = np.asarray(sessions)
+    bar_ret = np.diff(e, prepend=initial_capital) / np.concatenate([[initial_capital], e[:-1]])
+    ends = np.flatnonzero(np.append(s[1:] != s[:-1], True))
+    e_end = e[ends]
+    session_ret = e_end / np.concatenate([[initial_capital], e_end[:-1]]) - 1.0
+    q = run.exposure
+    entries = int(np.count_nonzero((q != 0) & (q != np.concatenate([[0.0], q[:-1]]))))
+    total = float(e[-1] / initial_capital - 1.0)
+    held = q[q != 0]
+    return {
+        "rule": "live: confidence threshold, risk sizing and checks (core/risk.py)",
+        "fill": "signal close" if fill_delay_bars == 0 else f"open {fill_delay_bars} bar(s) after the signal",
+        "fill_delay_bars": int(fill_delay_bars),
+        "final_equity": float(e[-1]),
+        "total_return": total,
+        "annual_return": annual_return(total, int(e.size), annualization.bars_per_year),
+        "sharpe": moments(bar_ret).sharpe * annualization.bar_factor,
+        "session_sharpe": moments(session_ret).sharpe * annualization.session_factor if session_ret.size > 1 else 0.0,
+        "max_drawdown": float(-drawdown_series(e, initial_capital).min()),
+        "trades": entries,
+        "exposure": float(np.count_nonzero(q)) / q.size,
+        "mean_size": float(np.abs(held).mean()) if held.size else 0.0,
+        "rejections": run.rejections(),
+    }

@@ -153,7 +153,9 @@ def test_without_production_baseline_a_good_model_is_proposed_for_promotion(worl
 
     meta = metadata(result, "evaluation__backtest")
     assert meta["model_id"] == "cand" and meta["baseline_model_id"] == "none" and meta["out_of_sample"] is True
-    assert meta["metrics"].startswith("| metric | candidate | buy & hold | flat |")
+    # Both decision rules side by side (issue #17.2): argmax/full size/close fill (votes) and the live rule.
+    assert meta["metrics"].startswith("| metric | candidate | candidate, live rule | buy & hold | flat |")
+    assert meta["live_rule_fill"] == "open 1 bar(s) after the signal" and meta["live_rule_trades"] > 0
     assert meta["equity_drawdown"].startswith("![") and "(data:image/png;base64," in meta["equity_drawdown"]
     assert "| 75 |" in meta["cost_sweep"]
     assert meta["walk_forward"].count("\n| ") == WALK_FORWARD_FOLDS and "positive in" in meta["walk_forward"]
@@ -173,6 +175,9 @@ def test_without_production_baseline_a_good_model_is_proposed_for_promotion(worl
     assert report["metrics"]["n_trials"] == 1  # smoke has one seed and is the only experiment trained
     assert len(report["walk_forward"]["folds"]) == WALK_FORWARD_FOLDS
     assert [r["cost_bps"] for r in report["cost_sweep"]] == [2, 5, 10, 25, 50, 75]
+    live = report["live_rule"]  # the live rule's column: sized at <= 10 % of equity, next-open fills
+    assert live["fill_delay_bars"] == 1 and 0 < live["mean_size"] <= 0.10 + 1e-12
+    assert live["final_equity"] != report["metrics"]["final_equity"]
 
     prop = metadata(result, "evaluation__promotion_proposal")
     assert (prop["recommendation"], prop["confidence"], prop["status"]) == ("PROMOTE", 0.85, "PENDING_APPROVAL")

@@ -32,6 +32,7 @@ from usdcop_platform.contracts.base import content_hash
 from usdcop_platform.contracts.evaluation import DEFAULT_EVALUATION, EvaluationConfig
 from usdcop_platform.contracts.experiment import ExperimentConfig
 from usdcop_platform.core import datasets as ds
+from usdcop_platform.core import live_rule as live_rule_core
 from usdcop_platform.core import overfitting, promotion
 from usdcop_platform.core.backtest import BacktestInputError, check_prices, evaluate
 from usdcop_platform.core.charts import equity_drawdown_png, markdown_image
@@ -242,6 +243,27 @@ def _run(member: ServingModel, raw: np.ndarray, sessions: np.ndarray, flat_eod: 
     )
 
 
+def _live_rule(
+    platform: PlatformResource, member: ServingModel, frame: pl.DataFrame, raw: np.ndarray, times: np.ndarray,
+    sessions: np.ndarray, close: np.ndarray, exp: ExperimentConfig, position_index: int,
+) -> dict[str, Any]:
+    """The live decision rule over the same bars (core.live_rule): threshold, sizing and risk checks
+    of core/risk.py with mlops.yaml's limits, filled at the next open with the experiment's costs.
+    Shown beside the argmax/full-size/close-fill candidate (docs/architecture.md says which votes)."""
+    mlops = platform.config.mlops
+    delay = live_rule_core.DEFAULT_FILL_DELAY_BARS
+    lr = live_rule_core.run_live_rule(
+        member.policy, member.normalizer, raw, times, close, limits=mlops.risk, hours=mlops.trading_hours,
+        calendar=platform.calendar, flat_at_session_end=exp.environment.flat_at_session_end,
+        position_index=position_index)
+    equity = live_rule_core.live_rule_equity(
+        frame.get_column("open").cast(pl.Float64).to_numpy(), close, sessions, lr.exposure,
+        cost_bps=exp.backtest.cost_bps, initial_capital=exp.backtest.initial_capital, fill_delay_bars=delay)
+    return live_rule_core.live_rule_metrics(
+        lr, equity, sessions, initial_capital=exp.backtest.initial_capital,
+        annualization=Annualization.from_calendar(platform.calendar), fill_delay_bars=delay)
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "—"
@@ -263,7 +285,10 @@ TABLE_METRICS = (
 
 def metrics_markdown(summary: dict[str, Any]) -> str:
     """Candidate beside its benchmarks, one metric per row."""
-    cols = [("candidate", summary["metrics"]), ("buy & hold", summary["benchmarks"]["buy_and_hold"])]
+    cols = [("candidate", summary["metrics"])]
+    if summary.get("live_rule"):  # the same model under the live rule (threshold, sizing, risk, next-open fill)
+        cols.append(("candidate, live rule", summary["live_rule"]))
+    cols.append(("buy & hold", summary["benchmarks"]["buy_and_hold"]))
     if summary["benchmarks"].get("baseline") is not None:
         cols.append(("production", summary["benchmarks"]["baseline"]))
     cols.append(("flat", summary["benchmarks"]["flat"]))
@@ -453,6 +478,7 @@ def _backtest(
     raw = feature_matrix(frame, contract)
     position_index = contract.names.index("position")
     run = _run(member, raw, sessions, exp.environment.flat_at_session_end, position_index)
+    live_rule = _live_rule(platform, member, frame, raw, times, sessions, close, exp, position_index)
 
     baseline_run: PolicyRun | None = None
     prod = store.models.production()
@@ -496,6 +522,7 @@ def _backtest(
     if folds_skipped:
         summary["walk_forward_skipped"] = folds_skipped
     summary["overfitting"] = overfitting_statistics(platform.lake, name, ledger_rows, evaluation, stats)
+    summary["live_rule"] = live_rule
     session_dates = frame.get_column("session").cast(pl.Date)
     test_start, test_end = session_dates.min().isoformat(), session_dates.max().isoformat()
     backtest_hash = content_hash(
@@ -563,6 +590,11 @@ def _backtest(
             "max_drawdown": float(m["max_drawdown"]),
             "total_return": float(m["total_return"]),
             "trades": int(m["trades"]),
+            # The same model under the live rule (diagnostic column; the argmax result above votes).
+            "live_rule_sharpe": float(live_rule["sharpe"]),
+            "live_rule_total_return": float(live_rule["total_return"]),
+            "live_rule_trades": int(live_rule["trades"]),
+            "live_rule_fill": live_rule["fill"],
             "psr": float(m["psr"]),
             "dsr": float(m["dsr"]),
             "n_trials": int(m["n_trials"]),
