@@ -12,7 +12,7 @@ local Dagster instance under it), as a new user's shell would:
   reading its warm-up and the full history up to it for the equality check), timed on a sample
   of sessions spread evenly over the history and extrapolated to all of them (the cost of a run
   grows linearly with its session's position, so the sample mean × N estimates the sum).
-- demo: `usdcop demo` on a fresh state folder (synthetic source, smoke experiment). Target ≤ 60 s.
+- demo: `usdcop demo` on a fresh state folder (synthetic source, `demo` experiment). Target ≤ 60 s.
 
 With --quick: 2024 only, a 3-session peer sample, no demo.
 """
@@ -158,6 +158,6 @@ def measure_demo() -> list[BenchResult]:
     """`usdcop demo` on a fresh state folder, the whole process."""
     with tempfile.TemporaryDirectory(prefix="usdcop-bench-demo-") as tmp:
         demo_s, _, demo_cpu = _usdcop(["demo"], Path(tmp))
-    return [BenchResult("usdcop demo on a fresh state (synthetic, smoke; whole process)", round(demo_s, 1),
+    return [BenchResult("usdcop demo on a fresh state (synthetic, demo experiment; whole process)", round(demo_s, 1),
                         "s", target=f"<= {TARGET_DEMO_S:g} s", met=demo_s <= TARGET_DEMO_S),
             BenchResult("usdcop demo: CPU time of the process (user + sys)", round(demo_cpu, 1), "s")]
