@@ -14,8 +14,18 @@ from rich.console import Console
 
 from usdcop_platform.contracts.errors import ConfigError
 
-console = Console()
-err_console = Console(stderr=True)
+NON_TTY_WIDTH = 200  # piped or captured output: rich would cut tables at 80 columns (asset and check names)
+
+
+def _console(stderr: bool = False) -> Console:
+    probe = Console(stderr=stderr)
+    if probe.is_terminal or os.environ.get("COLUMNS"):
+        return probe
+    return Console(stderr=stderr, width=NON_TTY_WIDTH)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 class UserFacingError(RuntimeError):
