@@ -46,9 +46,19 @@ class PromotionPolicy(StrictModel):
     proposal_ttl_days: int = Field(default=14, ge=1)
 
 
+class LiveRuleConfig(StrictModel):
+    """The backtest's live-rule column (core.live_rule): when its orders fill."""
+
+    # An order decided at bar t fills at the open of bar t + fill_delay_bars of the same session
+    # (else at the session's last close). 1 = the next open: live signals arrive 7-17 s after the
+    # close; 0 = the signal's own close (the argmax column's convention).
+    fill_delay_bars: int = Field(default=1, ge=0)
+
+
 class EvaluationConfig(StrictModel):
     statistics: StatisticsConfig = StatisticsConfig()
     promotion: PromotionPolicy = PromotionPolicy()
+    live_rule: LiveRuleConfig = LiveRuleConfig()
 
 
 DEFAULT_EVALUATION = EvaluationConfig()

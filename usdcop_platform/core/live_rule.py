@@ -230,9 +230,6 @@ def _growth_open(q: float, r: float, c: float) -> float:
     return 1.0 - a + a * (1.0 + s * (r - 1.0)) / (1.0 + c)
 
 
-DEFAULT_FILL_DELAY_BARS = 1  # live signals arrive 7-17 s after the bar close: the next bar's open
-
-
 def live_rule_metrics(
     run: LiveRuleRun,
     equity: np.ndarray,

@@ -49,3 +49,13 @@ def test_next_open_fill_by_hand():
     assert eq[2] == pytest.approx(closed, abs=1e-15) and eq[3] == eq[2]
     # Same decisions filled at the signal close instead: a different (the current backtest's) price.
     assert live_rule_equity(o, c, s, q, cost_bps=10.0, initial_capital=1.0, fill_delay_bars=0)[2] != eq[2]
+
+
+def test_fill_delay_is_configured_in_the_evaluation_contract():
+    from pydantic import ValidationError
+
+    from usdcop_platform.contracts.evaluation import DEFAULT_EVALUATION, LiveRuleConfig
+
+    assert DEFAULT_EVALUATION.live_rule.fill_delay_bars == 1  # the next open
+    with pytest.raises(ValidationError, match="fill_delay_bars"):
+        LiveRuleConfig(fill_delay_bars=-1)

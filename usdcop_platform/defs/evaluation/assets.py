@@ -251,7 +251,7 @@ def _live_rule(
     of core/risk.py with mlops.yaml's limits, filled at the next open with the experiment's costs.
     Shown beside the argmax/full-size/close-fill candidate (docs/architecture.md says which votes)."""
     mlops = platform.config.mlops
-    delay = live_rule_core.DEFAULT_FILL_DELAY_BARS
+    delay = EVALUATION.live_rule.fill_delay_bars
     lr = live_rule_core.run_live_rule(
         member.policy, member.normalizer, raw, times, close, limits=mlops.risk, hours=mlops.trading_hours,
         calendar=platform.calendar, flat_at_session_end=exp.environment.flat_at_session_end,
