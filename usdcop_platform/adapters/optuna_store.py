@@ -76,8 +76,36 @@ def fail_stale(study: "optuna.Study") -> list[int]:
 
     before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
     fail_stale_trials(study)
+    _fail_never_heartbeated(study)
     after = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
     return sorted(before - after)
+
+
+def _fail_never_heartbeated(study: "optuna.Study") -> None:
+    """A worker killed before its first heartbeat leaves a RUNNING trial without a heartbeat row,
+    which Optuna never calls stale: fail it once it started longer ago than the grace period."""
+    from datetime import datetime, timedelta
+
+    import optuna
+    import sqlalchemy as sa
+
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return
+    cutoff = datetime.now() - timedelta(seconds=GRACE_SECONDS)  # Optuna stamps datetime_start with local now()
+    old = {t._trial_id: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+           if t.datetime_start is not None and t.datetime_start < cutoff}
+    if not old:
+        return
+    with backend.engine.connect() as conn:
+        beating = {row[0] for row in conn.execute(
+            sa.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True)), {"ids": list(old)})}
+    for trial_id in set(old) - beating:
+        try:
+            backend.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+        except Exception:  # noqa: BLE001 - finished meanwhile by its worker: nothing to fail
+            pass
 
 
 def settle(study: "optuna.Study", *, poll_s: float = 0.5) -> list[int]:

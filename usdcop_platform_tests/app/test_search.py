@@ -3,6 +3,8 @@ resume, trial ledger and MLflow parent/child runs, best config as an ordinary ex
 
 from __future__ import annotations
 
+import uuid
+
 import optuna
 import pytest
 
@@ -89,3 +91,23 @@ def test_study_name_follows_the_config_and_the_space(exp) -> None:
     raw["search"]["params"]["reward.drawdown_penalty"]["high"] = 0.4
     other = type(exp).model_validate(raw)
     assert S.study_name(other) != S.study_name(exp) and other.config_hash == exp.config_hash
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_once_old(request, backend) -> None:
+    """Optuna never calls a RUNNING trial without a heartbeat row stale; fail_stale does, after the grace."""
+    from datetime import datetime, timedelta
+
+    import optuna
+    import sqlalchemy as sa
+
+    url = request.getfixturevalue(backend)
+    storage = optuna_store.storage(url)
+    study = optuna.create_study(storage=storage, study_name=f"no-heartbeat-{uuid.uuid4().hex[:8]}")
+    trial = study.ask()  # RUNNING, and ask/tell never heartbeats: like a worker killed at once
+    assert optuna_store.fail_stale(study) == []  # younger than the grace period: may still be starting
+    with storage.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE trials SET datetime_start = :t WHERE trial_id = :i"),
+                     {"t": datetime.now() - timedelta(seconds=optuna_store.GRACE_SECONDS + 5), "i": trial._trial_id})
+    assert optuna_store.fail_stale(study) == [trial.number]
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
