@@ -326,7 +326,7 @@ def test_model_trained_on_another_dataset_is_refused(world) -> None:
 
 
 def test_no_model_and_no_backtest_are_clear_errors(world) -> None:
-    with pytest.raises(Exception, match="has no registered model"):
+    with pytest.raises(Exception, match=r"no model for 'smoke': run `usdcop train -e smoke`.*has no registered model"):
         materialize(world, assets=(backtest,))
     with pytest.raises(Exception, match="no backtest for experiment 'smoke'"):
         materialize(world, assets=(promotion_proposal,))

@@ -49,7 +49,7 @@ def test_bad_budget_is_refused(isolated_settings) -> None:
 def test_missing_features_is_a_clear_error(isolated_settings) -> None:
     result = CliRunner().invoke(cli(), ["train", "--experiment", "smoke", "--timesteps", "1024", "--no-progress"])
     assert result.exit_code == 1
-    assert "materialize the features" in result.output
+    assert "materialize the features" in result.output and "usdcop run -e smoke" in result.output
 
 
 @pytest.mark.slow

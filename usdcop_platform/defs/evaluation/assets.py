@@ -85,7 +85,8 @@ def resolve_model(store: Any, experiment: str, model_id: str | None) -> Any:
     rows = store.models.list(experiment=experiment)
     if not rows:
         raise EvaluationError(
-            f"experiment {experiment!r} has no registered model: materialize models/ppo_policy for it first"
+            f"no model for {experiment!r}: run `usdcop train -e {experiment}` (or `usdcop run -e {experiment}`); "
+            f"experiment {experiment!r} has no registered model (models/ppo_policy not materialized)"
         )
     return rows[0]
 

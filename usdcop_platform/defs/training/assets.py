@@ -73,7 +73,8 @@ def experiment_dataset(context: dg.AssetExecutionContext, platform: PlatformReso
     if features is None:
         raise ds.DatasetError(
             f"no {ds.SOURCE_DATASET} partitions between {exp.date_ranges.train.start} and "
-            f"{exp.date_ranges.test.end}: materialize the features for those sessions first"
+            f"{exp.date_ranges.test.end}: materialize the features for those sessions first "
+            f"(`usdcop run -e {name}` ingests, builds them and goes on to a proposal)"
         )
     min_rows = _min_rows(platform)
     built = ds.build_dataset(features, exp, contract, min_rows=min_rows, source_partitions=present)
