@@ -32,7 +32,8 @@ from usdcop_platform.core.backtest import buy_and_hold_positions
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.cleaning import clean_bars, clean_macro
 from usdcop_platform.core.features import compute_features, non_finite_rows
-from usdcop_platform.core.learnability import momentum_positions, session_ends
+from usdcop_platform.core.learnability import momentum_positions
+from usdcop_platform.core.policy_runner import last_bar_of_session
 from usdcop_platform.core.metrics import Annualization
 
 DEFAULT_COSTS_BPS: tuple[float, ...] = (2.0, 5.0, 25.0, 75.0)
@@ -103,7 +104,7 @@ def rule_benchmarks(dataset: ds.ExperimentDataset, cost: float, ann: Annualizati
     close, sessions, frame = split_arrays(dataset, "test")
     n = close.size
     intraday = np.ones(n, dtype=np.int8)
-    intraday[session_ends(sessions)] = 0
+    intraday[last_bar_of_session(sessions)] = 0
     rules = {
         "flat": np.zeros(n, dtype=np.int8),
         "buy_and_hold": buy_and_hold_positions(n),

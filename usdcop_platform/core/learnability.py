@@ -32,6 +32,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from usdcop_platform.core.policy_runner import last_bar_of_session
 from usdcop_platform.core.synthetic import PlantedEdge
 
 MAX_ROUND_TRIPS_PER_20_SESSIONS = 1.0
@@ -94,15 +95,6 @@ def _hysteresis(signal: np.ndarray, session_end: np.ndarray, enter: float, exit_
     return out
 
 
-def session_ends(sessions: np.ndarray) -> np.ndarray:
-    """True at the last bar of each session (and at the last bar)."""
-    s = np.asarray(sessions)
-    out = np.ones(s.size, dtype=np.bool_)
-    if s.size > 1:
-        out[:-1] = s[1:] != s[:-1]
-    return out
-
-
 @dataclass(frozen=True)
 class ThresholdRule:
     """Hysteresis rule on one signal; thresholds in units of the signal's sd on the fitting split.
@@ -122,7 +114,7 @@ class ThresholdRule:
             raise ValueError(f"signal {self.feature!r} has {x.size} values for {n} bars")
         if not np.isfinite(x).all():
             raise ValueError(f"signal {self.feature!r} holds NaN or inf")
-        return _hysteresis(x, session_ends(sessions), self.enter_sd * self.scale, self.exit_sd * self.scale)
+        return _hysteresis(x, last_bar_of_session(sessions), self.enter_sd * self.scale, self.exit_sd * self.scale)
 
     def describe(self) -> str:
         if self.feature is None:
@@ -136,7 +128,7 @@ FLAT_RULE = ThresholdRule(None)
 def momentum_positions(signal: np.ndarray, sessions: np.ndarray) -> np.ndarray:
     """The simple feature rule: the sign of the trailing 1-hour return, flat at each session end."""
     p = np.sign(np.asarray(signal, dtype=np.float64)).astype(np.int8)
-    p[session_ends(sessions)] = 0
+    p[last_bar_of_session(sessions)] = 0
     return p
 
 

@@ -31,6 +31,7 @@ from usdcop_platform.core.metrics import (
     deflated_sharpe_ratio,
     trial_sharpe_variance,
 )
+from usdcop_platform.core.policy_runner import last_bar_of_session
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,7 @@ def replay_positions(action_table: np.ndarray, sessions: np.ndarray, *, flat_at_
     n = s.size
     if table.shape != (3, n):
         raise ValueError(f"action table must be (3, {n}); got {table.shape}")
-    forced = np.zeros(n, dtype=bool)
-    if flat_at_session_end and n > 1:
-        forced[:-1] = s[1:] != s[:-1]
+    forced = last_bar_of_session(s) if flat_at_session_end else np.zeros(n, dtype=bool)
     forced[-1] = True
     out = np.empty(n, dtype=np.int8)
     position = 0
