@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from datetime import date
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +102,29 @@ def fresh_mlflow_uri(directory: Path) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_MLFLOW_TEMPLATE, target)
     return f"sqlite:///{target}"
+
+
+def command_app(register: Any) -> Any:
+    """A typer app holding one domain's commands (a group, so each command keeps its name)."""
+    import typer
+
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        pass
+
+    register(app)
+    return app
+
+
+def seed_smoke_features(settings: Any, platform_config: Any, calendar: TradingCalendar) -> str:
+    """Synthetic feature partitions over the smoke experiment's span in the settings' lake, and a
+    fresh migrated MLflow database at the settings' state dir; returns its URI."""
+    from usdcop_platform.defs.resources import PlatformResource
+
+    exp = platform_config.experiment("smoke")
+    lake = PlatformResource.from_settings(settings).lake
+    write_feature_partitions(lake, synthetic_features(calendar, platform_config.features,
+                                                      exp.date_ranges.train.start, exp.date_ranges.test.end))
+    return fresh_mlflow_uri(settings.state_dir)

@@ -5,35 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import typer
 import yaml
 from typer.testing import CliRunner
 
 from usdcop_platform.adapters.store import clear_store_cache, get_store
 from usdcop_platform.commands.tune import register, tune_experiment
 from usdcop_platform.contracts.experiment import ExperimentConfig
-from usdcop_platform.defs.resources import PlatformResource
-from usdcop_platform_tests.training_synth import fresh_mlflow_uri, synthetic_features, write_feature_partitions
+from usdcop_platform_tests.training_synth import command_app, seed_smoke_features
 
 
-def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        pass
-
-    register(app)
-    return app
+def cli():
+    return command_app(register)
 
 
 @pytest.fixture
 def settings(isolated_settings, platform_config, calendar):
-    exp = platform_config.experiment("smoke")
-    platform = PlatformResource.from_settings(isolated_settings)
-    frame = synthetic_features(calendar, platform_config.features, exp.date_ranges.train.start, exp.date_ranges.test.end)
-    write_feature_partitions(platform.lake, frame)
-    fresh_mlflow_uri(isolated_settings.state_dir)
+    seed_smoke_features(isolated_settings, platform_config, calendar)
     yield isolated_settings
     clear_store_cache()
 
