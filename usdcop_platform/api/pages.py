@@ -53,7 +53,7 @@ def make_templates(tz: ZoneInfo) -> Jinja2Templates:
     def pct(value: Any, digits: int = 2) -> str:
         if not isinstance(value, (int, float)):
             return "—"
-        return f"{float(value) * 100:.{digits}f}%"
+        return charts.fmt_pct(float(value), digits)
 
     def num(value: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -154,24 +154,48 @@ def experiments_page(request: Request) -> Response:
     )
 
 
+# Axis titles (quantity and unit) of the review page's charts. The x axis of the series charts is
+# the bar index labelled with dates: trading bars only, so nights and weekends take no space.
+SERIES_X_TITLE = "Trading date (market time; trading bars only)"
+AXIS_TITLES = {
+    "equity": (SERIES_X_TITLE, "Equity (USD, mark to market)"),
+    "drawdown": (SERIES_X_TITLE, "Drawdown from peak (%)"),
+    "pnl": ("Net PnL per trade (USD, after costs)", "Trades (count)"),
+    "monthly": ("Month (market time)", "Monthly return (%)"),
+}
+
+
 def build_charts(d: ExperimentDetail, tz: ZoneInfo) -> dict[str, Any]:
     """The four inline SVG charts of the review page."""
     labels = [t.astimezone(tz).strftime("%Y-%m-%d") if isinstance(t, datetime) else "" for t in d.series.time]
     initial = (d.proposal.get("metrics") or {}).get("initial_capital")
+    has_initial = isinstance(initial, (int, float))
+
+    def titles(name: str) -> dict[str, str]:
+        x_title, y_title = AXIS_TITLES[name]
+        return {"x_title": x_title, "y_title": y_title}
+
     return {
         "equity": charts.line_chart(
             labels, d.series.equity, title="Equity (USD, mark to market)", css_class="equity", frame=charts.WIDE_FRAME,
-            baseline=float(initial) if isinstance(initial, (int, float)) else None,
+            baseline=float(initial) if has_initial else None,
+            baseline_label=f"initial capital ({initial:,.0f} USD)" if has_initial else None,
             overlays={OVERLAY_NAMES.get(k, k): v for k, v in d.series.overlays.items()},
+            **titles("equity"),
         ),
         "drawdown": charts.line_chart(
-            labels, d.series.drawdown, title="Drawdown", y_format=charts.fmt_pct, fill_to_zero=True,
-            css_class="drawdown", frame=charts.WIDE_FRAME,
+            labels, d.series.drawdown, title="Drawdown from peak (%)", y_ticks=charts.pct_ticks, fill_to_zero=True,
+            css_class="drawdown", frame=charts.WIDE_FRAME, **titles("drawdown"),
         ),
-        "pnl": charts.histogram(d.trade_pnl, title="Trade PnL (USD)", css_class="pnl", frame=charts.HALF_FRAME),
+        "pnl": charts.histogram(
+            d.trade_pnl, title="Trade PnL distribution (USD)", value_format=charts.fmt_money, css_class="pnl",
+            frame=charts.HALF_FRAME,
+            **titles("pnl"),
+        ),
         "monthly": charts.bar_chart(
-            [m for m, _ in d.monthly], [r for _, r in d.monthly], title="Monthly returns",
-            y_format=charts.fmt_pct, css_class="monthly", frame=charts.HALF_FRAME, max_x_labels=6,
+            [m for m, _ in d.monthly], [r for _, r in d.monthly], title="Monthly returns (%)",
+            y_ticks=charts.pct_ticks, value_format=charts.fmt_pct, css_class="monthly", frame=charts.HALF_FRAME,
+            max_x_labels=6, **titles("monthly"),
         ),
     }
 

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.adapters.store import NotFoundError
 from usdcop_platform.api import series as S
+from usdcop_platform.api.charts import fixed
 from usdcop_platform.settings import Settings
 
 # Metric display: key -> (label, kind); kinds: num, pct (fraction shown as %), int, money.
@@ -57,12 +58,12 @@ def fmt_value(value: Any, kind: str = "num") -> str:
     if not math.isfinite(v):
         return "∞" if v > 0 else "−∞" if v < 0 else "n/a"
     if kind == "pct":
-        return f"{v * 100:.2f}%"
+        return fixed(v * 100, 2) + "%"
     if kind == "int":
         return f"{int(round(v)):,}"
     if kind == "money":
-        return f"{v:,.2f}"
-    return f"{v:,.0f}" if abs(v) >= 10000 else f"{v:.3f}"
+        return fixed(v, 2)
+    return fixed(v, 0) if abs(v) >= 10000 else fixed(v, 3, thousands=False)
 
 
 def criteria_rows(criteria: Mapping[str, Any] | None) -> list[dict[str, Any]]:

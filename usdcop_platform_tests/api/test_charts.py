@@ -17,6 +17,7 @@ from usdcop_platform.api.views import baseline_rows, criteria_rows, fmt_value, l
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 BOGOTA = ZoneInfo("America/Bogota")
+AXES = {"x_title": "Trading date", "y_title": "Equity (USD)"}
 
 
 def _parse(svg: str) -> ET.Element:
@@ -36,7 +37,7 @@ def test_nice_ticks_cover_the_range_with_round_steps() -> None:
 
 def test_line_chart_is_valid_svg_with_a_path_through_every_point() -> None:
     values = [100.0, 101.0, 99.5, 102.0, 98.0]
-    svg = charts.line_chart([f"d{i}" for i in range(5)], values, title="Equity", baseline=100.0)
+    svg = charts.line_chart([f"d{i}" for i in range(5)], values, title="Equity", baseline=100.0, **AXES)
     root = _parse(svg)
     assert root.tag == f"{SVG_NS}svg"
     series = [p for p in root.iter(f"{SVG_NS}path") if p.get("class") == "series"]
@@ -46,14 +47,14 @@ def test_line_chart_is_valid_svg_with_a_path_through_every_point() -> None:
 
 
 def test_drawdown_area_is_closed_at_zero() -> None:
-    svg = charts.line_chart(["a", "b", "c"], [0.0, -0.1, -0.05], title="DD", fill_to_zero=True)
+    svg = charts.line_chart(["a", "b", "c"], [0.0, -0.1, -0.05], title="DD", fill_to_zero=True, **AXES)
     area = [p for p in _parse(svg).iter(f"{SVG_NS}path") if p.get("class") == "area"]
     assert len(area) == 1 and area[0].get("d").endswith("Z")
 
 
 def test_text_from_data_is_escaped() -> None:
     evil = '<script>alert(1)</script>"&'
-    svg = str(charts.bar_chart([evil], [0.01], title=evil))
+    svg = str(charts.bar_chart([evil], [0.01], title=evil, x_title=evil, y_title="y"))
     assert "<script>" not in svg
     root = _parse(svg)
     assert root.find(f"{SVG_NS}title").text == evil
@@ -65,15 +66,99 @@ def test_histogram_counts_every_value_once() -> None:
     edges, counts = charts.histogram_bins(values)
     assert sum(counts) == 337
     assert edges[0] == pytest.approx(values.min()) and edges[-1] == pytest.approx(values.max())
-    bars = [r for r in _parse(charts.histogram(values, title="PnL")).iter(f"{SVG_NS}rect") if "bar" in (r.get("class") or "")]
+    bars = [r for r in _parse(charts.histogram(values, title="PnL", **AXES)).iter(f"{SVG_NS}rect") if "bar" in (r.get("class") or "")]
     assert len(bars) == len(counts)
     assert {b.get("class") for b in bars} == {"bar pos", "bar neg"}
 
 
 @pytest.mark.parametrize("values", [[], [float("nan")], [1.0]])
 def test_charts_without_enough_data_say_so(values: list[float]) -> None:
-    svg = str(charts.line_chart(["x"] * len(values), values, title="t"))
+    svg = str(charts.line_chart(["x"] * len(values), values, title="t", **AXES))
     assert "empty-chart" in svg and _parse(svg) is not None
+
+
+def _texts(root: ET.Element, cls: str) -> list[str]:
+    return [t.text or "" for g in root.iter(f"{SVG_NS}g") if g.get("class") == cls for t in g.iter(f"{SVG_NS}text")]
+
+
+def _axis_titles(root: ET.Element) -> dict[str, str]:
+    return {t.get("class").split()[-1]: t.text for t in root.iter(f"{SVG_NS}text")
+            if "axis-title" in (t.get("class") or "")}
+
+
+@pytest.mark.parametrize(
+    ("ticks", "expected"),
+    [
+        ([-0.004, -0.003, -0.002, -0.001, 0.0], ["-0.4%", "-0.3%", "-0.2%", "-0.1%", "0.0%"]),
+        ([-0.1, -0.05, 0.0], ["-10%", "-5%", "0%"]),
+        ([0.0, 0.0025, 0.005], ["0.00%", "0.25%", "0.50%"]),
+        ([-1e-17, 0.01], ["0%", "1%"]),  # float noise at zero is 0, never "-0"
+    ],
+)
+def test_pct_ticks_use_the_precision_of_the_step_and_no_negative_zero(ticks, expected) -> None:
+    fmt = charts.pct_ticks(ticks)
+    assert [fmt(t) for t in ticks] == expected
+
+
+def test_number_ticks_tell_every_tick_apart() -> None:
+    ticks = charts.nice_ticks(99_990.0, 100_010.0)
+    labels = [charts.number_ticks(ticks)(t) for t in ticks]
+    assert len(set(labels)) == len(labels) and labels[0] == "99,990"
+    half = [100_000.0, 100_000.5, 100_001.0]
+    assert [charts.number_ticks(half)(t) for t in half] == ["100,000.0", "100,000.5", "100,001.0"]
+
+
+@pytest.mark.parametrize("v", [-0.0, -1e-9, -0.000049])
+def test_formatters_never_print_negative_zero(v: float) -> None:
+    assert charts.fmt_pct(v) == "0.00%"
+    assert charts.fixed(v * 100, 2) == "0.00"
+    assert not fmt_value(v, "pct").startswith("-") and not fmt_value(v, "money").startswith("-")
+    assert not charts.fmt_money(v).startswith("-")
+    assert charts.fmt_number(-0.0) == "0"
+
+
+def test_count_axis_ticks_are_whole_numbers() -> None:
+    for hi in (1, 3, 7, 40):
+        ticks = charts.nice_ticks(0, hi, integer=True)
+        assert all(t == int(t) for t in ticks) and ticks[-1] >= hi
+    root = _parse(charts.histogram([1.0, 2.0, 3.0], title="PnL", **AXES))
+    labels = _texts(root, "axis y-axis")
+    assert len(set(labels)) == len(labels), labels
+
+
+def test_every_chart_titles_both_axes_with_their_units() -> None:
+    made = [
+        charts.line_chart(["a", "b"], [1.0, 2.0], title="t", x_title="Trading date", y_title="Equity (USD)"),
+        charts.bar_chart(["2024-01"], [0.01], title="t", x_title="Month", y_title="Monthly return (%)"),
+        charts.histogram([1.0, -2.0, 3.0], title="t", x_title="Net PnL per trade (USD)", y_title="Trades (count)"),
+        charts.histogram([], title="t", x_title="Net PnL per trade (USD)", y_title="Trades (count)"),  # empty too
+    ]
+    for svg in made:
+        titles = _axis_titles(_parse(svg))
+        assert set(titles) == {"x-title", "y-title"} and all(titles.values()), titles
+    with pytest.raises(TypeError):
+        charts.line_chart(["a", "b"], [1.0, 2.0], title="t")  # axis titles are not optional
+
+
+def test_legend_sits_above_the_plot_area_not_on_the_data() -> None:
+    values = [100.0, 104.0, 99.0, 108.0]
+    svg = charts.line_chart(
+        ["a", "b", "c", "d"], values, title="Equity", baseline=100.0, baseline_label="initial capital",
+        overlays={"buy & hold": [100.0, 101.0, 102.0, 101.0]}, frame=charts.WIDE_FRAME, **AXES,
+    )
+    root = _parse(svg)
+    plot = next(r for r in root.iter(f"{SVG_NS}rect") if r.get("class") == "plot-bg")
+    plot_top = float(plot.get("y"))
+    legend = next(g for g in root.iter(f"{SVG_NS}g") if g.get("class") == "legend")
+    names = [t.text for t in legend.iter(f"{SVG_NS}text")]
+    assert names == ["candidate", "buy & hold", "initial capital"]
+    for el in legend:
+        ys = [float(el.get(a)) for a in ("y", "y1", "y2") if el.get(a) is not None]
+        assert ys and max(ys) < plot_top, (el.tag, ys, plot_top)
+    xs = [float(t.get("x")) for t in legend.iter(f"{SVG_NS}text")]
+    assert xs == sorted(xs) and len(set(xs)) == len(xs)  # one row, left to right, no overlap
+    single = _parse(charts.line_chart(["a", "b"], [1.0, 2.0], title="t", **AXES))
+    assert not [g for g in single.iter(f"{SVG_NS}g") if g.get("class") == "legend"]  # one line needs no legend
 
 
 def test_minmax_downsampling_keeps_every_extreme_and_the_cap() -> None:
