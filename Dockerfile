@@ -19,7 +19,8 @@ COPY models/README.md ./models/README.md
 COPY workspace.yaml workspace.docker.yaml ./
 RUN pip install --no-cache-dir .
 RUN mkdir -p "$DAGSTER_HOME" /data/lake /data/models /data/state
-COPY dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+# The production instance (PostgreSQL); the repo-root dagster.yaml is the local one and is not copied.
+COPY deploy/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 EXPOSE 3000 4000 8000
 CMD ["usdcop", "--help"]

@@ -1,4 +1,4 @@
-"""docker-compose.yml, Dockerfile, dagster.yaml and workspace files agree with the code.
+"""docker-compose.yml, Dockerfile, the two dagster.yaml files and workspace files agree with the code.
 
 There is no Docker engine on the development machines, so these files are kept correct by
 parsing them and checking every command, module, file and env var they name against the code.
@@ -28,8 +28,15 @@ def _settings_env_names() -> set[str]:
     return {f.alias for f in Settings.model_fields.values() if f.alias}
 
 
+# The production instance (PostgreSQL, env vars) the Dockerfile copies into DAGSTER_HOME; the
+# repo-root dagster.yaml is the local instance the Dagster CLI reads in the repo root.
+PRODUCTION_DAGSTER_YAML = ROOT / "deploy" / "dagster.yaml"
+LOCAL_DAGSTER_YAML = ROOT / "dagster.yaml"
+STORAGE_SECTIONS = {"storage", "run_storage", "event_log_storage", "schedule_storage", "local_artifact_storage"}
+
+
 def _dagster_yaml_env_names() -> set[str]:
-    text = (ROOT / "dagster.yaml").read_text()
+    text = PRODUCTION_DAGSTER_YAML.read_text()
     return set(re.findall(r"env:\s*([A-Z_][A-Z0-9_]*)", text))
 
 
@@ -109,7 +116,9 @@ def test_dockerfile_copies_what_exists_and_pins_torch() -> None:
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), f"Dockerfile copies missing {src}"
     assert "torch==2.13.0" in text
-    assert "dagster.yaml" in text
+    # the production instance goes into DAGSTER_HOME; the local root file is never copied there
+    assert 'COPY deploy/dagster.yaml "$DAGSTER_HOME/dagster.yaml"' in text
+    assert not re.search(r"^COPY\s+dagster\.yaml", text, re.M)
 
 
 def test_workspace_yaml_loads_the_definitions_module() -> None:
@@ -118,8 +127,17 @@ def test_workspace_yaml_loads_the_definitions_module() -> None:
     assert hasattr(importlib.import_module(module), "defs")
 
 
+def _assert_run_limits(instance: object) -> None:
+    """What the run-queue daemon applies (the `concurrency.runs` section)."""
+    queue = instance.get_concurrency_config().run_queue_config  # type: ignore[attr-defined]
+    assert queue.max_concurrent_runs == 4
+    assert [(t.get("key"), t.get("value"), t.get("limit")) for t in queue.tag_concurrency_limits] == [
+        ("usdcop/workload", "training", 1)]
+
+
 def test_production_dagster_yaml_loads_on_real_postgres(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """dagster.yaml yields a PostgreSQL-backed instance with the queued coordinator and retention."""
+    """deploy/dagster.yaml yields a PostgreSQL-backed instance with the queued coordinator, its run
+    limits and retention."""
     from usdcop_platform_tests.conftest import _need
 
     _need("PostgreSQL", "127.0.0.1", 5432)
@@ -131,7 +149,7 @@ def test_production_dagster_yaml_loads_on_real_postgres(monkeypatch: pytest.Monk
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{db}"'))
     try:
-        (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+        (tmp_path / "dagster.yaml").write_text(PRODUCTION_DAGSTER_YAML.read_text())
         for k, v in {"DAGSTER_HOME": str(tmp_path), "DAGSTER_POSTGRES_HOST": "127.0.0.1",
                      "DAGSTER_POSTGRES_USER": "postgres", "DAGSTER_POSTGRES_PASSWORD": "",
                      "DAGSTER_POSTGRES_DB": db}.items():
@@ -139,8 +157,73 @@ def test_production_dagster_yaml_loads_on_real_postgres(monkeypatch: pytest.Monk
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+            _assert_run_limits(instance)
             assert instance.get_settings("retention")["sensor"]["purge_after_days"]["skipped"] == 1
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def test_local_and_production_instances_differ_only_in_storage() -> None:
+    """Run limits, retention and telemetry are the same locally and in production."""
+    local, prod = _yaml(LOCAL_DAGSTER_YAML), _yaml(PRODUCTION_DAGSTER_YAML)
+    assert set(prod) & STORAGE_SECTIONS == {"storage"} and "postgres" in prod["storage"]
+    assert {k: v for k, v in local.items() if k not in STORAGE_SECTIONS} == {
+        k: v for k, v in prod.items() if k not in STORAGE_SECTIONS}
+    assert "env:" not in LOCAL_DAGSTER_YAML.read_text(), "the local instance must not need env vars"
+
+
+def test_local_dagster_yaml_is_the_cli_instance(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Read from the repo root (as Dagster does without DAGSTER_HOME), the root dagster.yaml stores in
+    the default usdcop instance with the same fast event log, SQLite only, no env var needed."""
+    import dagster as dg
+
+    from usdcop_platform.adapters.dagster_instance import INSTANCE_YAML
+
+    for var in ("DAGSTER_HOME", "DAGSTER_POSTGRES_HOST", "DAGSTER_POSTGRES_DB"):
+        monkeypatch.delenv(var, raising=False)
+    home = Path(".usdcop/dagster_home")
+    assert (ROOT / home) == Settings(_env_file=None).resolved_dagster_home  # the CLI's default instance
+    cli = yaml.safe_load(INSTANCE_YAML.format(base_dir=(home / "history" / "runs").as_posix()))
+    assert _yaml(LOCAL_DAGSTER_YAML)["event_log_storage"] == cli["event_log_storage"]
+    config_dir = tmp_path / "root"
+    config_dir.mkdir()
+    (config_dir / "dagster.yaml").write_text(LOCAL_DAGSTER_YAML.read_text())
+    monkeypatch.chdir(config_dir)  # relative paths resolve against the directory Dagster starts in
+    from dagster._core.instance.ref import InstanceRef
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "temp"), config_dir=str(config_dir))) as inst:
+        assert type(inst.event_log_storage).__name__ == "FastSqliteEventLogStorage"
+        assert type(inst.run_storage).__name__ == "SqliteRunStorage"
+        assert type(inst.run_coordinator).__name__ == "QueuedRunCoordinator"
+        _assert_run_limits(inst)
+        assert inst.get_settings("retention")["sensor"]["purge_after_days"]["skipped"] == 1
+        assert inst.get_settings("telemetry")["enabled"] is False
+    assert (config_dir / home / "history" / "runs.db").exists()
+    assert (config_dir / home / "schedules" / "schedules.db").exists()
+
+
+def test_dagster_cli_in_a_root_without_dagster_home(tmp_path: Path) -> None:
+    """`dagster definitions validate` started where the root dagster.yaml is, DAGSTER_HOME unset:
+    passes, with no warning about the instance configuration."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "dagster.yaml").write_text(LOCAL_DAGSTER_YAML.read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
+    env.update(USDCOP_DATA_DIR=str(tmp_path / "lake"), USDCOP_STATE_DIR=str(tmp_path / "state"))
+    exe = Path(sys.executable).with_name("dagster")
+    out = subprocess.run([str(exe), "definitions", "validate", "-m", "usdcop_platform.definitions"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert "All code locations passed validation" in log
+    # Dagster's own notice that `definitions validate` is superseded by `dg` is not about the instance
+    warnings = [ln for ln in log.splitlines() if "WARNING" in ln.upper() and "SupersessionWarning" not in ln]
+    assert not warnings, warnings
