@@ -3,16 +3,53 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
+
+
+def _empty_flag_metavars(params: list[Any]) -> list[Any]:
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    return params
+
+
+def _no_flag_types(command: Any) -> None:
+    """A flag takes no value: give it (and `--help`) an empty metavar, recursively.
+
+    typer 0.29's rich help prints every option's type, flags included (`--json <bool>`,
+    `--help <bool>`), which reads as if the flag needed a value; the plain help already omits it."""
+    import typer._click.core as click_core
+
+    _empty_flag_metavars(command.params)
+    help_option = command.get_help_option(click_core.Context(command))  # created once, cached
+    if help_option is not None:
+        help_option.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _no_flag_types(sub)
+
+
+class UsdcopGroup(TyperGroup):
+    """The root `usdcop` group: typer's group, with flags shown as flags in every command's help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _no_flag_types(self)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        # typer appends --install-completion / --show-completion after the group is built
+        return _empty_flag_metavars(super().get_params(ctx))
+
 
 app = typer.Typer(
     name="usdcop",
+    cls=UsdcopGroup,
     help="USD/COP RL trading platform: ingest, features, training, backtests, approvals, live signals.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-
 
 
 @app.callback()
