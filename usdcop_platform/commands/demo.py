@@ -22,6 +22,7 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
+from usdcop_platform.commands.asset_graph import asset_graph_table
 from usdcop_platform.commands.common import UserFacingError, cli_errors, console, open_local_instance
 from usdcop_platform.settings import Settings, get_settings
 
@@ -29,26 +30,6 @@ DEMO_REVIEWER = "demo-reviewer"
 DEMO_EXPERIMENT = "demo"
 DEMO_EDGE = 0.5  # core.synthetic.PlantedEdge strength: per-bar drift sd / bar vol
 EDGE_ENV = "USDCOP_SYNTHETIC_EDGE"
-
-
-def asset_graph_table() -> Table:
-    """The asset graph of the code location: key, partitions, upstream assets and checks."""
-    from usdcop_platform.definitions import defs
-
-    graph = defs.get_repository_def().asset_graph
-    table = Table(title="asset graph (usdcop_platform.definitions)")
-    for col in ("asset", "partitions", "upstream", "checks"):
-        table.add_column(col)
-    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
-        node = graph.get(key)
-        pd = node.partitions_def
-        kind = "" if pd is None else ("experiments" if "Dynamic" in type(pd).__name__ else "sessions")
-        table.add_row(
-            key.to_user_string(), kind,
-            ", ".join(sorted(k.to_user_string() for k in node.parent_keys)),
-            ", ".join(sorted(c.name for c in node.check_keys)),
-        )
-    return table
 
 
 def run_live_session(session: date, settings: Settings) -> int:
@@ -81,8 +62,39 @@ def run_live_session(session: date, settings: Settings) -> int:
     return len(bars)
 
 
-def approve_through_api(proposal_id: str, settings: Settings, notes: str) -> dict[str, Any]:
-    """Approve with a demo reviewer key through the real approvals API (auth, transaction, audit)."""
+def is_override(proposal: dict[str, Any]) -> bool:
+    """The demo approves whatever the rules said; approving a REJECT overrides the first vote."""
+    return proposal.get("recommendation") == "REJECT"
+
+
+def approval_notes(proposal: dict[str, Any]) -> str:
+    if is_override(proposal):
+        return ("demo override of the first vote: the rules recommended REJECT; approved only to exercise "
+                "the live path on the demo's synthetic market")
+    return f"demo approval (first vote {proposal.get('recommendation')})"
+
+
+def first_vote_line(proposal: dict[str, Any]) -> str:
+    """What the rules said, before anyone approves."""
+    reasons = proposal.get("reasons") or []
+    why = f": {reasons[0]}" if reasons else ""
+    return (f"first vote (promotion rules): {proposal.get('recommendation')}, confidence "
+            f"{proposal.get('confidence')}{why}")
+
+
+def second_vote_line(proposal: dict[str, Any], status: str, reviewer: str | None) -> str:
+    """The human decision, saying so when it overrides the first vote (an approved REJECT)."""
+    who = f" by {reviewer}" if reviewer else ""
+    if status == "APPROVED" and is_override(proposal):
+        return (f"second vote: [bold yellow]HUMAN OVERRIDE[/] of the first vote: APPROVED{who} although the rules "
+                "said REJECT (the demo approves to exercise the live path; never do this with real money)")
+    return f"second vote: {status}{who} (the first vote was {proposal.get('recommendation')})"
+
+
+def approve_through_api(proposal_id: str, settings: Settings, notes: str, *, override: bool = False) -> dict[str, Any]:
+    """Approve with a demo reviewer key through the real approvals API (auth, transaction, audit).
+    `override`: the proposal was rated REJECT and this approval knowingly overrides it (the API's
+    override_confirmed; the notes must say why)."""
     from fastapi.testclient import TestClient
 
     from usdcop_platform.adapters.store import get_store
@@ -92,12 +104,11 @@ def approve_through_api(proposal_id: str, settings: Settings, notes: str) -> dic
     existing = {k["name"] for k in store.api_keys.list()}
     name = DEMO_REVIEWER if DEMO_REVIEWER not in existing else f"{DEMO_REVIEWER}-{int(time.time())}"
     key, _ = store.api_keys.create(name, "reviewer")
+    body: dict[str, Any] = {"decision": "APPROVE", "notes": notes, "promote_to_production": True}
+    if override:  # the API refuses (422) to approve a REJECT-rated proposal without this confirmation
+        body["override_confirmed"] = True
     with TestClient(create_app(settings)) as client:
-        resp = client.post(
-            f"/api/experiments/{proposal_id}/approve",
-            json={"decision": "APPROVE", "notes": notes, "promote_to_production": True},
-            headers={"X-API-Key": key},
-        )
+        resp = client.post(f"/api/experiments/{proposal_id}/approve", json=body, headers={"X-API-Key": key})
     if resp.status_code != 200:
         raise UserFacingError(f"approval failed: HTTP {resp.status_code} {resp.text}")
     return resp.json()
@@ -128,21 +139,20 @@ def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict
     trained, proposal = out["trained"], out["proposal"]
     console.print(edge_table(settings, experiment, out))
 
+    console.print(f"[bold]4/5[/] {first_vote_line(proposal)}")
     if proposal["status"] == "PENDING_APPROVAL":
-        notes = "demo approval" if proposal["recommendation"] != "REJECT" else \
-            "demo override: model approved to exercise the live path although the rules recommended REJECT"
-        decision = approve_through_api(proposal["proposal_id"], settings, notes)
-        override = " [bold yellow](an override: the first vote said REJECT)[/]" if proposal["recommendation"] == "REJECT" else ""
-        console.print(f"[bold]4/5[/] approved by {DEMO_REVIEWER}{override}: model {trained['model_id']} is in "
-                      f"production (registry version {decision.get('registry_version')})")
+        decision = approve_through_api(proposal["proposal_id"], settings, approval_notes(proposal),
+                                       override=is_override(proposal))
+        console.print(f"[bold]4/5[/] {second_vote_line(proposal, 'APPROVED', DEMO_REVIEWER)}: model "
+                      f"{trained['model_id']} is in production (registry version {decision.get('registry_version')})")
     else:  # a re-run: the same config, data and seed minted the same model, already decided
         decision = {"status": proposal["status"]}
         production = store.models.production()
         if production is None:
             raise UserFacingError(f"proposal {proposal['proposal_id']} is {proposal['status']} and there is "
                                   "no production model for the live step")
-        console.print(f"[bold]4/5[/] proposal already {proposal['status']} (same model as a previous run); "
-                      f"production model {production['model_id']}")
+        console.print(f"[bold]4/5[/] {second_vote_line(proposal, proposal['status'], None)} (same model as a "
+                      f"previous run); production model {production['model_id']}")
 
     live_day = exp.date_ranges.test.end if calendar.is_session(exp.date_ranges.test.end) \
         else calendar.previous_session(exp.date_ranges.test.end)
@@ -155,7 +165,7 @@ def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict
     console.print(signals_table(signals))
     return {
         "run": out, "trained": trained, "proposal": proposal, "decision": decision,
-        "live_session": live_day.isoformat(), "signals": len(signals),
+        "override": is_override(proposal), "live_session": live_day.isoformat(), "signals": len(signals),
         "replay_matched": bool(report.matched), "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -192,8 +202,10 @@ def print_summary(out: dict[str, Any], settings: Settings) -> None:
     """The one place that prints the demo's closing summary (extend it here)."""
     from usdcop_platform.commands.run import where_to_look
 
+    vote = second_vote_line(out["proposal"], out["decision"]["status"], out["decision"].get("reviewer"))
     console.print(Panel.fit(
         f"[bold green]demo finished in {out['seconds']} s[/]\n\n" + where_to_look(out["run"], settings)
+        + f"\n{vote}"
         + f"\napprovals UI    {settings.public_api_url}/experiments"
         + f"\ndatabase        {settings.resolved_database_url}",
         title="where to look",
