@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -26,6 +27,11 @@ def _console(stderr: bool = False) -> Console:
 
 console = _console()
 err_console = _console(stderr=True)
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object on one line of stdout, never wrapped (rich would break it at the console width)."""
+    typer.echo(json.dumps(obj, default=str))
 
 
 class UserFacingError(RuntimeError):

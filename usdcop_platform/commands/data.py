@@ -17,7 +17,14 @@ from typing import Any
 
 import typer
 
-from usdcop_platform.commands.common import UserFacingError, cli_errors, console, err_console, open_local_instance
+from usdcop_platform.commands.common import (
+    UserFacingError,
+    cli_errors,
+    console,
+    err_console,
+    open_local_instance,
+    print_json,
+)
 
 DEFAULT_SYNTHETIC_SESSIONS = 63  # the synthetic default span: ~3 months of sessions
 SOURCES = ("synthetic", "file")
@@ -279,14 +286,26 @@ def _summary_table(summary: dict[str, Any]) -> Any:
 
 
 def _quarantine_table(rows: Any, limit: int) -> Any:
+    """The rule columns of each row; the row's JSON is printed after the table (_print_quarantine)."""
     from rich.table import Table
 
     table = Table(title=f"quarantined rows ({rows.height})")
-    for col in ("dataset", "partition", "rule", "field", "value", "row"):
+    table.add_column("#", justify="right", no_wrap=True)
+    for col in ("dataset", "partition", "rule", "field", "value"):
         table.add_column(col, overflow="fold")
-    for r in rows.head(limit).iter_rows(named=True):
-        table.add_row(r["dataset"], r["partition"], r["rule"], r["field"] or "", r["value"] or "", r["row"])
+    for i, r in enumerate(rows.head(limit).iter_rows(named=True), start=1):
+        table.add_row(str(i), r["dataset"], r["partition"], r["rule"], r["field"] or "", r["value"] or "")
     return table
+
+
+def _print_quarantine(rows: Any, limit: int) -> None:
+    """Table, then each row's raw JSON on its own line, unwrapped: a JSON column squeezed into the
+    terminal's width was folded one character wide, unreadable and impossible to copy."""
+    console.print(_quarantine_table(rows, limit))
+    for i, r in enumerate(rows.head(limit).iter_rows(named=True), start=1):
+        typer.echo(f"#{i} {r['row']}")
+    if rows.height > limit:
+        console.print(f"({rows.height - limit} more: --limit N)")
 
 
 def register(app: typer.Typer) -> None:
@@ -320,7 +339,7 @@ def register(app: typer.Typer) -> None:
                     summary = ingest(source=source, bars=bars, macro=macro, start=start.date() if start else None,
                                      end=end.date() if end else None, seed=seed, progress=on_chunk)
         if as_json:
-            typer.echo(json.dumps(summary, default=str))
+            print_json(summary)
         else:
             console.print(_summary_table(summary))
         if summary.get("sessions_refused") or summary.get("macro_refused"):
@@ -339,7 +358,7 @@ def register(app: typer.Typer) -> None:
         end: datetime = typer.Option(None, "--end", formats=["%Y-%m-%d"]),
         rule: str = typer.Option(None, "--rule", help="only this rule (e.g. high_below_low, spike, jump)"),
         limit: int = typer.Option(50, "--limit", min=1),
-        as_json: bool = typer.Option(False, "--json"),
+        as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
     ) -> None:
         """List quarantined rows with their rule and value."""
         from usdcop_platform.adapters.lake import ParquetLake
@@ -352,12 +371,12 @@ def register(app: typer.Typer) -> None:
                 end.date() if end else None, rule,
             )
         if as_json:
-            typer.echo(json.dumps({"count": rows.height, "rows": rows.head(limit).to_dicts()}, default=str))
+            print_json({"count": rows.height, "rows": rows.head(limit).to_dicts()})
             return
         if rows.is_empty():
             console.print("no quarantined rows")
             return
-        console.print(_quarantine_table(rows, limit))
+        _print_quarantine(rows, limit)
         by_rule = rows.group_by("rule").len().sort("rule")
         console.print("by rule: " + ", ".join(f"{r}={n}" for r, n in by_rule.iter_rows()))
 

@@ -6,14 +6,13 @@ and exits 1 when any stored signal is not reproduced exactly.
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from usdcop_platform.commands.common import UserFacingError, cli_errors, console
+from usdcop_platform.commands.common import UserFacingError, cli_errors, console, print_json
 from usdcop_platform.settings import Settings, get_settings
 
 
@@ -56,8 +55,8 @@ def register(app: typer.Typer) -> None:
             report = replay(day)
         rows = report_rows(report)
         if as_json:
-            console.print_json(json.dumps({"session": day.isoformat(), "matched": report.matched,
-                                           "bars": len(rows), "signals": report.n_signals, "rows": rows}))
+            print_json({"session": day.isoformat(), "matched": report.matched, "bars": len(rows),
+                        "signals": report.n_signals, "rows": rows})
         else:
             table = Table(title=f"replay of session {day}: {report.n_signals} signal(s) on {len(rows)} bar(s)")
             for col in ("bar (UTC)", "models", "reproduced", "differences"):

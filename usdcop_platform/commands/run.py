@@ -17,7 +17,6 @@ Resumable: a stage whose output is current is skipped —
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,6 +36,7 @@ from usdcop_platform.commands.common import (
     err_console,
     log_file,
     open_local_instance,
+    print_json,
 )
 from usdcop_platform.settings import Settings, get_settings
 
@@ -380,7 +380,7 @@ def register(app: typer.Typer) -> None:
             out = run_with_progress(err_console, experiment=experiment, source=source, bars=bars, macro=macro,
                                     settings=settings, timesteps=timesteps, seed=seed, refresh=refresh)
         if as_json:
-            typer.echo(json.dumps(proposal_json(out), default=str))
+            print_json(proposal_json(out))
             return
         console.print(summary_table(out))
         console.print(where_to_look(out, settings), soft_wrap=True)
