@@ -127,6 +127,9 @@ def ingest(
     macro_values_flagged, and more (refused sessions, per-rule counts, first/last bar, ...).
     Raises UserFacingError on bad input (unreadable file, empty range).
     """
+    from usdcop_platform.defs.market_data.expectations import start_gx_worker
+
+    start_gx_worker()  # GX's import (3-4 s of CPU) overlaps Dagster's start-up on the other core
     import dagster as dg
 
     from usdcop_platform.adapters.sources import SourceError
@@ -216,7 +219,8 @@ def ingest(
             firsts.append(meta["first_bar"])
         if meta.get("last_bar"):
             lasts.append(meta["last_bar"])
-        weighted += float(meta.get("completeness_mean") or 0.0) * int(meta.get("sessions") or 0)
+        # the asset's metadata shows completeness in percent (core.display); the summary keeps the fraction
+        weighted += float(meta.get("completeness_mean_pct") or 0.0) / 100.0 * int(meta.get("sessions") or 0)
         if progress is not None:
             progress(i + 1, len(chunks), meta)
     summary.update(totals)

@@ -60,3 +60,27 @@ def test_home_keeps_a_users_own_dagster_yaml(tmp_path) -> None:
     assert "FastSqlite" not in (home / "dagster.yaml").read_text()
     fresh = ensure_local_home(tmp_path / "fresh")
     assert "FastSqliteEventLogStorage" in (fresh / "dagster.yaml").read_text()
+
+
+def test_planned_check_rows_name_their_partition_without_copying_the_partitions_definition(tmp_path, monkeypatch) -> None:
+    """One planned row per partition, each small and readable: the run's partition subset (which
+    serializes the whole partitions definition) is not copied into every row."""
+    import sqlalchemy as sa
+    from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+    from dagster._serdes import deserialize_value
+
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
+    with open_instance(tmp_path / "home") as instance:
+        result = _run(instance, "2024-01-01", "2024-03-31")
+        assert result.success
+        with instance.event_log_storage.index_connection() as conn:
+            rows = conn.execute(sa.select(AssetCheckExecutionsTable.c.partition,
+                                          AssetCheckExecutionsTable.c.evaluation_event)
+                                .where(AssetCheckExecutionsTable.c.run_id == result.run_id)
+                                .where(AssetCheckExecutionsTable.c.partition.isnot(None))).all()
+        assert sorted(r.partition for r in rows) == [k for k in ranged.partitions_def.get_partition_keys()
+                                                      if "2024-01-01" <= k <= "2024-03-31"]
+        planned = deserialize_value(rows[0].evaluation_event)
+        assert planned.dagster_event.event_specific_data.check_name == "rows_positive"
+        assert planned.dagster_event.event_specific_data.partitions_subset is None
+        assert max(len(r.evaluation_event) for r in rows) < 4_000

@@ -1,7 +1,11 @@
 """Great Expectations 1.x suites for the raw assets' quality gates (ephemeral context).
 
-GX is slow to import (seconds) and is only used on the batch path: this module imports it
+GX is slow to import (3-4 s of CPU) and is only used on the batch path: this module imports it
 lazily and caches the context per process. The live path relies on core.quality's rules alone.
+A command that will validate (`usdcop ingest`, `usdcop run`) calls `start_gx_worker()` first: GX is
+then imported in a second process, on the other core, while Dagster loads and the sources are read,
+and the validate_* calls run there (same functions, same results; a dead worker falls back to this
+process). `usdcop bench pipeline` measures the gain.
 
 Each expectation carries meta={"check": <asset check name>}; a check passes when all of its
 expectations pass. Row-level expectations report the failing row indexes, which the caller maps
@@ -11,7 +15,11 @@ such as a wrong schema, refuses them all).
 
 from __future__ import annotations
 
+import functools
+import logging
+import multiprocessing
 import numbers
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -116,6 +124,95 @@ def warm_up() -> None:
     _context()
 
 
+_log = logging.getLogger(__name__)
+
+
+class _GxWorker:
+    """A spawned process that imports GX at start and runs validate_* calls sent over a pipe.
+    Daemonic and stateless: killed, not drained, when its owner is done (GX's heap takes a second
+    to tear down, which nobody needs to wait for)."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")  # not fork: the caller holds threads and connections
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="usdcop-gx-worker")
+        self._proc.start()
+        child.close()
+        self._lock = threading.Lock()
+
+    def call(self, name: str, args: tuple[Any, ...]) -> dict[str, CheckOutcome]:
+        with self._lock:
+            self._conn.send((name, args))
+            ok, value = self._conn.recv()  # EOFError / OSError when the worker died
+        if not ok:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        self._proc.kill()
+        self._proc.join(timeout=5)
+        self._conn.close()
+
+
+def _serve(conn: Any) -> None:
+    import tqdm
+
+    # GX's (disabled) progress bars still make tqdm create a multiprocessing lock, a named semaphore
+    # that a killed worker would leave to the resource tracker (and its warning): a thread lock does.
+    tqdm.tqdm.set_lock(threading.RLock())
+    warm_up()
+    while True:
+        try:
+            name, args = conn.recv()
+        except EOFError:  # the owner went away
+            return
+        try:
+            conn.send((True, globals()[name].__wrapped__(*args)))
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller
+            try:
+                conn.send((False, exc))
+            except Exception:  # noqa: BLE001 - an exception that does not pickle
+                conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+_worker: _GxWorker | None = None
+
+
+def start_gx_worker() -> bool:
+    """Start importing GX in a second process now; later validate_* calls of this process run there.
+    A no-op on one core (nothing to overlap with) or when already started. Returns whether a worker runs."""
+    global _worker
+    if _worker is None and (os.cpu_count() or 1) > 1:
+        _worker = _GxWorker()
+    return _worker is not None
+
+
+def stop_gx_worker() -> None:
+    global _worker
+    if _worker is not None:
+        _worker.stop()
+        _worker = None
+
+
+def _in_gx_worker(fn: Callable[..., dict[str, CheckOutcome]]) -> Callable[..., dict[str, CheckOutcome]]:
+    """Run `fn` in the GX worker when one was started (arguments and outcomes are picklable frames
+    and dataclasses), else here."""
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> dict[str, CheckOutcome]:
+        worker = _worker
+        if worker is None:
+            return fn(*args)
+        try:
+            return worker.call(fn.__name__, args)
+        except (EOFError, OSError) as exc:  # killed or failed to start: validating here loses nothing
+            _log.warning("GX worker unavailable (%r); validating in this process", exc)
+            stop_gx_worker()
+            return fn(*args)
+
+    return call
+
+
 @lru_cache(maxsize=16)
 def _batch_definition(asset: str) -> Any:
     ds = _context().data_sources.get("usdcop")
@@ -172,6 +269,7 @@ def _validate(asset: str, frame: pl.DataFrame, build: Callable[[Any], list[Any]]
 BAR_COLUMNS = ["time", "open", "high", "low", "close", "volume"]
 
 
+@_in_gx_worker
 def validate_bar_rows(gate_frame: pl.DataFrame, quality: BarQuality, bars_per_session: int) -> dict[str, CheckOutcome]:
     """Blocking expectations on the bars + derived columns of core.quality.bar_gate_frame."""
     lo, hi = quality.price_band
@@ -206,6 +304,7 @@ def validate_bar_rows(gate_frame: pl.DataFrame, quality: BarQuality, bars_per_se
     return _validate("bars_rows", gate_frame, build, [c for c in BAR_CHECKS if c.blocking])
 
 
+@_in_gx_worker
 def validate_bar_sessions(metrics: pl.DataFrame, quality: BarQuality) -> dict[str, CheckOutcome]:
     """Warn-level expectations on core.quality.session_metrics (one row per session)."""
 
@@ -229,6 +328,7 @@ def validate_bar_sessions(metrics: pl.DataFrame, quality: BarQuality) -> dict[st
 MACRO_COLUMNS = ["date", "variable", "value", "available_date", "flagged", "flag_reason"]
 
 
+@_in_gx_worker
 def validate_macro_rows(gate_frame: pl.DataFrame) -> dict[str, CheckOutcome]:
     """Blocking expectations on core.quality.macro_gate_frame restricted to what is published."""
 
@@ -265,6 +365,7 @@ def validate_macro_rows(gate_frame: pl.DataFrame) -> dict[str, CheckOutcome]:
     return out
 
 
+@_in_gx_worker
 def validate_macro_variables(staleness: pl.DataFrame, max_staleness_business_days: int) -> dict[str, CheckOutcome]:
     """Warn-level expectations on core.quality.macro_staleness (one row per SSOT variable)."""
 
@@ -291,6 +392,7 @@ def validate_macro_variables(staleness: pl.DataFrame, max_staleness_business_day
                      [c for c in MACRO_CHECKS if c.name in ("macro_coverage", "macro_staleness")])
 
 
+@_in_gx_worker
 def validate_quarantine(quarantined: pl.DataFrame) -> dict[str, CheckOutcome]:
     """Warn-level: the run quarantined no row (each quarantined row is a bad input worth a look)."""
 
