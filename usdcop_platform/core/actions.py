@@ -24,7 +24,6 @@ N_ACTIONS: Final = 3
 
 ACTION_NAMES: Final[tuple[str, ...]] = ("SELL", "HOLD", "BUY")
 ACTION_TO_POSITION: Final[tuple[int, ...]] = (-1, 0, 1)
-POSITION_TO_ACTION: Final[dict[int, int]] = {-1: SELL, 0: HOLD, 1: BUY}
 # The same mapping as an array, for vectorized code: positions = ACTION_POSITIONS[actions].
 ACTION_POSITIONS: Final[np.ndarray] = np.array(ACTION_TO_POSITION, dtype=np.int8)
 ACTION_POSITIONS.setflags(write=False)
@@ -37,22 +36,6 @@ def position_of(action: int) -> int:
     return ACTION_TO_POSITION[int(action)]
 
 
-def action_of(position: int) -> int:
-    """Action index whose target is `position` (-1, 0 or +1)."""
-    try:
-        return POSITION_TO_ACTION[int(position)]
-    except KeyError:
-        raise ValueError(f"position must be -1, 0 or +1; got {position!r}") from None
-
-
 def action_name(action: int) -> str:
     position_of(action)  # validates
     return ACTION_NAMES[int(action)]
-
-
-def positions_of(actions: np.ndarray) -> np.ndarray:
-    """Vectorized position_of: int array of actions -> int8 array of target positions."""
-    a = np.asarray(actions)
-    if a.size and (a.min() < 0 or a.max() >= N_ACTIONS):
-        raise ValueError("actions must be in 0..2")
-    return ACTION_POSITIONS[a]

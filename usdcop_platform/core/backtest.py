@@ -435,10 +435,6 @@ def compute_metrics(
 
 
 # ---- benchmarks, sweeps, folds, the full evaluation ---------------------------------------------
-def flat_positions(n: int) -> np.ndarray:
-    return np.zeros(n, dtype=np.int8)
-
-
 def buy_and_hold_positions(n: int) -> np.ndarray:
     """Long from the first bar; the backtest closes it at the last bar."""
     return np.ones(n, dtype=np.int8)

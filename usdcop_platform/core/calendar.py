@@ -42,10 +42,6 @@ class TradingCalendar:
     def holiday_name(self, d: date) -> str | None:
         return self._holidays(d.year).get(d)
 
-    def is_fed_holiday(self, d: date) -> bool:
-        """US Federal Reserve holiday: the COP market runs in next-day settlement mode (flag only)."""
-        return d in _financial_holidays(self.instrument.fed_holiday_market, d.year)
-
     # ---- sessions -------------------------------------------------------------------------
     def is_session(self, d: date) -> bool:
         return d.weekday() < 5 and not self.is_holiday(d)
@@ -170,11 +166,6 @@ class TradingCalendar:
 @lru_cache(maxsize=256)
 def _country_holidays(country: str, year: int) -> holidays.HolidayBase:
     return holidays.country_holidays(country, years=year)
-
-
-@lru_cache(maxsize=256)
-def _financial_holidays(market: str, year: int) -> holidays.HolidayBase:
-    return holidays.financial_holidays(market, years=year)
 
 
 @lru_cache(maxsize=4)

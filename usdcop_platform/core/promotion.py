@@ -77,10 +77,6 @@ class PromotionDecision:
     baseline_comparison: dict[str, Any] = field(default_factory=dict)
     statistical_statement: str = ""
 
-    @property
-    def all_passed(self) -> bool:
-        return all(c.passed for c in self.criteria)
-
     def criteria_dict(self) -> dict[str, Any]:
         return {c.name: c.as_dict() for c in self.criteria}
 

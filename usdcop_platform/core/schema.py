@@ -34,7 +34,3 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "row": pl.Utf8(),
     "detected_at": UTC_TIME,
 }
-
-
-def empty_frame(schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    return pl.DataFrame(schema=schema)

@@ -30,12 +30,6 @@ def test_sessions_on_real_dates(calendar, day: date, is_session: bool, why: str)
     assert calendar.is_session(day) is is_session, why
 
 
-def test_fed_holiday_is_flagged_not_excluded(calendar) -> None:
-    mlk = date(2024, 1, 15)
-    assert calendar.is_session(mlk) and calendar.is_fed_holiday(mlk)
-    assert not calendar.is_fed_holiday(date(2024, 1, 16))
-
-
 def test_session_grid_is_60_utc_bars(calendar) -> None:
     grid = calendar.session_grid_utc(date(2024, 6, 5))
     assert len(grid) == 60
