@@ -161,7 +161,9 @@ def _features_run(instance: Any, settings: Settings, keys: list[str]) -> dict[st
         raise UserFacingError(f"features failed: {(err.cause or err).message.strip() if err else 'see the log'}")
     per = {m.partition: m.metadata for m in result.asset_materializations_for_node(m5_features.op.name)}
     published = [k for k, m in per.items() if m.get("published") is not None and m["published"].value]
-    failed = sorted(e.check_name for e in result.get_asset_check_evaluations() if not e.passed)
+    rank = {spec.name: i for i, spec in enumerate(m5_features.check_specs)}  # the gates' own order
+    failed = sorted({e.check_name for e in result.get_asset_check_evaluations() if not e.passed},
+                    key=lambda name: (rank.get(name, len(rank)), name))
     if not published:
         raise UserFacingError(f"features: no session of {keys[0]}..{keys[-1]} was published (failed checks: "
                               f"{', '.join(failed) or 'none'}); see dagster run {result.run_id}")
@@ -250,7 +252,7 @@ def run_pipeline(
         except (DatasetError, StoreError) as exc:
             raise UserFacingError(str(exc)) from exc
         end_stage(2, t, "ran", model_id=trained["model_id"], servable=trained["servable"],
-                  dagster_run_id=trained["dagster_run_id"])
+                  train_seconds=trained.get("train_seconds"), dagster_run_id=trained["dagster_run_id"])
     else:
         trained = {"model_id": model["model_id"], "servable": model.get("servable"),
                    "mlflow_run_id": model.get("mlflow_run_id"), "artifact_dir": model.get("artifact_dir")}
@@ -262,7 +264,8 @@ def run_pipeline(
     if existing is None:
         evaluated = _evaluate(evaluate_experiment, experiment, s, trained["model_id"], timesteps)
         proposal = evaluated["proposal"]
-        end_stage(3, t, "ran", proposal_id=proposal["proposal_id"] if proposal else None)
+        end_stage(3, t, "ran", proposal_id=proposal["proposal_id"] if proposal else None,
+                  train_seconds=evaluated.get("walk_forward_train_seconds"))
     else:
         proposal = dict(existing)
         end_stage(3, t, "skipped (current)", proposal_id=proposal["proposal_id"])
@@ -270,6 +273,8 @@ def run_pipeline(
         "experiment": experiment, "source": source, "span": [start.isoformat(), end.isoformat()],
         "sessions": len(keys), "stages": [asdict(st) for st in stages], "trained": trained,
         "proposal": proposal, "seconds": round(time.perf_counter() - t0, 1),
+        # PPO learning inside the stages (every seed of the model and of the walk-forward folds)
+        "training_seconds": round(sum(st.detail.get("train_seconds") or 0.0 for st in stages), 1),
         "dagster_home": str(s.resolved_dagster_home), "log_file": str(log_file(s)),
     }
 
@@ -319,6 +324,7 @@ def proposal_json(out: dict[str, Any]) -> dict[str, Any]:
         "reasons": p.get("reasons"), "criteria": p.get("criteria"), "test_metrics": metrics,
         "test_period": [str(p.get("test_start")), str(p.get("test_end"))],
         "stages": {st["name"]: st["status"] for st in out["stages"]}, "seconds": out["seconds"],
+        "training_seconds": out.get("training_seconds"),
     }
 
 
