@@ -318,8 +318,8 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Option("synthetic", "--source", help="synthetic | file"),
         bars: Path = typer.Option(None, "--bars", help="bars export (CSV, CSV.gz or parquet) for --source file"),
         macro: Path = typer.Option(None, "--macro", help="daily macro export for --source file"),
-        start: datetime = typer.Option(None, "--start", formats=["%Y-%m-%d"], help="first session (YYYY-MM-DD)"),
-        end: datetime = typer.Option(None, "--end", formats=["%Y-%m-%d"], help="last session (YYYY-MM-DD)"),
+        start: datetime = typer.Option(None, "--start", formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="first session"),
+        end: datetime = typer.Option(None, "--end", formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="last session"),
         seed: int = typer.Option(None, "--seed", help="synthetic seed (default USDCOP_SYNTHETIC_SEED)"),
         as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
     ) -> None:
@@ -358,8 +358,8 @@ def register(app: typer.Typer) -> None:
     @quarantine_app.command("list")
     def quarantine_list(
         dataset: str = typer.Option(None, "--dataset", help="usdcop_m5_ohlcv | macro_daily (default: both)"),
-        start: datetime = typer.Option(None, "--start", formats=["%Y-%m-%d"]),
-        end: datetime = typer.Option(None, "--end", formats=["%Y-%m-%d"]),
+        start: datetime = typer.Option(None, "--start", formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="first partition"),
+        end: datetime = typer.Option(None, "--end", formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="last partition"),
         rule: str = typer.Option(None, "--rule", help="only this rule (e.g. high_below_low, spike, jump)"),
         limit: int = typer.Option(50, "--limit", min=1),
         as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),

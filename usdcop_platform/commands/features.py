@@ -102,8 +102,8 @@ def register(app: typer.Typer) -> None:
         bars: Path = typer.Option(..., "--bars", help="bars export (CSV, CSV.gz or parquet)"),
         macro: Path = typer.Option(..., "--macro", help="daily macro export (wide, one column per variable)"),
         out: Path = typer.Option(..., "--out", help="output parquet file"),
-        start: datetime = typer.Option(None, "--start", formats=["%Y-%m-%d"], help="first session written (YYYY-MM-DD)"),
-        end: datetime = typer.Option(None, "--end", formats=["%Y-%m-%d"], help="last session written (YYYY-MM-DD)"),
+        start: datetime = typer.Option(None, "--start", formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="first session written"),
+        end: datetime = typer.Option(None, "--end", formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="last session written"),
     ) -> None:
         """Clean bars and macro from files and compute the feature contract per bar (no Dagster)."""
         with cli_errors():

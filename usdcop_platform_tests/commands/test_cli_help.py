@@ -33,6 +33,7 @@ def test_help_shows_no_bool_metavar(path: tuple[str, ...]) -> None:
         result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": columns})
         assert result.exit_code == 0, result.output
         assert "<bool>" not in result.output, result.output
+        assert "<%Y" not in result.output, result.output  # a date option shows YYYY-MM-DD, not strptime codes
         assert "--help" in result.output
 
 
