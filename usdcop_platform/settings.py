@@ -6,10 +6,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"  # `mlflow ui` and the compose service
+DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"  # `dagster dev` and the compose webserver
+
+
+def _ui_url(explicit: str | None, server: str | None, default: str) -> str:
+    if explicit:
+        return explicit.rstrip("/")
+    if server and server.startswith(("http://", "https://")):
+        return server.rstrip("/")
+    return default
 
 
 class Settings(BaseSettings):
@@ -29,6 +39,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
     dagster_home: Path | None = Field(default=None, alias="DAGSTER_HOME")
     dagster_webserver_url: str | None = Field(default=None, alias="USDCOP_DAGSTER_URL")
+    # Browser links between the UIs: Dagster asset metadata -> MLflow run, MLflow run tags -> Dagster run.
+    # Unset: the http(s) tracking URI / USDCOP_DAGSTER_URL (a server is its own UI), else the local defaults.
+    mlflow_ui_url: str | None = Field(default=None, alias="USDCOP_MLFLOW_UI_URL")
+    dagster_ui_url: str | None = Field(default=None, alias="USDCOP_DAGSTER_UI_URL")
     # Ray cluster the search/training tasks join (read by Ray itself too); unset = a local Ray instance
     ray_address: str | None = Field(default=None, alias="RAY_ADDRESS")
 
@@ -61,6 +75,13 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(default=20, ge=1, alias="USDCOP_AUTH_FAILURES_PER_MINUTE")
     alert_webhook_url: str | None = Field(default=None, alias="USDCOP_ALERT_WEBHOOK_URL")
 
+    @field_validator("mlflow_ui_url", "dagster_ui_url")
+    @classmethod
+    def _browser_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s):// URL a browser can open, got {value!r}")
+        return value or None
+
     @property
     def resolved_database_url(self) -> str:
         """DATABASE_URL, or the embedded SQLite file under the state dir."""
@@ -70,6 +91,16 @@ class Settings(BaseSettings):
     def resolved_mlflow_uri(self) -> str:
         """MLFLOW_TRACKING_URI, or a local sqlite:/// store (MLflow 3 refuses the file store)."""
         return self.mlflow_tracking_uri or f"sqlite:///{(self.state_dir / 'mlflow.db').as_posix()}"
+
+    @property
+    def resolved_mlflow_ui_url(self) -> str:
+        """Where a browser opens MLflow: USDCOP_MLFLOW_UI_URL, an http(s) tracking server, or `mlflow ui`'s port."""
+        return _ui_url(self.mlflow_ui_url, self.mlflow_tracking_uri, DEFAULT_MLFLOW_UI_URL)
+
+    @property
+    def resolved_dagster_ui_url(self) -> str:
+        """Where a browser opens Dagster: USDCOP_DAGSTER_UI_URL, USDCOP_DAGSTER_URL, or `dagster dev`'s port."""
+        return _ui_url(self.dagster_ui_url, self.dagster_webserver_url, DEFAULT_DAGSTER_UI_URL)
 
     @property
     def mlflow_artifact_root(self) -> Path:
