@@ -46,7 +46,7 @@ def test_two_runs_in_one_process_stay_separate(tracking: MlflowResource, tmp_pat
         with other.run("smoke", "second") as second:
             second.log_metrics({"seed_0/val_reward": 42.0}, step=7)
         assert mlflow.active_run() is None  # nothing went through the fluent, process-global API
-        version = first.log_onnx_model(onnx_file, tracking.registered_model_name("smoke"), alias=CHALLENGER_ALIAS)
+        logged = first.log_onnx_model(onnx_file, tracking.registered_model_name("smoke"), alias=CHALLENGER_ALIAS)
 
     assert first.run_id != second.run_id
     c1, c2 = tracking.client(), other.client()
@@ -60,10 +60,10 @@ def test_two_runs_in_one_process_stay_separate(tracking: MlflowResource, tmp_pat
     assert c2.search_registered_models() == []  # the model went to the first store only
 
     mv = c1.get_model_version_by_alias("usdcop-smoke", CHALLENGER_ALIAS)
-    assert str(mv.version) == version and mv.run_id == first.run_id
-    artifacts = {f.path for f in c1.list_artifacts(first.run_id, "onnx_model")}
-    assert "onnx_model/model.onnx" in artifacts and "onnx_model/MLmodel" in artifacts
+    assert str(mv.version) == logged.version and mv.run_id == first.run_id
+    assert mv.source == f"models:/{logged.model_id}"  # the version points at the LoggedModel
     assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(tmp_path / "art")
+    assert Path(c1.get_logged_model(logged.model_id).artifact_location.removeprefix("file://")).is_relative_to(tmp_path / "art")
 
 
 def test_a_failing_body_ends_the_run_failed(tracking: MlflowResource) -> None:
@@ -78,17 +78,18 @@ def test_a_failing_body_ends_the_run_failed(tracking: MlflowResource) -> None:
 
 def test_no_alias_for_a_model_that_is_not_servable(tracking: MlflowResource, onnx_file: Path) -> None:
     with tracking.run("smoke", "unservable") as run:
-        version = run.log_onnx_model(onnx_file, "usdcop-smoke", alias=None)
+        logged = run.log_onnx_model(onnx_file, "usdcop-smoke", alias=None)
     client = tracking.client()
-    assert client.get_model_version("usdcop-smoke", version).run_id == run.run_id
+    assert client.get_model_version("usdcop-smoke", logged.version).run_id == run.run_id
     assert client.get_registered_model("usdcop-smoke").aliases == {}
 
 
-def test_url_only_for_a_tracking_server() -> None:
+def test_run_url_is_always_an_mlflow_ui_link() -> None:
+    """A local sqlite store is opened with `mlflow ui` (port 5000): its runs get a link too."""
     from usdcop_platform.adapters.tracking import TrackedRun
 
-    def run(uri: str) -> TrackedRun:
-        return TrackedRun(client=None, run_id="r1", experiment_id="3", tracking_uri=uri)  # type: ignore[arg-type]
+    def run(ui: str) -> TrackedRun:
+        return TrackedRun(client=None, run_id="r1", experiment_id="3", tracking_uri="sqlite:///x.db", ui_url=ui)  # type: ignore[arg-type]
 
     assert run("http://mlflow:5000/").url == "http://mlflow:5000/#/experiments/3/runs/r1"
-    assert run("sqlite:///x.db").url is None
+    assert run("http://127.0.0.1:5000").url == "http://127.0.0.1:5000/#/experiments/3/runs/r1"

@@ -17,6 +17,7 @@ import yaml
 
 from usdcop_platform.adapters.store import ExperimentContractConflict, get_store
 from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS, MlflowResource
+from usdcop_platform.contracts.base import file_hash
 from usdcop_platform.contracts.platform import DEFAULT_CONFIG_DIR
 from usdcop_platform.core import training as tr
 from usdcop_platform.core.datasets import DatasetError, dataset_dir
@@ -162,6 +163,30 @@ def test_mlflow_run_has_params_metrics_over_time_and_the_challenger(trained) -> 
     names = {f.path for f in client.list_artifacts(run.info.run_id, "package")}
     assert "package/lineage.json" in names  # not artifacts/artifacts/: the run root is already artifacts/
     assert run.info.run_name == meta["model_id"]  # the run is named by the model id
+
+
+def test_the_policy_is_the_runs_logged_model_and_the_runs_link_both_ways(trained) -> None:
+    env, result = trained
+    meta = metadata(result, ta.MODEL_KEY)
+    client = env.mlflow.client()
+    run = client.get_run(meta["mlflow_run_id"])
+    logged = client.get_logged_model(meta["mlflow_logged_model_id"])
+    assert logged.source_run_id == run.info.run_id and str(logged.status) == "READY"
+    assert logged.tags["model_id"] == meta["model_id"] and logged.tags["onnx_hash"] == meta["onnx_hash"]
+    assert {m.key for m in logged.metrics} >= {"selected/val_reward", "parity/max_abs_diff_probs"}
+    mv = client.get_model_version(env.mlflow.registered_model_name(EXPERIMENT), meta["mlflow_model_version"])
+    assert mv.source == f"models:/{logged.model_id}"
+    local = Path(logged.artifact_location.removeprefix("file://")) / "model.onnx"
+    assert file_hash(local) == meta["onnx_hash"]  # the parity-checked file, byte for byte
+    assert {(i.dataset.name, i.tags[0].value) for i in run.inputs.dataset_inputs} == {
+        (f"{EXPERIMENT}/train", "training"), (f"{EXPERIMENT}/val", "validation")
+    }
+    # Dagster -> MLflow (asset metadata) and MLflow -> Dagster (run tags)
+    ui = env.mlflow.ui_url
+    assert meta["mlflow_run"] == f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert meta["mlflow_logged_model"] == f"{ui}/#/experiments/{run.info.experiment_id}/models/{logged.model_id}"
+    assert run.data.tags["dagster_run_id"] == result.run_id
+    assert run.data.tags["dagster_run_url"] == f"{env.mlflow.dagster_ui_url}/runs/{result.run_id}"
 
 
 def test_retraining_gives_the_same_model_hash_and_id(trained, instance) -> None:

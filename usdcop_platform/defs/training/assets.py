@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS, MlflowResource
+from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS, MlflowResource, training_datasets
 from usdcop_platform.core import datasets as ds
 from usdcop_platform.core.metrics import Annualization
 from usdcop_platform.defs.evaluation.trials import record_training_trials
@@ -163,7 +163,8 @@ def ppo_policy(
     with mlflow.run(
         name,
         run_name=f"{name}-{exp.version}-{context.run_id[:8]}",
-        tags={"experiment": name, "experiment_version": exp.version, "dagster_run_id": context.run_id},
+        tags={"experiment": name, "experiment_version": exp.version},
+        dagster_run_id=context.run_id,  # tags dagster_run_id + dagster_run_url
     ) as run:
         run.log_params(
             {
@@ -172,6 +173,8 @@ def ppo_policy(
                 "lineage": {k: dataset.lineage[k] for k in ("dataset_hash", "feature_order_hash", "norm_stats_hash")},
             }
         )
+        for ref, data_context in training_datasets(name, dataset.lineage):
+            run.log_dataset(ref, data_context)
         if config.use_ray:
             from usdcop_platform.app.execution import executor_for, train_experiment_with
 
@@ -198,22 +201,25 @@ def ppo_policy(
         selected = result.selected
         run.set_tags({"model_id": package.model_id, "servable": package.servable})
         run.rename(package.model_id)  # the run's name is the model id (minted only after training)
-        run.log_metrics(
-            {
+        for path in (package.lineage_path, package.config_path, package.norm_stats_path, package.model_path):
+            run.log_artifact(path, PACKAGE_ARTIFACT_PATH)
+        # The packaged (parity-checked) ONNX file becomes the run's LoggedModel; only a model that
+        # passed parity is offered to the registry as the challenger.
+        logged = run.log_onnx_model(
+            package.onnx_path,
+            mlflow.registered_model_name(name),
+            alias=CHALLENGER_ALIAS if package.servable else None,
+            name=package.model_id,
+            tags={"model_id": package.model_id, "model_hash": package.model_hash, "onnx_hash": package.onnx_hash,
+                  "servable": package.servable, "experiment": name, "experiment_version": exp.version},
+            metrics={
                 **{f"selected/{k}": v for k, v in selected.val_metrics.items()},
                 "parity/max_abs_diff_probs": package.parity.max_abs_diff_probs,
                 "parity/argmax_mismatches": package.parity.argmax_mismatches,
             },
             step=selected.timesteps,
         )
-        for path in (package.lineage_path, package.config_path, package.norm_stats_path, package.model_path):
-            run.log_artifact(path, PACKAGE_ARTIFACT_PATH)
-        # Only a model that passed parity is offered to the registry as the challenger.
-        model_version = run.log_onnx_model(
-            package.onnx_path,
-            mlflow.registered_model_name(name),
-            alias=CHALLENGER_ALIAS if package.servable else None,
-        )
+        model_version = logged.version
 
     metrics: dict[str, Any] = {
         **selected.val_metrics,
@@ -266,7 +272,6 @@ def ppo_policy(
         f"model {package.model_id}: seed {selected.seed} of {list(exp.seeds)}, val_reward "
         f"{selected.val_metrics['val_reward']:.4f}, parity {'PASS' if package.servable else 'FAIL'}"
     )
-    link = run.url
     parity = package.parity
     return dg.MaterializeResult(
         metadata={
@@ -286,7 +291,9 @@ def ppo_policy(
             "mlflow_model_version": model_version,
             "ledger_trials": len(trials),
             "ledger_family_trials": store.trials.count(name),
-            "mlflow_run": dg.MetadataValue.url(link) if link else f"{mlflow.tracking_uri} runs:/{run.run_id}",
+            "mlflow_run": dg.MetadataValue.url(run.url),
+            "mlflow_logged_model": dg.MetadataValue.url(logged.url),
+            "mlflow_logged_model_id": logged.model_id,
             "artifact_dir": dg.MetadataValue.path(str(package.artifact_dir)),
         },
         check_results=[
