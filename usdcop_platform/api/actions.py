@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any
 
 from usdcop_platform.adapters.artifacts import verifier_for
@@ -17,7 +17,7 @@ from usdcop_platform.adapters.store import StoreError
 from usdcop_platform.api.champion import sync_champion
 from usdcop_platform.api.errors import ApiError
 from usdcop_platform.api.launcher import launch_backtest
-from usdcop_platform.api.views import find_proposal
+from usdcop_platform.api.views import find_proposal, override_statement
 from usdcop_platform.settings import Settings
 
 # Schedules a callable after the response (FastAPI BackgroundTasks.add_task) or runs it now.
@@ -32,6 +32,15 @@ def _store_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
+
+
+def needs_override_confirmation(proposal: Any, decision: str) -> bool:
+    """APPROVE of a pending, unexpired proposal the rules rated REJECT (decided or expired ones get
+    the store's 409 instead)."""
+    expires = proposal.get("expires_at")
+    expired = expires is not None and expires < datetime.now(timezone.utc)
+    return (decision == "APPROVE" and proposal["recommendation"] == "REJECT"
+            and proposal["status"] == "PENDING_APPROVAL" and not expired)
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,24 @@ def decide(
     notes: str,
     promote_to_production: bool,
     schedule: Scheduler,
+    override_confirmed: bool = False,
 ) -> DecisionOutcome:
-    """APPROVE or REJECT a proposal as `reviewer` (the authenticated key's owner)."""
+    """APPROVE or REJECT a proposal as `reviewer` (the authenticated key's owner).
+
+    Approving a proposal the rules rated REJECT is an override: it needs `override_confirmed`
+    (the reviewer saw the rules' reasons and confirms) besides the notes the store requires.
+    """
     proposal = find_proposal(store, ident)
+    if needs_override_confirmation(proposal, decision) and not override_confirmed:
+        production = store.models.production()
+        statement = override_statement(
+            proposal, promote_to_production, production["model_id"] if production is not None else None
+        )
+        raise ApiError(
+            422,
+            f"override_confirmed: {statement} Confirm the override with override_confirmed=true "
+            "(and notes explaining it).",
+        )
     rec = _store_call(
         store.approvals.decide,
         proposal["proposal_id"],

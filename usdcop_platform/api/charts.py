@@ -393,7 +393,7 @@ def histogram(
     if xlo < 0 < xhi:
         zx = _scale(0.0, xlo, xhi, frame.x0, frame.x1)
         body.append(f'<line class="zero" x1="{zx:.1f}" x2="{zx:.1f}" y1="{frame.y1}" y2="{frame.y0}"/>')
-    x_values = [t for t in nice_ticks(xlo, xhi) if xlo <= t <= xhi]
+    x_values = [t for t in nice_ticks(xlo, xhi, TARGET_TICKS + 2) if xlo <= t <= xhi]
     fmt = x_ticks(x_values)
     body.append('<g class="axis x-axis">')
     for t in x_values:

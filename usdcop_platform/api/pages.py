@@ -23,10 +23,18 @@ from fastapi.templating import Jinja2Templates
 
 from usdcop_platform.adapters.store import StoreError
 from usdcop_platform.api import actions, charts
+from usdcop_platform.api.comparison import MIN_TRADES_TO_COMPARE
 from usdcop_platform.api.deps import SESSION_COOKIE, app_state, enforce_rate_limit, has_role, verify_key
 from usdcop_platform.api.errors import ApiError, store_error_status
 from usdcop_platform.api.routers.common import market_tz, review_path
-from usdcop_platform.api.views import ADDITIONAL_METRICS, METRIC_DISPLAY, ExperimentDetail, experiment_detail
+from usdcop_platform.api.views import (
+    ADDITIONAL_METRICS,
+    METRIC_DISPLAY,
+    ExperimentDetail,
+    experiment_detail,
+    find_proposal,
+    override_statement,
+)
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -200,9 +208,17 @@ def build_charts(d: ExperimentDetail, tz: ZoneInfo) -> dict[str, Any]:
     }
 
 
+def _override_confirmation(request: Request, principal: Any, proposal: Any, notes: str, promote: bool) -> Response:
+    """The second step of approving a REJECT-rated proposal: the override restated, to be confirmed."""
+    production = app_state(request).store.models.production()
+    statement = override_statement(proposal, promote, production["model_id"] if production is not None else None)
+    confirm = {"statement": statement, "notes": notes, "promote": promote}
+    return _review_response(request, principal, proposal["proposal_id"], confirm=confirm)
+
+
 def _review_response(
     request: Request, principal: Any, ident: str, *, flash: str | None = None, error: str | None = None,
-    status_code: int = 200,
+    status_code: int = 200, confirm: dict[str, Any] | None = None,
 ) -> Response:
     state = app_state(request)
     tz = market_tz(state.settings)
@@ -219,12 +235,16 @@ def _review_response(
             "charts": build_charts(d, tz),
             "monthly": d.monthly,
             "criteria": d.criteria,
-            "baseline_label": d.baseline_label,
+            "reasons": d.reasons,
+            "references": d.references,
+            "min_trades_to_compare": MIN_TRADES_TO_COMPARE,
             "baseline": d.baseline,
             "lineage": d.lineage,
             "mlflow_url": d.mlflow_url,
             "mlflow_run_id": d.mlflow_run_id,
-            "mlflow_store": state.settings.resolved_mlflow_uri,
+            "mlflow_ui": state.settings.resolved_mlflow_ui_url,
+            "dagster_runs": d.dagster_runs,
+            "dagster_ui": state.settings.resolved_dagster_ui_url,
             "history": d.history,
             "backtest_requests": d.backtest_requests,
             "additional_backtests": d.additional_backtests,
@@ -239,6 +259,7 @@ def _review_response(
             "can_decide": has_role(principal, "reviewer"),
             "decidable": p["status"] == DECIDABLE_STATUS and not expired,
             "needs_override": p["recommendation"] == "REJECT",
+            "confirm": confirm,
         },
         status_code=status_code,
     )
@@ -273,6 +294,7 @@ def decision_form(
     start_date: str | None = Form(None),
     end_date: str | None = Form(None),
     csrf: str = Form(""),
+    override_confirmed: str | None = Form(None),
 ) -> Response:
     principal = _principal(request)
     if principal is None:
@@ -293,9 +315,16 @@ def decision_form(
                 raise ApiError(422, f"end_date {end} is before start_date {start}")
             actions.request_more_tests(state.store, state.settings, proposal_id, start, end, principal["name"], notes)
         else:
+            promote = promote_to_production is not None
+            confirmed = override_confirmed == "yes"
+            proposal = find_proposal(state.store, proposal_id)
+            if actions.needs_override_confirmation(proposal, decision) and not confirmed:
+                if not notes.strip():
+                    raise ApiError(422, "notes: the rules recommended REJECT; approving needs notes explaining the override")
+                return _override_confirmation(request, principal, proposal, notes, promote)
             actions.decide(
                 state.store, state.settings, proposal_id, decision, principal["name"], notes,
-                promote_to_production=promote_to_production is not None, schedule=background.add_task,
+                promote_to_production=promote, schedule=background.add_task, override_confirmed=confirmed,
             )
     except ApiError as exc:
         return _review_response(request, principal, proposal_id, error=exc.message, status_code=exc.status)

@@ -69,6 +69,11 @@ class ApproveRequest(_Request):
     promote_to_production: StrictBool = Field(
         default=True, description="APPROVE only: make the model production (archiving the current one)"
     )
+    override_confirmed: StrictBool = Field(
+        default=False,
+        description="Required (true) when approving a proposal the rules recommended REJECT: the caller confirms "
+        "overriding the first vote. Without it such an approval is refused with 422 and the rules' reasons.",
+    )
 
 
 class BacktestRequestBody(_Request):

@@ -19,28 +19,9 @@ from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.adapters.store import NotFoundError
 from usdcop_platform.api import series as S
 from usdcop_platform.api.charts import fixed
+from usdcop_platform.api.comparison import METRIC_DISPLAY, Reference, comparison_rows, references
 from usdcop_platform.settings import Settings
 
-# Metric display: key -> (label, kind); kinds: num, pct (fraction shown as %), int, money.
-METRIC_DISPLAY: dict[str, tuple[str, str]] = {
-    "sharpe": ("Sharpe (annualized)", "num"),
-    "sortino": ("Sortino", "num"),
-    "total_return": ("Total return", "pct"),
-    "annual_return": ("Annual return", "pct"),
-    "max_drawdown": ("Max drawdown", "pct"),
-    "win_rate": ("Win rate", "pct"),
-    "trades": ("Trades", "int"),
-    "profit_factor": ("Profit factor", "num"),
-    "avg_trade": ("Average trade (USD)", "money"),
-    "exposure": ("Exposure", "pct"),
-    "turnover": ("Turnover (units)", "num"),
-    "psr": ("PSR(0)", "pct"),
-    "dsr": ("Deflated Sharpe", "pct"),
-    "final_equity": ("Final equity (USD)", "money"),
-}
-# Metrics where smaller is better (the delta is coloured accordingly), and where neither is.
-LOWER_IS_BETTER = frozenset({"max_drawdown", "turnover"})
-NEUTRAL = frozenset({"trades", "exposure"})
 # Criteria metrics shown as percentages.
 PCT_CRITERIA = frozenset({"max_drawdown", "win_rate"})
 # Metrics shown for each additional (reviewer-requested) backtest, keys of METRIC_DISPLAY.
@@ -92,6 +73,38 @@ def criteria_rows(criteria: Mapping[str, Any] | None) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def decisive_reasons(reasons: list[str] | None, criteria: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the recommendation card says above the criteria table, without repeating it.
+
+    core.promotion writes one "FAIL <criterion>" reason per failed criterion: that restates a
+    row of the table, so those lines become the names of the failed criteria (their rows are
+    highlighted); every other reason (a too-short test, the significance or production-baseline
+    verdict, a walk-forward note) adds information and is kept as written.
+    """
+    failed = [c["label"] for c in criteria if c.get("status") == "FAIL"]
+    kept = [r for r in reasons or [] if not r.startswith("FAIL ")]
+    return {"failed": failed, "reasons": kept}
+
+
+def rules_said_reject_because(proposal: Mapping[str, Any]) -> str:
+    """Why the first vote was REJECT, in one clause: the failed criteria, then the other reasons."""
+    view = decisive_reasons(proposal.get("reasons"), criteria_rows(proposal.get("criteria")))
+    parts = []
+    if view["failed"]:
+        parts.append("these criteria failed: " + ", ".join(view["failed"]))
+    parts += view["reasons"]
+    return "; ".join(parts) or "no reason recorded"
+
+
+def override_statement(proposal: Mapping[str, Any], promote: bool, production_model_id: str | None) -> str:
+    """What approving a REJECT-rated proposal means, restated for the reviewer to confirm."""
+    head = f"The rules said REJECT because {rules_said_reject_because(proposal)}."
+    if not promote:
+        return f"{head} You are overriding them to approve model {proposal['model_id']} (not promoted to production)."
+    replaced = f", replacing {production_model_id}" if production_model_id and production_model_id != proposal["model_id"] else ""
+    return f"{head} You are overriding them to put model {proposal['model_id']} in production{replaced}."
 
 
 def _num_text(v: Any, digits: int = 3) -> str:
@@ -179,61 +192,54 @@ def diagnostic_rows(lake: ParquetLake, proposal: Mapping[str, Any]) -> list[dict
     return rows
 
 
-def _comparison_source(proposal: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(label, {metric: {candidate, baseline|benchmark, delta}}) of the best available reference."""
-    bc = proposal.get("baseline_comparison") or {}
-    deltas = bc.get("deltas") or {}
-    if deltas:
-        base_id = bc.get("baseline_model_id")
-        return (f"the production model {base_id}" if base_id else "the production baseline"), deltas
-    # No production model to beat: compare with the buy-and-hold benchmark on the same bars.
-    benchmarks = (proposal.get("metrics") or {}).get("benchmarks") or {}
-    for name, label in (("baseline", "the production baseline"), ("buy_and_hold", "buy-and-hold (no production model yet)")):
-        ref = benchmarks.get(name)
-        if isinstance(ref, Mapping) and ref:
-            return label, {k: {"baseline": v} for k, v in ref.items()}
-    return "a baseline (none recorded: no production model yet)", {}
+def baseline_rows(proposal: Mapping[str, Any], store: Any = None) -> tuple[list[Reference], list[dict[str, Any]]]:
+    """The reference columns (production model, buy-and-hold) and the rows of the metrics table."""
 
+    def family_dsr(model_id: str, metrics: Mapping[str, Any]) -> float | None:
+        from usdcop_platform.core.trials import deflate_with_family, family_trials
 
-def baseline_rows(proposal: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """Rows of the metrics-versus-baseline table and the label of the reference."""
-    label, table = _comparison_source(proposal)
-    metrics = proposal.get("metrics") or {}
-    rows = []
-    keys = [k for k in METRIC_DISPLAY if k in metrics or k in table]
-    for key in keys:
-        name, kind = METRIC_DISPLAY[key]
-        entry = table.get(key) or {}
-        cand = entry.get("candidate", metrics.get(key))
-        base = entry.get("baseline", entry.get("benchmark"))
-        delta = entry.get("delta")
-        if delta is None and isinstance(cand, (int, float)) and isinstance(base, (int, float)):
-            delta = float(cand) - float(base)
-        better = None
-        if key not in NEUTRAL and isinstance(delta, (int, float)) and delta != 0 and math.isfinite(float(delta)):
-            better = (delta < 0) if key in LOWER_IS_BETTER else (delta > 0)
-        rows.append(
-            {
-                "metric": key,
-                "label": name,
-                "candidate": cand,
-                "baseline": base,
-                "delta": delta,
-                "candidate_text": fmt_value(cand, kind),
-                "baseline_text": fmt_value(base, kind),
-                "delta_text": ("+" if isinstance(delta, (int, float)) and delta > 0 else "") + fmt_value(delta, kind),
-                "delta_class": "" if better is None else ("pos" if better else "neg"),
-            }
-        )
-    return label, rows
+        model = store.models.get(model_id)
+        if model is None:
+            return None
+        family = model["experiment_name"]
+        now = deflate_with_family(metrics, family_trials(family, store.trials.family(family)))
+        return None if now is None else float(now["dsr"])
+
+    refs = references(proposal, family_dsr if store is not None else None)
+    return refs, comparison_rows(proposal.get("metrics") or {}, refs, fmt_value)
 
 
 def mlflow_run_url(settings: Settings, run_id: str | None) -> str | None:
-    """Link to the run in the MLflow UI when the tracking server is an http(s) URL."""
-    uri = settings.mlflow_tracking_uri
-    if not run_id or not uri or not uri.startswith(("http://", "https://")):
+    """The run's page in the MLflow UI (USDCOP_MLFLOW_UI_URL; MLflow redirects #/runs/<id>)."""
+    if not run_id:
         return None
-    return f"{uri.rstrip('/')}/#/runs/{quote(run_id, safe='')}"
+    return f"{settings.resolved_mlflow_ui_url}/#/runs/{quote(run_id, safe='')}"
+
+
+def dagster_run_url(settings: Settings, run_id: str | None) -> str | None:
+    """The run's page in the Dagster UI (USDCOP_DAGSTER_UI_URL)."""
+    if not run_id:
+        return None
+    return f"{settings.resolved_dagster_ui_url}/runs/{quote(run_id, safe='')}"
+
+
+def dagster_runs(proposal: Mapping[str, Any], model: Mapping[str, Any] | None, store: Any) -> list[dict[str, str]]:
+    """The Dagster runs behind a proposal, as the stored records name them: the training run (the
+    model's lineage, else the trial ledger row of the selected seed) and the evaluation run (the
+    proposal's lineage). Runs of reviewer-requested backtests are listed with those requests."""
+    runs: list[dict[str, str]] = []
+    training = ((model or {}).get("lineage") or {}).get("dagster_run_id")
+    if not training and model is not None:
+        rows = [t for t in store.trials.family(model["experiment_name"])
+                if t.get("model_id") == model["model_id"] and t.get("run_id")]
+        rows.sort(key=lambda t: not t.get("selected"))
+        training = rows[0]["run_id"] if rows else None
+    if training:
+        runs.append({"what": "training", "run_id": str(training)})
+    evaluation = (proposal.get("lineage") or {}).get("dagster_run_id")
+    if evaluation and evaluation != training:
+        runs.append({"what": "evaluation", "run_id": str(evaluation)})
+    return runs
 
 
 _DATASET_KEYS = ("dataset_hash", "feature_order_hash", "norm_stats_hash", "config_hash", "dataset_id", "train_period")
@@ -358,11 +364,13 @@ class ExperimentDetail:
     trade_pnl: list[float]
     monthly: list[tuple[str, float]]
     criteria: list[dict[str, Any]]
-    baseline_label: str
+    reasons: dict[str, Any]
+    references: list[Reference]
     baseline: list[dict[str, Any]]
     lineage: list[dict[str, Any]]
     mlflow_run_id: str | None
     mlflow_url: str | None
+    dagster_runs: list[dict[str, str]] = field(default_factory=list)
     history: list[Any] = field(default_factory=list)
     backtest_requests: list[Any] = field(default_factory=list)
     additional_backtests: list[dict[str, Any]] = field(default_factory=list)
@@ -377,7 +385,8 @@ def experiment_detail(
     model = store.models.get(proposal["model_id"])
     df = S.load_series(lake, proposal)
     trades = S.load_trades(lake, proposal)
-    label, rows = baseline_rows(proposal)
+    refs, rows = baseline_rows(proposal, store)
+    crit = criteria_rows(proposal.get("criteria"))
     run_id = (proposal.get("lineage") or {}).get("mlflow_run_id") or (model or {}).get("mlflow_run_id")
     requests = store.backtest_requests.list(model_id=proposal["model_id"])
     return ExperimentDetail(
@@ -388,12 +397,14 @@ def experiment_detail(
         trades_total=0 if trades is None else trades.height,
         trade_pnl=S.trade_pnl(trades),
         monthly=S.monthly_returns(df, tz),
-        criteria=criteria_rows(proposal.get("criteria")),
-        baseline_label=label,
+        criteria=crit,
+        reasons=decisive_reasons(proposal.get("reasons"), crit),
+        references=refs,
         baseline=rows,
         lineage=lineage_chain(proposal, model),
         mlflow_run_id=run_id,
         mlflow_url=mlflow_run_url(settings, run_id),
+        dagster_runs=[{**r, "url": dagster_run_url(settings, r["run_id"])} for r in dagster_runs(proposal, model, store)],
         history=store.audit.list(limit=100, proposal_id=proposal["proposal_id"]),
         backtest_requests=requests,
         additional_backtests=additional_backtest_rows(proposal, requests),

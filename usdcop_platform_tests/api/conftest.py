@@ -132,23 +132,31 @@ def seed_proposal(
     skill: float = 0.0,
     mlflow_run_id: str | None = None,
     mlflow_model_version: str | None = None,
+    production_model_id: str | None = None,
 ) -> Any:
-    """Register a model and its proposal; write its backtest series and trades to the lake."""
+    """Register a model and its proposal; write its backtest series and trades to the lake.
+
+    With `production_model_id`, the candidate is evaluated against that model as the evaluation
+    step does (its positions backtested on the same bars: metrics.benchmarks.baseline)."""
     rng = np.random.default_rng(seed)
     sessions = calendar.sessions(FIRST_SESSION, FIRST_SESSION + timedelta(days=n_sessions * 2))[:n_sessions]
     times = calendar.session_grid_array(sessions)
     n = times.size
     close = START_PRICE * np.exp(np.cumsum(rng.normal(0.0, BAR_VOL, n)))
     session_ids = np.repeat(np.array(sessions, dtype="datetime64[D]"), calendar.bars_per_session)
+    positions = _positions(close, rng, skill)
+    baseline_positions = None if production_model_id is None else _positions(close, rng, skill / 2)
     evaluation = evaluate(
-        close, _positions(close, rng, skill), session_ids, times=times, cost_bps=5.0, initial_capital=100_000.0,
+        close, positions, session_ids, times=times, cost_bps=5.0, initial_capital=100_000.0,
+        baseline_positions=baseline_positions,
         annualization=Annualization.from_calendar(calendar), confidence=CONFIDENCE, cost_sweep_bps=(2.0, 75.0),
         bootstrap_block_bars=calendar.bars_per_session, bootstrap_samples=BOOTSTRAP_SAMPLES, bootstrap_seed=seed,
     )
     result, summary = evaluation.candidate, evaluation.summary()
     rules = decide(
         result.metrics, n_bars=n, criteria=SuccessCriteria(), min_test_bars=1000, policy=PromotionPolicy(),
-        statement="synthetic test backtest",
+        statement="synthetic test backtest", baseline_metrics=summary["benchmarks"]["baseline"],
+        baseline_model_id=production_model_id,
     )
     model_id = f"{experiment}-{uuid.uuid4().hex[:12]}"
     dataset_hash = sha256_hex(f"dataset-{seed}")

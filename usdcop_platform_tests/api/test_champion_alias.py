@@ -54,7 +54,7 @@ def test_champion_follows_approvals_and_rollbacks(tmp_path: Path, db_url, store,
     with TestClient(create_app(settings, store)) as api:
         def approve(p) -> None:
             r = api.post(f"/api/experiments/{p['proposal_id']}/approve", headers=keys.h("reviewer"),
-                         json={"decision": "APPROVE", "notes": "ok"})
+                         json={"decision": "APPROVE", "notes": "ok", "override_confirmed": True})
             assert r.status_code == 200, r.text
 
         approve(a)
@@ -72,9 +72,9 @@ def test_champion_follows_approvals_and_rollbacks(tmp_path: Path, db_url, store,
         # the experiment opens in MLflow's model-development view, not the GenAI one
         exp = client.get_experiment_by_name(resource.experiment_name("baseline"))
         assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
-        # the review page links the run (MLflow UI link only for an http tracking server)
+        # the review page links the run in the MLflow UI (`mlflow ui`'s port for a local store)
         detail = api.get(f"/api/experiments/{c['proposal_id']}", headers=keys.h("viewer")).json()
-        assert detail["mlflow_run_id"] == run_c and detail["mlflow_url"] is None
+        assert detail["mlflow_run_id"] == run_c and detail["mlflow_url"] == f"{settings.resolved_mlflow_ui_url}/#/runs/{run_c}"
 
 
 def test_mlflow_failure_never_blocks_an_approval(
@@ -89,7 +89,7 @@ def test_mlflow_failure_never_blocks_an_approval(
     with caplog.at_level(logging.ERROR, logger="usdcop_platform.api.champion"), \
             TestClient(create_app(settings, store)) as api:
         r = api.post(f"/api/experiments/{p['proposal_id']}/approve", headers=keys.h("reviewer"),
-                     json={"decision": "APPROVE", "notes": "ok"})
+                     json={"decision": "APPROVE", "notes": "ok", "override_confirmed": True})
         assert r.status_code == 200
         detail = api.get(f"/api/experiments/{p['proposal_id']}", headers=keys.h("viewer")).json()
         assert detail["mlflow_url"] == f"http://127.0.0.1:1/#/runs/{'0' * 32}"

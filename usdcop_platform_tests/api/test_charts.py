@@ -13,6 +13,7 @@ import pytest
 
 from usdcop_platform.api import charts
 from usdcop_platform.api.series import display_series, minmax_indices, monthly_returns
+from usdcop_platform.api.comparison import METRIC_DISPLAY
 from usdcop_platform.api.views import baseline_rows, criteria_rows, fmt_value, lineage_chain
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -209,21 +210,52 @@ def test_criteria_rows_from_core_promotion_format() -> None:
     assert rows[1]["value_text"] == "20.00%" and rows[1]["threshold_text"] == "<= 15.00%"
 
 
-def test_baseline_rows_use_the_production_deltas() -> None:
+def _full_metrics(**over: float) -> dict[str, float]:
+    base = {"sharpe": 1.2, "sortino": 1.5, "total_return": 0.1, "annual_return": 0.2, "max_drawdown": 0.08,
+            "win_rate": 0.55, "trades": 120, "profit_factor": 1.3, "avg_trade": 40.0, "exposure": 0.8,
+            "turnover": 240.0, "psr": 0.97, "dsr": 0.9, "final_equity": 110_000.0}
+    return {**base, **over}
+
+
+def test_baseline_rows_fill_every_metric_for_production_and_keep_buy_and_hold() -> None:
+    prod = _full_metrics(sharpe=0.9, max_drawdown=0.1, win_rate=0.5, trades=80, avg_trade=30.0, exposure=0.7,
+                         turnover=300.0, psr=0.8, dsr=0.7, final_equity=104_000.0)
+    bh = _full_metrics(sharpe=0.1, trades=1, win_rate=1.0, avg_trade=500.0, profit_factor=float("inf"),
+                       exposure=1.0, turnover=2.0)
     proposal = {
-        "metrics": {"sharpe": 1.2, "max_drawdown": 0.08},
-        "baseline_comparison": {
-            "baseline_model_id": "m-old",
-            "deltas": {"sharpe": {"candidate": 1.2, "baseline": 0.9, "delta": 0.3},
-                       "max_drawdown": {"candidate": 0.08, "baseline": 0.1, "delta": -0.02}},
-        },
+        "metrics": {**_full_metrics(), "benchmarks": {"baseline": prod, "buy_and_hold": bh}},
+        "baseline_comparison": {"baseline_model_id": "m-old", "deltas": {"sharpe": {"candidate": 1.2, "baseline": 0.9}}},
     }
-    label, rows = baseline_rows(proposal)
-    assert "m-old" in label
-    by = {r["metric"]: r for r in rows}
-    assert by["sharpe"]["delta_class"] == "pos"
-    assert by["max_drawdown"]["delta_class"] == "pos"  # a smaller drawdown is better
+    refs, rows = baseline_rows(proposal)
+    assert [r.key for r in refs] == ["production", "buy_and_hold"] and refs[0].model_id == "m-old"
+    assert len(rows) == len(METRIC_DISPLAY)
+    by = {r["metric"]: {c["reference"]: c for c in r["cells"]} for r in rows}
+    for key in ("exposure", "turnover", "psr", "dsr", "final_equity"):  # were "—" against a production model
+        assert by[key]["production"]["value_text"] != "—", key
+        assert by[key]["buy_and_hold"]["value_text"] != "—", key
+    assert by["sharpe"]["production"]["delta_class"] == "pos"
+    assert by["max_drawdown"]["production"]["delta_class"] == "pos"  # a smaller drawdown is better
+    assert by["final_equity"]["production"]["delta_text"] == "+6,000.00"
+    # per-trade statistics: compared with the production model's 80 trades, not with buy-and-hold's one
+    assert by["avg_trade"]["production"]["delta_class"] == "pos"
+    for key in ("avg_trade", "win_rate", "profit_factor"):
+        assert by[key]["buy_and_hold"]["delta_class"] == "", key
+    for key in ("trades", "exposure", "turnover"):  # how it trades, not how well
+        assert by[key]["production"]["delta_class"] == by[key]["buy_and_hold"]["delta_class"] == ""
     assert fmt_value(float("inf")) == "∞"
+
+
+def test_baseline_rows_without_production_compare_with_buy_and_hold_and_old_proposals_with_deltas() -> None:
+    only_bh = {"metrics": {**_full_metrics(), "benchmarks": {"baseline": None, "buy_and_hold": _full_metrics()}},
+               "baseline_comparison": {"baseline_model_id": None, "deltas": {}}}
+    refs, rows = baseline_rows(only_bh)
+    assert [r.key for r in refs] == ["buy_and_hold"]
+    assert all(c["delta_text"] in ("0.000", "0.00%", "0", "0.00") for r in rows for c in r["cells"]), rows
+    old = {"metrics": {"sharpe": 1.2}, "baseline_comparison": {
+        "baseline_model_id": "m-old", "deltas": {"sharpe": {"candidate": 1.2, "baseline": 0.9, "delta": 0.3}}}}
+    refs, rows = baseline_rows(old)
+    assert [r.key for r in refs] == ["production"] and "headline metrics only" in refs[0].note
+    assert rows[0]["cells"][0]["delta_text"] == "+0.300"
 
 
 def test_lineage_chain_orders_dataset_model_backtest() -> None:

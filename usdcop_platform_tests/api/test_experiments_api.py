@@ -65,7 +65,7 @@ def test_approve_promotes_archives_and_audits(client, keys, store, lake, calenda
     first = seed_proposal(store, lake, calendar, seed=5, n_sessions=5, with_series=False)
     r1 = client.post(
         f"/api/experiments/{first['proposal_id']}/approve", headers=keys.h("reviewer"),
-        json={"decision": "APPROVE", "notes": "first"},
+        json={"decision": "APPROVE", "notes": "first", "override_confirmed": True},  # the rules said REJECT
     )
     assert r1.status_code == 200, r1.text
     r2 = client.post(
@@ -121,17 +121,32 @@ def test_reject_is_audited_and_changes_no_stage(client, keys, proposal, store) -
     assert (a["action"], a["reviewer"], a["notes"]) == ("REJECT", "rita-reviewer", "drawdown too deep")
 
 
-def test_overriding_a_reject_recommendation_needs_a_note(client, keys, store, lake, calendar) -> None:
+def test_overriding_a_reject_recommendation_needs_a_note_and_an_explicit_confirmation(client, keys, store, lake, calendar) -> None:
     p = seed_proposal(store, lake, calendar, recommendation="REJECT", n_sessions=5, with_series=False)
     url = f"/api/experiments/{p['proposal_id']}/approve"
     for notes in ("", "   "):
-        r = client.post(url, headers=keys.h("reviewer"), json={"decision": "APPROVE", "notes": notes})
+        r = client.post(url, headers=keys.h("reviewer"),
+                        json={"decision": "APPROVE", "notes": notes, "override_confirmed": True})
         assert r.status_code == 422
         assert "override" in r.json()["error"]["message"]
+    # notes alone are not enough: the override is refused until it is confirmed, with the rules' reasons
+    r = client.post(url, headers=keys.h("reviewer"), json={"decision": "APPROVE", "notes": "regime changed; accept"})
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert message.startswith("override_confirmed: The rules said REJECT because")
+    assert "min_test_bars" in message and f"put model {p['model_id']} in production" in message
     assert store.proposals.get(p["proposal_id"])["status"] == "PENDING_APPROVAL"
     assert store.audit.list(proposal_id=p["proposal_id"]) == []
-    r = client.post(url, headers=keys.h("reviewer"), json={"decision": "APPROVE", "notes": "regime changed; accept"})
+    r = client.post(url, headers=keys.h("reviewer"),
+                    json={"decision": "APPROVE", "notes": "regime changed; accept", "override_confirmed": True})
     assert r.status_code == 200 and r.json()["promoted"] is True
+
+
+def test_override_confirmation_is_only_asked_for_a_reject_rating(client, keys, proposal) -> None:
+    assert proposal["recommendation"] == "PROMOTE"
+    r = client.post(f"/api/experiments/{proposal['proposal_id']}/approve", headers=keys.h("reviewer"),
+                    json={"decision": "APPROVE"})
+    assert r.status_code == 200, r.text
 
 
 def test_approving_twice_or_after_expiry_is_409(client, keys, store, lake, calendar, proposal) -> None:
@@ -189,7 +204,7 @@ def test_rollback_restores_previous_production(client, keys, store, lake, calend
     b = seed_proposal(store, lake, calendar, seed=2, n_sessions=3, with_series=False)
     for p in (a, b):
         client.post(f"/api/experiments/{p['proposal_id']}/approve", headers=keys.h("reviewer"),
-                    json={"decision": "APPROVE", "notes": "x"})
+                    json={"decision": "APPROVE", "notes": "x", "override_confirmed": True})
     denied = client.post("/api/models/rollback", headers=keys.h("reviewer"), json={"notes": "bad live pnl", "expected_registry_version": 0})
     assert denied.status_code == 403
     r = client.post("/api/models/rollback", headers=keys.h("admin"), json={"notes": "bad live pnl", "expected_registry_version": store.registry_version()})

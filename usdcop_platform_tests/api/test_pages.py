@@ -242,3 +242,79 @@ def test_review_page_lists_diagnostics_as_such(client, keys, store, lake, propos
     assert "on or before the model's training end 2023-12-29" in block
     assert "2025-01-02 → 2025-02-28" in block and "OUT-OF-SAMPLE" in block
     assert "only the test split and the walk-forward folds vote; coverage 75.0% (30 of 40 sessions" in block
+
+
+def _cells(html: str, metric: str) -> dict[str, tuple[str, str]]:
+    """{reference: (value text, Δ class)} of one row of the metrics table."""
+    row = re.search(rf'<tr data-metric="{metric}">(.*?)</tr>', html, re.S).group(1)
+    pairs = re.findall(r'<td class="num">([^<]*)</td><td class="num ([a-z]*)" data-reference="([a-z_]+)">', row)
+    return {ref: (value, cls) for value, cls, ref in pairs}
+
+
+def test_review_page_compares_with_the_production_model_and_buy_and_hold(client, keys, store, lake, calendar) -> None:
+    prod = seed_proposal(store, lake, calendar, recommendation="PROMOTE", n_sessions=10, seed=1, with_series=False)
+    store.approvals.decide(prod["proposal_id"], "APPROVE", reviewer="rita-reviewer", notes="first model")
+    cand = seed_proposal(store, lake, calendar, n_sessions=45, skill=0.4, seed=2, production_model_id=prod["model_id"])
+    _login(client, keys.viewer)
+    html = client.get(f"/experiments/{cand['proposal_id']}/review").text
+    table = re.search(r'data-testid="baseline-table">(.*?)</table>', html, re.S).group(1)
+    assert 'data-reference="production">Production model<' in table and f'<code>{prod["model_id"]}</code>' in html
+    assert 'data-reference="buy_and_hold">Buy &amp; hold<' in table
+    for metric in ("exposure", "turnover", "psr", "dsr", "final_equity", "sharpe", "avg_trade"):
+        cells = _cells(html, metric)
+        assert set(cells) == {"production", "buy_and_hold"}, metric
+        assert all(value not in ("—", "") for value, _ in cells.values()), (metric, cells)
+    # buy-and-hold closes one trade: no colour for per-trade statistics against it
+    for metric in ("avg_trade", "win_rate", "profit_factor"):
+        assert _cells(html, metric)["buy_and_hold"][1] == "", metric
+    assert _cells(html, "trades")["production"][1] == ""  # how it trades, not how well
+    assert _cells(html, "sharpe")["production"][1] in ("pos", "neg")
+
+
+def test_review_page_reasons_add_to_the_criteria_table_instead_of_repeating_it(client, keys, store, lake, calendar) -> None:
+    p = seed_proposal(store, lake, calendar, n_sessions=5, with_series=False)
+    assert p["recommendation"] == "REJECT" and any(r.startswith("FAIL ") for r in p["reasons"])
+    _login(client, keys.viewer)
+    html = client.get(f"/experiments/{p['proposal_id']}/review").text
+    reasons = htmllib.unescape(re.search(r'data-testid="reasons">(.*?)</div>', html, re.S).group(1))
+    assert "FAIL " not in reasons
+    failed = [name for name, c in p["criteria"].items() if c["status"] == "FAIL"]
+    assert f"Failed {len(failed)} of {len(p['criteria'])} criteria" in reasons
+    assert "test split too short" in reasons  # a reason that says more than the table is kept
+    for name in failed:
+        assert f'<tr data-criterion="{name}" class="failed">' in html, name
+
+
+def test_approving_a_reject_rating_from_the_page_takes_an_explicit_confirmation(client, keys, store, lake, calendar) -> None:
+    p = seed_proposal(store, lake, calendar, n_sessions=5, with_series=False)
+    assert p["recommendation"] == "REJECT"
+    _login(client, keys.reviewer)
+    page = client.get(f"/experiments/{p['proposal_id']}/review").text
+    assert "Approve (override REJECT)…" in page
+    r = _form(client, p["proposal_id"], decision="APPROVE", notes="regime changed", promote_to_production="true")
+    assert r.status_code == 200 and 'data-testid="override-confirmation"' in r.text
+    statement = htmllib.unescape(re.search(r'data-testid="override-statement">(.*?)</p>', r.text, re.S).group(1))
+    assert statement.startswith("The rules said REJECT because these criteria failed: ")
+    assert "test split too short" in statement and f"put model {p['model_id']} in production" in statement
+    assert store.proposals.get(p["proposal_id"])["status"] == "PENDING_APPROVAL"  # nothing decided yet
+    # the confirmation form without its checkbox asks again; with it, the approval goes through
+    r = _form(client, p["proposal_id"], decision="APPROVE", notes="regime changed", promote_to_production="true")
+    assert r.status_code == 200 and store.proposals.get(p["proposal_id"])["status"] == "PENDING_APPROVAL"
+    r = _form(client, p["proposal_id"], decision="APPROVE", notes="regime changed", promote_to_production="true",
+              override_confirmed="yes")
+    assert r.status_code == 303 and store.models.production()["model_id"] == p["model_id"]
+    assert store.audit.list(proposal_id=p["proposal_id"])[0]["notes"] == "regime changed"
+
+
+def test_review_page_links_the_mlflow_and_dagster_runs(client, keys, store, lake, calendar, settings) -> None:
+    run = "f" * 32
+    p = seed_proposal(store, lake, calendar, n_sessions=5, with_series=False, mlflow_run_id=run)
+    store.trials.record([{"trial_id": "t-link", "family": p["experiment_name"], "experiment_version": "1",
+                          "kind": "training_seed", "seed": 0, "config_hash": "c" * 64, "data_hash": "d" * 64,
+                          "model_id": p["model_id"], "selected": True, "run_id": "dagster-run-1234"}])
+    _login(client, keys.viewer)
+    html = client.get(f"/experiments/{p['proposal_id']}/review").text
+    mlflow = re.search(r'<a href="([^"]+)" data-testid="mlflow-link"', html).group(1)
+    assert mlflow == f"{settings.resolved_mlflow_ui_url}/#/runs/{run}"
+    dagster = re.search(r'<a href="([^"]+)" data-testid="dagster-link-training"', html).group(1)
+    assert dagster == f"{settings.resolved_dagster_ui_url}/runs/dagster-run-1234"

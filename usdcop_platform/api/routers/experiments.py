@@ -127,6 +127,7 @@ def approve(
         notes=body.notes,
         promote_to_production=body.promote_to_production,
         schedule=background.add_task,
+        override_confirmed=body.override_confirmed,
     )
     r = outcome.record
     return DecisionOut(
