@@ -109,6 +109,8 @@ def exit_now(code: object) -> None:
     import sys
     import threading
 
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)  # a profiler or debugger reports after the program returns: let it
     if code is None:
         code = 0
     elif not isinstance(code, int):

@@ -154,6 +154,7 @@ def score_fold(shared: FoldInputs, fold: Fold) -> dict[str, Any]:
         "norm_stats_hash": norm.hash,
         "selected_seed": result.selected.seed,
         "params_hash": result.selected.params_hash,
+        "train_seconds": round(sum(s.seconds for s in result.seeds), 3),  # PPO learning of every seed
         **{key: r.metrics[key] for key in FOLD_KEYS},
     }
 

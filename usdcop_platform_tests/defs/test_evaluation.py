@@ -22,6 +22,7 @@ import yaml
 from usdcop_platform.adapters import backtests as bt_store
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.adapters.store import get_store
+from usdcop_platform.adapters.tracking import MlflowResource
 from usdcop_platform.bench.backtest import mlp_policy_onnx
 from usdcop_platform.contracts.base import file_hash, sha256_hex
 from usdcop_platform.contracts.platform import DEFAULT_CONFIG_DIR, load_platform_config
@@ -31,6 +32,7 @@ from usdcop_platform.core.schema import UTC_TIME
 from usdcop_platform.defs.evaluation.assets import backtest, promotion_proposal
 from usdcop_platform.defs.evaluation.definitions import defs as evaluation_defs
 from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform_tests.training_synth import fresh_mlflow_uri
 
 EXPERIMENT = "smoke"
 SIGNAL = "log_ret_5m"  # the feature the synthetic market leaks its direction through
@@ -118,15 +120,19 @@ def world(tmp_path: Path):
             norm_stats_path=str(norm_path),
         )
 
+    # A real (empty) MLflow store: the registered models' run ids are not in it, so the backtest
+    # writes nothing to MLflow (adapters/test_tracking_models.py and defs/test_training.py cover real runs).
+    mlflow = MlflowResource(tracking_uri=fresh_mlflow_uri(tmp_path / "state"), artifact_root=str(tmp_path / "mlartifacts"))
     return {"platform": platform, "store": store, "lake": lake, "register": register, "built": built,
-            "contract": contract, "exp": exp}
+            "contract": contract, "exp": exp, "mlflow": mlflow}
 
 
 def materialize(world, assets=(backtest, promotion_proposal), run_config=None, raise_on_error=True):
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("experiments", [EXPERIMENT])
     return dg.materialize_to_memory(
-        list(assets), partition_key=EXPERIMENT, resources={"platform": world["platform"]}, instance=instance,
+        list(assets), partition_key=EXPERIMENT, resources={"platform": world["platform"], "mlflow": world["mlflow"]},
+        instance=instance,
         run_config=run_config, raise_on_error=raise_on_error,
     )
 
@@ -139,7 +145,9 @@ def metadata(result, key: str) -> dict:
 
 # ---- tests ----------------------------------------------------------------------------------------
 def test_definitions_load(world) -> None:
-    merged = dg.Definitions.merge(evaluation_defs, dg.Definitions(resources={"platform": world["platform"]}))
+    merged = dg.Definitions.merge(
+        evaluation_defs, dg.Definitions(resources={"platform": world["platform"], "mlflow": world["mlflow"]})
+    )
     dg.Definitions.validate_loadable(merged)
     job = merged.resolve_job_def("evaluate_experiment_job")
     assert {n.name for n in job.nodes} == {"evaluation__backtest", "evaluation__promotion_proposal"}
@@ -458,7 +466,7 @@ def test_spa_against_the_benchmarks_is_in_the_proposal(world) -> None:
     assert set(spa["pvalues"]) == {"baseline", "buy_and_hold", "flat"} and spa["bootstrap"] == "stationary"
     assert spa["pvalue"] < 0.05  # the leaked signal is a real edge
     meta = metadata(result, "evaluation__promotion_proposal")
-    assert meta["spa_pvalue"] == spa["pvalue"] and "Hansen's SPA test" in meta["overfitting"]
+    assert meta["spa_pvalue"] == pytest.approx(spa["pvalue"], abs=5e-5) and "Hansen's SPA test" in meta["overfitting"]
     assert "Hansen's SPA test" in world["store"].proposals.by_model("cand")["statistical_statement"]
 
 
@@ -531,7 +539,7 @@ def test_allow_partial_runs_and_states_the_coverage_everywhere(world) -> None:
                                                        "allow_partial": True}}}}
     result = materialize(world, run_config=cfg)
     meta = metadata(result, "evaluation__backtest")
-    assert meta["coverage"].startswith("50.0% of the requested sessions (7 of 14; missing 2024-07-02")
+    assert meta["coverage"].startswith("50.00 % of the requested sessions (7 of 14; missing 2024-07-02")
     assert meta["n_bars"] == 7 * 60
     partition = bt_store.backtest_partition("cand", "2024-06-20", "2024-07-10")
     report = bt_store.load_backtest_report(world["lake"], EXPERIMENT, partition)
@@ -553,7 +561,7 @@ def test_cli_refuses_partial_coverage_allows_it_on_request_and_marks_in_sample(c
     partial = runner.invoke(app, ["backtest", "-e", EXPERIMENT, "--start", "2024-06-20", "--end", "2024-07-10",
                                   "--allow-partial"])
     assert partial.exit_code == 0, partial.output
-    assert "coverage: 50.0% of the requested sessions (7 of 14" in partial.output
+    assert "coverage: 50.00 % of the requested sessions (7 of 14" in partial.output
     assert "out-of-sample diagnostic of an explicit period, never votes" in partial.output
     assert runner.invoke(app, ["backtest", "-e", EXPERIMENT]).exit_code == 0  # the vote: the test split
     inside = runner.invoke(app, ["backtest", "-e", EXPERIMENT, "--start", "2024-04-02", "--end", "2024-04-30"])

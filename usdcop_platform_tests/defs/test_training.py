@@ -15,6 +15,7 @@ import onnx
 import pytest
 import yaml
 
+from usdcop_platform.adapters import backtests as bt_store
 from usdcop_platform.adapters.store import ExperimentContractConflict, get_store
 from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS, MlflowResource
 from usdcop_platform.contracts.base import file_hash
@@ -187,6 +188,39 @@ def test_the_policy_is_the_runs_logged_model_and_the_runs_link_both_ways(trained
     assert meta["mlflow_logged_model"] == f"{ui}/#/experiments/{run.info.experiment_id}/models/{logged.model_id}"
     assert run.data.tags["dagster_run_id"] == result.run_id
     assert run.data.tags["dagster_run_url"] == f"{env.mlflow.dagster_ui_url}/runs/{result.run_id}"
+
+
+def test_backtest_and_proposal_write_to_the_models_run(trained, instance) -> None:
+    """The out-of-sample backtest's metrics go on the model's training run and its LoggedModel;
+    backtest and proposal link that run, the run links their Dagster run."""
+    from usdcop_platform.defs.evaluation.assets import (
+        BACKTEST_KEY, PROPOSAL_KEY, BacktestRunConfig, ProposalRunConfig, backtest, promotion_proposal,
+    )
+
+    env, trained_result = trained
+    model_id = metadata(trained_result, ta.MODEL_KEY)["model_id"]
+    result = dg.materialize_to_memory(
+        [backtest, promotion_proposal], partition_key=EXPERIMENT, instance=instance, resources=env.resources,
+        run_config=dg.RunConfig(ops={backtest.op.name: BacktestRunConfig(model_id=model_id),
+                                     promotion_proposal.op.name: ProposalRunConfig(model_id=model_id)}),
+    )
+    bt, prop = metadata(result, BACKTEST_KEY), metadata(result, PROPOSAL_KEY)
+    report = bt_store.latest_backtest_report(env.platform.lake, EXPERIMENT, model_id)
+    client = env.mlflow.client()
+    run = client.get_run(metadata(trained_result, ta.MODEL_KEY)["mlflow_run_id"])
+    m = run.data.metrics
+    for key in ("sharpe", "total_return", "max_drawdown", "turnover", "trades", "psr", "dsr"):
+        assert m[f"test/{key}"] == pytest.approx(float(report["metrics"][key]), rel=1e-12)
+    assert m["test/n_bars"] == report["n_bars"] and m["test/live_rule/sharpe"] == pytest.approx(report["live_rule"]["sharpe"])
+    assert run.data.tags["test/backtest_hash"] == report["backtest_hash"]
+    assert run.data.tags["test/dagster_run_url"] == f"{env.mlflow.dagster_ui_url}/runs/{result.run_id}"
+    assert run.data.tags["proposal/recommendation"] == prop["recommendation"]
+    assert run.data.tags["proposal/id"] == str(prop["proposal_id"])
+    logged = client.get_logged_model(metadata(trained_result, ta.MODEL_KEY)["mlflow_logged_model_id"])
+    on_model = {x.key: x for x in logged.metrics}
+    assert on_model["test/sharpe"].value == pytest.approx(float(report["metrics"]["sharpe"]), rel=1e-12)
+    assert on_model["test/sharpe"].dataset_name == f"{EXPERIMENT}/test"
+    assert bt["mlflow_run"] == prop["mlflow_run"] == env.mlflow.run_url(run.info.run_id, run.info.experiment_id)
 
 
 def test_retraining_gives_the_same_model_hash_and_id(trained, instance) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from usdcop_platform.adapters import backtests as bt_store
+from usdcop_platform.adapters.tracking import MlflowResource, RunAnnotation
 from usdcop_platform.contracts.base import content_hash
 from usdcop_platform.contracts.evaluation import DEFAULT_EVALUATION, EvaluationConfig
 from usdcop_platform.contracts.experiment import ExperimentConfig
@@ -382,6 +383,24 @@ def overfitting_markdown(over: dict[str, Any], confidence: float) -> str:
     )
 
 
+def mlflow_metadata(context: dg.AssetExecutionContext, note: RunAnnotation | None, run_id: str | None) -> dict[str, Any]:
+    """Link to the model's MLflow run, or a warning when the tracking store does not have it."""
+    if note is None:
+        if run_id:
+            context.log.warning(f"MLflow run {run_id} of the model is not in this tracking store: nothing written to it")
+        return {}
+    return {"mlflow_run": dg.MetadataValue.url(note.url), "mlflow_run_id": note.run_id}
+
+
+def track_backtest(
+    context: dg.AssetExecutionContext, mlflow: MlflowResource, rec: Any, report: dict[str, Any]
+) -> dict[str, Any]:
+    """The backtest's metrics and tags on the model's training run (and its LoggedModel)."""
+    run_id = rec.get("mlflow_run_id")
+    note = mlflow.log_backtest(run_id, report, dagster_run_id=context.run_id) if run_id else None
+    return mlflow_metadata(context, note, run_id)
+
+
 # ---- assets --------------------------------------------------------------------------------------
 @dg.asset(
     key=BACKTEST_KEY,
@@ -395,16 +414,18 @@ def overfitting_markdown(over: dict[str, Any], confidence: float) -> str:
         "beside buy-and-hold, flat and the production model: series, trades, metrics, cost sweep, bootstrap."
     ),
 )
-def backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, platform: PlatformResource) -> dg.MaterializeResult:
+def backtest(
+    context: dg.AssetExecutionContext, config: BacktestRunConfig, platform: PlatformResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
     store = platform.store()
     request = more_tests.request_of_run(store, context.run.tags)
     with more_tests.failure_recorded(store, request, context.run_id):
         if request is None:
-            return _backtest(context, config, platform, store, None)
+            return _backtest(context, config, platform, store, None, mlflow)
         model_id, start, end = more_tests.request_period(request, config.model_id, config.start, config.end)
         return _backtest(context, BacktestRunConfig(model_id=model_id, start=start, end=end,
                                                     allow_partial=config.allow_partial), platform, store,
-                         request["id"])
+                         request["id"], mlflow)
 
 
 def _backtest(
@@ -413,6 +434,7 @@ def _backtest(
     platform: PlatformResource,
     store: Any,
     request_id: int | None,
+    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     name = context.partition_key
     cfg = platform.config
@@ -471,7 +493,7 @@ def _backtest(
         context.log.warning(reason)
         return dg.MaterializeResult(
             metadata={"model_id": rec["model_id"], "n_bars": n, "insufficient": reason, "lake_partition": partition,
-                      **_vote_metadata(period)}
+                      **_vote_metadata(period), **track_backtest(context, mlflow, rec, report)}
         )
 
     times, sessions, close = _arrays(frame)
@@ -571,6 +593,7 @@ def _backtest(
         },
         title=f"{name} · {rec['model_id']} · {test_start} → {test_end} · {exp.backtest.cost_bps:g} bps",
     )
+    tracked = track_backtest(context, mlflow, rec, report)
     m = cand.metrics
     context.log.info(
         f"backtest {name}/{rec['model_id']}: {n} bars, sharpe {m['sharpe']:.3f}, max dd {m['max_drawdown']:.3%}, "
@@ -608,6 +631,7 @@ def _backtest(
             "equity_drawdown": dg.MetadataValue.md(markdown_image(png, f"equity and drawdown of {rec['model_id']}")),
             "cost_sweep": dg.MetadataValue.md(sweep_markdown(evaluation.cost_sweep)),
             "series_path": dg.MetadataValue.path(str(series_path)),
+            **tracked,
             **(
                 {"walk_forward": dg.MetadataValue.md(walk_forward_markdown(evaluation.walk_forward))}
                 if evaluation.walk_forward
@@ -631,7 +655,7 @@ def _backtest(
     ),
 )
 def promotion_proposal(
-    context: dg.AssetExecutionContext, config: ProposalRunConfig, platform: PlatformResource
+    context: dg.AssetExecutionContext, config: ProposalRunConfig, platform: PlatformResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
     name = context.partition_key
     cfg = platform.config
@@ -729,6 +753,11 @@ def promotion_proposal(
         f"proposal {row['proposal_id']} for {rec['model_id']}: {decision.recommendation} "
         f"({decision.confidence:.2f}), status {row['status']}"
     )
+    run_id = rec.get("mlflow_run_id")
+    note = mlflow.tag_model_run(run_id, {
+        "proposal/id": row["proposal_id"], "proposal/recommendation": decision.recommendation,
+        "proposal/status": row["status"], **mlflow.dagster_tags(context.run_id, prefix="proposal/"),
+    }) if run_id else None
     return dg.MaterializeResult(
         metadata={
             "proposal_id": row["proposal_id"],
@@ -747,6 +776,7 @@ def promotion_proposal(
             "pbo": (over.get("pbo") or {}).get("pbo"),
             "spa_pvalue": (over.get("spa") or {}).get("pvalue"),
             "overfitting": dg.MetadataValue.md(overfitting_markdown(over, exp.success_criteria.p_min)),
+            **mlflow_metadata(context, note, run_id),
         }
     )
 
