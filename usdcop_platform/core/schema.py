@@ -34,3 +34,36 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "row": pl.Utf8(),
     "detected_at": UTC_TIME,
 }
+
+# A backtest's per-bar series (core.backtest.Evaluation.series_frame): the candidate, buy-and-hold and
+# the production baseline (null without one). session = days since 1970-01-01 of the trading session.
+BACKTEST_SERIES_SCHEMA: dict[str, pl.DataType] = {
+    "time": UTC_TIME,
+    "session": pl.Int64(),
+    "close": pl.Float64(),
+    "position": pl.Int8(),
+    "equity": pl.Float64(),
+    "drawdown": pl.Float64(),
+    "bar_return": pl.Float64(),
+    "buy_hold_equity": pl.Float64(),
+    "baseline_position": pl.Int8(),
+    "baseline_equity": pl.Float64(),
+    "baseline_drawdown": pl.Float64(),
+}
+
+# A backtest's round trips (core.backtest.Trades.to_frame); indices are bar positions in the series.
+BACKTEST_TRADES_SCHEMA: dict[str, pl.DataType] = {
+    "entry_index": pl.Int64(),
+    "exit_index": pl.Int64(),
+    "entry_time": UTC_TIME,
+    "exit_time": UTC_TIME,
+    "side": pl.Int8(),
+    "entry_price": pl.Float64(),
+    "exit_price": pl.Float64(),
+    "bars_held": pl.Int64(),
+    "notional": pl.Float64(),
+    "costs": pl.Float64(),
+    "gross_pnl": pl.Float64(),
+    "net_pnl": pl.Float64(),
+    "trade_return": pl.Float64(),
+}
