@@ -41,6 +41,7 @@ from usdcop_platform.contracts.base import sha256_hex
 from usdcop_platform.contracts.features import FeatureContract
 from usdcop_platform.contracts.platform import PlatformConfig, get_config
 from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.core.display import num
 from usdcop_platform.core.cleaning import BARS_DATASET, MACRO_DATASET, MACRO_PARTITION
 from usdcop_platform.core.features import (
     BAR_COLUMNS,
@@ -54,6 +55,7 @@ from usdcop_platform.core.features import (
     non_finite_rows,
     warmup_sessions,
 )
+from usdcop_platform.defs import catalog
 from usdcop_platform.defs.market_data.assets import RAW_BARS_KEY, RAW_MACRO_KEY
 from usdcop_platform.defs.partitions import (
     CALENDAR,
@@ -85,7 +87,8 @@ def lookback_sessions(contract: FeatureContract, calendar: TradingCalendar) -> i
     return LOOKBACK_FACTOR * warmup_sessions(contract, calendar)
 
 
-LOOKBACK_SESSIONS = lookback_sessions(get_config().features, CALENDAR)
+CONTRACT = get_config().features  # the contract the definitions are built with (column schema, lookback)
+LOOKBACK_SESSIONS = lookback_sessions(CONTRACT, CALENDAR)
 
 
 # ---- reading --------------------------------------------------------------------------------
@@ -227,7 +230,7 @@ def evaluate_range(
     names = list(contract.names)
     if full is None:
         fail(CHECK_PARITY, [])
-        meta[CHECK_PARITY] = {"max_abs_difference": 0.0, "tolerance": PARITY_TOLERANCE, "rows": df.height,
+        meta[CHECK_PARITY] = {"max_abs_difference": 0.0, "tolerance": num(PARITY_TOLERANCE), "rows": df.height,
                               "compared": "window read is the full history (identical computation)"}
     else:
         diffs = {d: max_abs_difference(df.filter(pl.col("session") == d), full.filter(pl.col("session") == d), names)
@@ -236,8 +239,8 @@ def evaluate_range(
         fail(CHECK_PARITY, parity_bad)
         worst = max((v for v in diffs.values() if np.isfinite(v)), default=0.0)
         meta[CHECK_PARITY] = {
-            "max_abs_difference": worst if not parity_bad or np.isfinite(worst) else "rows or NaN positions differ",
-            "tolerance": PARITY_TOLERANCE, "rows": df.height, "full_history_rows": full.height,
+            "max_abs_difference": num(worst) if not parity_bad or np.isfinite(worst) else "rows or NaN positions differ",
+            "tolerance": num(PARITY_TOLERANCE), "rows": df.height, "full_history_rows": full.height,
             "compared": "range vs full-history computation, once per range",
             "sessions_failing": ", ".join(d.isoformat() for d in parity_bad[:50]) or "none",
         }
@@ -305,6 +308,9 @@ with warnings.catch_warnings():
     check_specs=_SPECS,
     group_name="features",
     kinds={"polars", "parquet"},
+    owners=[catalog.OWNER_DATA],
+    metadata=catalog.columns(catalog.table_schema(
+        dict(empty_features(CONTRACT).schema), catalog.feature_descriptions(CONTRACT))),
     description="The 15-value observation (feature contract) for every bar of a session with W bars of history.",
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
 )

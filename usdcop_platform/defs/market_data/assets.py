@@ -14,9 +14,17 @@ from typing import Any
 
 import dagster as dg
 
-from usdcop_platform.core.cleaning import BARS_DATASET, MACRO_DATASET, MACRO_PARTITION
+from usdcop_platform.core.cleaning import BARS_DATASET, MACRO_DATASET, MACRO_FLAGGED_SCHEMA, MACRO_PARTITION
+from usdcop_platform.core.schema import BAR_SCHEMA
+from usdcop_platform.defs import catalog
 from usdcop_platform.defs.market_data.expectations import BAR_CHECKS, MACRO_CHECKS, CheckOutcome
-from usdcop_platform.defs.market_data.publish import check_metadata, publish_bars, publish_macro, raw_slice
+from usdcop_platform.defs.market_data.publish import (
+    check_metadata,
+    publish_bars,
+    publish_macro,
+    raw_slice,
+    readable_summary,
+)
 from usdcop_platform.defs.market_data.resources import MacroSourceResource, MarketSourceResource, history_start
 from usdcop_platform.defs.market_data.schedules import macro_automation_condition
 from usdcop_platform.defs.partitions import add_partition_metadata, session_date, session_partitions
@@ -51,7 +59,7 @@ def _results(key: dg.AssetKey, outcomes: dict[str, CheckOutcome], extra: dict[st
 def _metadata(summary: dict[str, Any], lake_path: str) -> dict[str, Any]:
     meta: dict[str, Any] = {"dagster/row_count": summary.get("bars_published", summary.get("macro_values", 0)),
                             "lake_path": dg.MetadataValue.path(lake_path)}
-    for k, v in summary.items():
+    for k, v in readable_summary(summary).items():
         meta[k] = dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else ("" if v is None else v)
     return meta
 
@@ -65,6 +73,8 @@ def _metadata(summary: dict[str, Any], lake_path: str) -> dict[str, Any]:
     check_specs=_specs(RAW_BARS_KEY, BAR_CHECKS),
     group_name=GROUP,
     kinds={"polars", "parquet"},
+    owners=[catalog.OWNER_DATA],
+    metadata=catalog.columns(catalog.table_schema(BAR_SCHEMA)),
     code_version="1",
     description="USD/COP 5-minute bars of one trading session (60 UTC instants 13:00-17:55), cleaned and "
     "validated; published by an idempotent upsert keyed on bar time.",
@@ -106,7 +116,7 @@ def _run_metadata(summary: dict[str, Any], lake_path: str) -> dict[str, Any]:
     """Metadata every partition of a run shares: the run's range totals as one JSON text under
     `run_summary` (one value, cheap on 1,221 events; never mistaken for the session's own numbers)."""
     return {"lake_path": dg.MetadataValue.path(lake_path),
-            "run_summary": dg.MetadataValue.text(json.dumps(summary, default=str))}
+            "run_summary": dg.MetadataValue.text(json.dumps(readable_summary(summary), default=str))}
 
 
 class MacroIngestConfig(dg.Config):
@@ -121,6 +131,8 @@ class MacroIngestConfig(dg.Config):
     check_specs=_specs(RAW_MACRO_KEY, MACRO_CHECKS),
     group_name=GROUP,
     kinds={"polars", "parquet"},
+    owners=[catalog.OWNER_DATA],
+    metadata=catalog.columns(catalog.table_schema(MACRO_FLAGGED_SCHEMA)),
     code_version="1",
     automation_condition=macro_automation_condition(),
     description="Daily macro values of every SSOT variable, long by variable, with availability date "

@@ -19,6 +19,7 @@ from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.contracts.macro import MacroSSOT
 from usdcop_platform.contracts.quality import BarQuality, MacroQuality
 from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.core.display import metric_entries, pct
 from usdcop_platform.core.cleaning import (
     BARS_DATASET,
     MACRO_DATASET,
@@ -46,6 +47,12 @@ from usdcop_platform.defs.market_data.quarantine import write_macro_quarantine, 
 
 
 WRITE_THREADS = 4  # concurrent partition writes (I/O + zstd outside the GIL)
+
+
+def readable_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """A publication summary as operators read it (asset metadata, `usdcop ingest`): fractions of
+    a whole as `<name>_pct` percentages, other floats to 4 significant digits (core.display)."""
+    return metric_entries(summary)
 
 
 def raw_slice(calendar: TradingCalendar, sessions: list[date]) -> tuple[date, date]:
@@ -107,7 +114,7 @@ class BarsPublication:
             "dagster/row_count": bars if published else 0,
             "published": published,
             "bars": bars,
-            "completeness": float(m.get("completeness") or 0.0),
+            "completeness_pct": pct(float(m.get("completeness") or 0.0)),
             "gaps": int(m.get("gaps") or 0),
             "max_stale_run": int(m.get("max_stale_run") or 0),
             "timezone_repaired": self.repaired_by_session.get(session, 0),
@@ -295,4 +302,5 @@ __all__ = [
     "publish_bars",
     "publish_macro",
     "raw_slice",
+    "readable_summary",
 ]
