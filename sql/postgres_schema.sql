@@ -298,4 +298,37 @@ CREATE TRIGGER trg_trial_ledger_no_truncate BEFORE TRUNCATE ON trial_ledger FOR 
 
 UPDATE usdcop_alembic_version SET version_num='0004_trial_ledger' WHERE usdcop_alembic_version.version_num = '0003_drop_sql_quarantine';
 
+-- Running upgrade 0004_trial_ledger -> 0005_live_journal
+
+CREATE TABLE live_journal (
+    id BIGSERIAL NOT NULL,
+    risk_key VARCHAR(64) NOT NULL,
+    bar_time TIMESTAMP WITH TIME ZONE NOT NULL,
+    journal JSONB NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    CONSTRAINT pk_live_journal PRIMARY KEY (id),
+    CONSTRAINT uq_live_journal_risk_key_bar_time UNIQUE (risk_key, bar_time)
+);
+
+INSERT INTO live_journal (risk_key, bar_time, journal, created_at)
+SELECT split_part(key, '@', 1), CAST(substr(key, strpos(key, '@') + 1) AS TIMESTAMP WITH TIME ZONE),
+       coalesce(extra, '{}'::jsonb) || jsonb_build_object('trading_date', to_char(trading_date, 'YYYY-MM-DD'), 'equity', equity, 'peak_equity', peak_equity, 'daily_pnl_pct', daily_pnl_pct, 'drawdown_pct', drawdown_pct, 'trades_today', trades_today, 'consecutive_losses', consecutive_losses, 'breaker_active', breaker_active, 'breaker_reason', breaker_reason, 'cooldown_until', CASE WHEN cooldown_until IS NULL THEN NULL ELSE to_char((cooldown_until AT TIME ZONE 'UTC'), 'YYYY-MM-DD"T"HH24:MI:SS') || CASE WHEN date_part('microseconds', cooldown_until)::int % 1000000 = 0 THEN '' ELSE to_char((cooldown_until AT TIME ZONE 'UTC'), '.US') END || '+00:00' END), updated_at
+FROM risk_state WHERE key ~ '^[^@]+@[0-9]{4}-[0-9]{2}-[0-9]{2}T'
+ORDER BY substr(key, strpos(key, '@') + 1);
+
+DELETE FROM risk_state WHERE key ~ '^[^@]+@[0-9]{4}-[0-9]{2}-[0-9]{2}T';
+
+CREATE FUNCTION live_journal_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'live_journal is append-only: % is not allowed', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+
+CREATE TRIGGER trg_live_journal_no_update_delete BEFORE UPDATE OR DELETE ON live_journal FOR EACH ROW EXECUTE FUNCTION live_journal_append_only();
+
+CREATE TRIGGER trg_live_journal_no_truncate BEFORE TRUNCATE ON live_journal FOR EACH STATEMENT EXECUTE FUNCTION live_journal_append_only();
+
+UPDATE usdcop_alembic_version SET version_num='0005_live_journal' WHERE usdcop_alembic_version.version_num = '0004_trial_ledger';
+
 COMMIT;

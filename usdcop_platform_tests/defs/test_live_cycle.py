@@ -14,7 +14,7 @@ from usdcop_platform.adapters.cache import FeatureCache
 from usdcop_platform.adapters.store import clear_store_cache, get_store
 from usdcop_platform.core.actions import HOLD
 from usdcop_platform.core.cleaning import BARS_DATASET
-from usdcop_platform.defs.live.cycle import Bar, LiveError, StaleBar, journal_key
+from usdcop_platform.defs.live.cycle import Bar, LiveError, SessionFeatures, StaleBar
 from usdcop_platform.defs.live.replay import replay_session
 from usdcop_platform_tests.defs.live_support import LIVE_SESSION, LiveWorld, bogota, make_world
 
@@ -75,7 +75,7 @@ def test_risk_state_survives_a_restart(world):
     state = world.store.risk.load("live")
     restarted = world.cycle()  # a new process: state comes from the store
     restarted.process(bars[3])
-    journal = world.store.risk.load(journal_key("live", bars[3].time))
+    journal = world.store.journal.load("live", bars[3].time)
     for k in ("position", "trades_today", "daily_pnl", "equity", "last_bar"):
         assert journal[k] == state[k]
     with pytest.raises(StaleBar, match="in order"):
@@ -119,19 +119,34 @@ def test_replay_reproduces_the_session_bit_for_bit(world):
     assert any("stored bar changed" in d for d in bad[0].differences)
 
 
-def test_journal_names_consumed_bars_by_grid_index_and_old_journals_still_replay(world):
+def test_journal_names_consumed_bars_by_grid_index(world):
     cycle = world.cycle()
     bars = world.session_bars()[:4]
     for b in bars:
         cycle.process(b)
-    last = world.store.risk.load(journal_key("live", bars[3].time))
+    last = world.store.journal.load("live", bars[3].time)
     assert last["feature_inputs"]["session_bar_indices"] == [0, 1, 2]
-    # journals written before the grid-index form carried ISO instants: rewrite them so
+    assert world.store.journal.bars("live") == [b.time for b in bars]
+
+
+def test_old_journals_with_iso_instants_still_replay(world, monkeypatch):
+    """Journals written before the grid-index form carried the consumed bars as ISO instants; the
+    journal is append-only, so the live run itself writes them in that form here."""
+    grid_form = SessionFeatures.inputs
+
+    def iso_form(self: SessionFeatures) -> dict:
+        inputs = grid_form(self)
+        inputs["session_bars"] = [self.time_of(i).isoformat() for i in inputs.pop("session_bar_indices")]
+        return inputs
+
+    monkeypatch.setattr(SessionFeatures, "inputs", iso_form)
+    cycle = world.cycle()
+    bars = world.session_bars()[:4]
     for b in bars:
-        j = dict(world.store.risk.load(journal_key("live", b.time)))
-        inputs = dict(j["feature_inputs"])
-        inputs["session_bars"] = [bars[i].time.isoformat() for i in inputs.pop("session_bar_indices")]
-        world.store.risk.save(journal_key("live", b.time), j | {"feature_inputs": inputs})
+        cycle.process(b)
+    monkeypatch.undo()
+    assert world.store.journal.load("live", bars[3].time)["feature_inputs"]["session_bars"] == \
+        [b.time.isoformat() for b in bars[:3]]
     report = replay_session(world.cfg, world.calendar, world.lake, world.store, LIVE_SESSION)
     assert report.matched and len(report.bars) == 4, [b.differences for b in report.mismatches()]
 
@@ -185,13 +200,16 @@ def test_bar_validation(world):
     assert np.isfinite(b.close)
 
 
-def test_a_late_commit_never_rewinds_the_live_state(world):
+def test_a_bar_arriving_after_a_later_one_never_rewinds_the_live_state(world):
+    """Two runs racing (bar 3's run wins the row lock first): bar 2 then finds the state past it
+    and is refused as stale, writing nothing; the state stays at bar 3."""
     cycle = world.cycle()
     bars = world.session_bars()[:3]
     cycle.process(bars[0])
-    pending_2 = cycle.compute(bars[1])  # computed, not yet written...
-    cycle.commit(cycle.compute(bars[2], state_before=pending_2.state_after))  # ...bar 3 lands first
-    cycle.commit(pending_2)  # the late commit of bar 2: signals + journal written, state kept
+    cycle.process(bars[2])
+    with pytest.raises(StaleBar, match="in order"):
+        world.cycle().process(bars[1])
     assert world.store.risk.load("live")["last_bar"] == bars[2].time.isoformat()
-    assert world.store.signals.count(LIVE_SESSION) == 3
+    assert world.store.signals.count(LIVE_SESSION) == 2
+    assert world.store.journal.bars("live") == [bars[0].time, bars[2].time]
 

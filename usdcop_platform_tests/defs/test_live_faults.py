@@ -1,17 +1,19 @@
 """Faults of the live path with real outages (a TCP proxy in front of PostgreSQL/Redis that the
-test takes down): the signal write is retried and lands exactly once; a dead Redis only costs
-the cache."""
+test takes down), through the path the live asset runs (LiveCycle.process, one transaction per
+bar): the bar is retried and lands exactly once; a dead Redis only costs the cache."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from usdcop_platform.adapters.cache import FeatureCache
 from usdcop_platform.adapters.store import DatabaseUnavailable, clear_store_cache
-from usdcop_platform.defs.live.cycle import journal_key
 from usdcop_platform_tests.defs.live_support import LIVE_SESSION, TcpProxy, make_world
 
 
@@ -23,27 +25,49 @@ def pg_proxy(postgres_url):
     clear_store_cache()
 
 
+@contextlib.contextmanager
+def database_down_at_the_write(proxy: TcpProxy, down_s: float | None) -> Iterator[list[float]]:
+    """Take PostgreSQL down just as the bar's write statement (the CTE: journal, state, signals)
+    is sent, the first time only; bring it back `down_s` later (None: left down). Yields the
+    instants it went down."""
+    cuts: list[float] = []
+    timers: list[threading.Timer] = []
+
+    def before(_conn, _cursor, statement: str, *_args) -> None:
+        if not cuts and statement.lstrip().upper().startswith("WITH"):
+            cuts.append(time.monotonic())
+            proxy.stop()
+            if down_s is not None:
+                timers.append(threading.Timer(down_s, proxy.start))
+                timers[-1].start()
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", before)
+    try:
+        yield cuts
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", before)
+        for t in timers:
+            t.join()
+
+
 def test_database_down_during_signal_write_is_retried_then_written_once(tmp_path, pg_proxy):
     proxy, url = pg_proxy
     world = make_world(tmp_path, url)
     cycle = world.cycle()
     bars = world.session_bars()[:3]
     cycle.process(bars[0])
-    pending = cycle.compute(bars[1])
-    proxy.stop()  # PostgreSQL unreachable from here on
-    restart = threading.Timer(1.5, proxy.start)
-    restart.start()
-    t0 = time.monotonic()
-    stored = cycle.commit(pending)
-    assert time.monotonic() - t0 >= 1.4, "the write waited for the database to come back"
-    restart.join()
-    assert [r["bar_time"] for r in stored] == [bars[1].time]
+    with database_down_at_the_write(proxy, 1.5) as cuts:
+        res = cycle.process(bars[1])
+        assert cuts and time.monotonic() - cuts[0] >= 1.4, "the bar waited for the database to come back"
+    assert not res.duplicate and [r["bar_time"] for r in res.signals] == [bars[1].time]
     rows = world.store.signals.list(session_date=LIVE_SESSION)
     assert [r["bar_time"] for r in rows] == [bars[0].time, bars[1].time]
     assert world.store.risk.load("live")["last_bar"] == bars[1].time.isoformat()
-    # the run retried after an ack was lost: still one row per bar, state unchanged
-    cycle.commit(pending)
-    assert world.store.signals.count(LIVE_SESSION) == 2
+    assert world.store.journal.bars("live") == [bars[0].time, bars[1].time]
+    # the run retried after an ack was lost: the stored signals come back, nothing is written twice
+    again = world.cycle().process(bars[1])
+    assert again.duplicate and [r["id"] for r in again.signals] == [r["id"] for r in res.signals]
+    assert world.store.signals.count(LIVE_SESSION) == 2 and len(world.store.journal.bars("live")) == 2
 
 
 def test_database_down_when_the_bar_arrives(tmp_path, pg_proxy):
@@ -73,16 +97,15 @@ def test_outage_longer_than_the_budget_fails_the_run_and_the_rerun_writes_once(t
     cycle.write_budget_s = 0.5
     bars = world.session_bars()[:2]
     cycle.process(bars[0])
-    pending = cycle.compute(bars[1])
-    proxy.stop()
-    with pytest.raises(DatabaseUnavailable):
-        cycle.commit(pending)
+    with database_down_at_the_write(proxy, None), pytest.raises(DatabaseUnavailable):
+        cycle.process(bars[1])
     proxy.start()
+    assert world.store.signals.count(LIVE_SESSION) == 1, "nothing of the failed bar was written"
     rerun = world.cycle()  # Dagster's retry policy re-runs the bar in a fresh step
     res = rerun.process(bars[1])
     assert not res.duplicate
     assert world.store.signals.count(LIVE_SESSION) == 2
-    assert world.store.risk.load(journal_key("live", bars[1].time)) is not None
+    assert world.store.journal.load("live", bars[1].time) is not None
 
 
 def test_sqlite_write_lock_held_by_another_writer(tmp_path):
@@ -93,15 +116,16 @@ def test_sqlite_write_lock_held_by_another_writer(tmp_path):
     cycle = world.cycle()
     bars = world.session_bars()[:2]
     cycle.process(bars[0])
-    pending = cycle.compute(bars[1])
     other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock for a while
     release = threading.Timer(1.0, lambda: other.execute("COMMIT"))
     release.start()
-    cycle.commit(pending)
+    t0 = time.monotonic()
+    res = cycle.process(bars[1])  # the bar's transaction (BEGIN IMMEDIATE) waits for the lock
+    assert time.monotonic() - t0 >= 0.9
     release.join()
     other.close()
-    assert world.store.signals.count(LIVE_SESSION) == 2
+    assert not res.duplicate and world.store.signals.count(LIVE_SESSION) == 2
     clear_store_cache()
 
 

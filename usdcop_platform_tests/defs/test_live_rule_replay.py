@@ -22,7 +22,6 @@ from usdcop_platform.core.features import compute_features, feature_matrix
 from usdcop_platform.core.inference import InferenceEngine
 from usdcop_platform.core.live_rule import live_rule_equity, run_live_rule
 from usdcop_platform.core.risk import RiskState
-from usdcop_platform.defs.live.cycle import journal_key
 from usdcop_platform_tests.defs.live_support import LIVE_SESSION, make_world
 
 NEXT_SESSION = date(2024, 3, 6)
@@ -64,7 +63,7 @@ def test_backtest_live_rule_equals_the_live_replay(world, case):
         cycle.process(b)
     signals = sorted((r for d in days for r in world.store.signals.list(session_date=d)), key=lambda r: r["bar_time"])
     assert len(signals) == len(bars) == 120
-    after = [RiskState.from_dict(world.store.risk.load(journal_key("live", b.time))["state_after"]) for b in bars]
+    after = [RiskState.from_dict(world.store.journal.load("live", b.time)["state_after"]) for b in bars]
 
     # The backtest side: batch features of the lake's bars, the model as evaluation loads it.
     lake_bars = world.lake.read_many(BARS_DATASET, world.lake.partitions(BARS_DATASET))

@@ -2,7 +2,7 @@
 
     store = get_store(url)            # cached per process, migrated to head once
     store.models / proposals / approvals / audit / contracts / signals / risk / api_keys /
-    backtest_requests / alerts / trials
+    backtest_requests / alerts / trials / journal
 """
 
 from usdcop_platform.adapters.store.engine import StoreTuning, mask_url

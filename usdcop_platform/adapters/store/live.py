@@ -3,8 +3,9 @@
 A bar is ONE transaction (see defs/live/cycle.py for what it means):
 
     open    SELECT the live risk row FOR UPDATE joined with the registry version   1 statement
-    write   journal row + live state (upsert) and the signal rows (insert)        1 statement on
-            PostgreSQL (a data-modifying CTE), 2 on SQLite (no writes in CTEs there)
+    write   the journal row (append-only live_journal, insert), the live state     1 statement on
+            (risk_state, upsert) and the signal rows (insert)                      PostgreSQL (a
+            data-modifying CTE); on SQLite one per table (no writes in CTEs there; in-process)
     commit
 
 On `Store.transaction()` (Core, no ORM session, no pre-ping) a bar costs BEGIN + 2 statements +
@@ -32,11 +33,13 @@ from usdcop_platform.adapters.store.risk import COLUMNS as RISK_COLUMNS
 from usdcop_platform.adapters.store.risk import _columns as risk_columns
 from usdcop_platform.adapters.store.risk import state_record
 from usdcop_platform.adapters.store.signals import normalize_signal
-from usdcop_platform.adapters.store.tables import RegistryVersion, TradingSignal
+from usdcop_platform.adapters.store.tables import LiveJournalRow, RegistryVersion, TradingSignal
 from usdcop_platform.adapters.store.tables import RiskState as RiskRow
-from usdcop_platform.adapters.store.types import Record, as_utc, utcnow
+from usdcop_platform.adapters.store.types import Record, as_utc, jsonable, utcnow
 
 _RISK = RiskRow.__table__
+_JOURNAL = LiveJournalRow.__table__
+_JOURNAL_COLUMNS = ("risk_key", "bar_time", "journal", "created_at")
 _SIGNALS = TradingSignal.__table__
 _VERSION = RegistryVersion.__table__
 
@@ -65,37 +68,40 @@ def open_bar(conn: sa.Connection, risk_key: str, initial_state: Mapping[str, Any
     return OpenedBar(state_record(row), int(row["registry_version"]))
 
 
-def write_bar(conn: sa.Connection, journal_key: str, journal: Mapping[str, Any],
-              signals: Sequence[Mapping[str, Any]], risk_key: str, state: Mapping[str, Any],
+def write_bar(conn: sa.Connection, risk_key: str, bar_time: datetime, journal: Mapping[str, Any],
+              signals: Sequence[Mapping[str, Any]], state: Mapping[str, Any],
               stored_last_bar: datetime | str | None) -> list[Record]:
     """The bar's rows inside the caller's transaction; returns the stored signal rows.
 
-    Idempotent: signals are INSERT ... ON CONFLICT (bar_time, model_id) DO NOTHING, the journal
-    and state are upserts on their keys. The live state only moves forward: when the stored
-    state (`stored_last_bar`, read under the lock) is already at or past this bar, only the
-    journal is written, so a late write of an older bar never rewinds it.
+    Idempotent: the journal (unique per risk_key and bar_time) and the signals (unique per
+    bar_time and model_id) are INSERT ... ON CONFLICT DO NOTHING, so a re-run keeps the first
+    write; the state is an upsert. The live state only moves forward: when the stored state
+    (`stored_last_bar`, read under the lock) is already at or past this bar, only the journal
+    and signals are written, so a late write of an older bar never rewinds it.
     """
+    if not signals:
+        raise ValueError("signals: a bar writes at least one signal row (one per ensemble member)")
     rows = [normalize_signal(sig) for sig in signals]
     now = utcnow()
-    states = [_risk_row(journal_key, journal, now)]
+    entry = {"risk_key": risk_key, "bar_time": as_utc(bar_time, "bar_time"), "journal": jsonable(dict(journal)),
+             "created_at": now}
     new_last = state.get("last_bar")
-    if stored_last_bar is None or new_last is None or _instant(stored_last_bar) < _instant(new_last):
-        states.append(_risk_row(risk_key, state, now))
+    moves = stored_last_bar is None or new_last is None or _instant(stored_last_bar) < _instant(new_last)
+    risk = _risk_row(risk_key, state, now) if moves else None
     columns = sorted({c for r in rows for c in r})
     signal_params = [{c: r.get(c) for c in columns} for r in rows]
-    st = _statements(conn.dialect.name)
-    groups = _by_columns(states)
-    if conn.dialect.name == "postgresql" and len(groups) == 1:
-        state_columns = tuple(sorted(states[0]))
-        stmt = _pg_write(len(states), state_columns, len(rows), tuple(columns))
-        params = {f"{c}_s{i}": s[c] for i, s in enumerate(states) for c in state_columns}
+    if conn.dialect.name == "postgresql":
+        state_columns = tuple(sorted(risk)) if risk is not None else ()
+        stmt = _pg_write(state_columns, len(rows), tuple(columns))
+        params = {f"{c}_j0": entry[c] for c in _JOURNAL_COLUMNS}
+        params |= {f"{c}_s0": risk[c] for c in state_columns} if risk is not None else {}
         params |= {f"{c}_g{i}": r[c] for i, r in enumerate(signal_params) for c in columns}
         inserted = conn.execute(stmt, params).mappings().all()
     else:
-        # one statement for rows of the same columns (the normal case: both carry a full state);
-        # an executemany compiles its columns from the first row, so differing rows go separately
-        for same in groups:
-            conn.execute(st.upsert_risk, same)
+        st = _statements(conn.dialect.name)
+        conn.execute(st.insert_journal, entry)
+        if risk is not None:
+            conn.execute(st.upsert_risk, risk)
         inserted = conn.execute(st.insert_signals, signal_params).mappings().all()
     if len(inserted) == len(rows):
         return [Record(dict(r)) for r in sorted(inserted, key=lambda r: r["id"])]
@@ -109,13 +115,6 @@ def stored_signals(conn: sa.Connection, bar_time: datetime) -> list[Record]:
     """The signal rows already stored for `bar_time`, in write order."""
     return [Record(dict(r)) for r in conn.execute(
         sa.select(_SIGNALS).where(_SIGNALS.c.bar_time == bar_time).order_by(_SIGNALS.c.id)).mappings().all()]
-
-
-def _by_columns(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(tuple(sorted(r)), []).append(r)
-    return list(groups.values())
 
 
 def _risk_row(key: str, state: Mapping[str, Any], now: datetime) -> dict[str, Any]:
@@ -132,6 +131,7 @@ def _instant(value: datetime | str) -> datetime:
 class _Statements:
     open: Any
     insert_initial: Any
+    insert_journal: Any
     upsert_risk: Any
     insert_signals: Any
 
@@ -144,14 +144,14 @@ def _statements(dialect: str) -> _Statements:
              .where(_RISK.c.key == sa.bindparam("key"))
              .with_for_update(of=_RISK))
     insert_initial = insert(_RISK).on_conflict_do_nothing(index_elements=["key"])
+    insert_journal = insert(_JOURNAL).on_conflict_do_nothing(index_elements=["risk_key", "bar_time"])
     upsert = insert(_RISK)
-    # RETURNING makes SQLAlchemy send the rows as one multi-VALUES statement, not one per row
     upsert_risk = upsert.on_conflict_do_update(
-        index_elements=["key"], set_={c: upsert.excluded[c] for c in (*RISK_COLUMNS, "extra", "updated_at")},
-    ).returning(_RISK.c.key)
+        index_elements=["key"], set_={c: upsert.excluded[c] for c in (*RISK_COLUMNS, "extra", "updated_at")})
+    # RETURNING makes SQLAlchemy send the rows as one multi-VALUES statement, not one per row
     insert_signals = (insert(_SIGNALS).on_conflict_do_nothing(index_elements=["bar_time", "model_id"])
                       .returning(*_SIGNALS.c))
-    return _Statements(open_, insert_initial, upsert_risk, insert_signals)
+    return _Statements(open_, insert_initial, insert_journal, upsert_risk, insert_signals)
 
 
 def _rows_select(table: sa.Table, columns: tuple[str, ...], n: int, tag: str) -> Any:
@@ -164,20 +164,30 @@ def _rows_select(table: sa.Table, columns: tuple[str, ...], n: int, tag: str) ->
 
 
 @functools.lru_cache(maxsize=32)
-def _pg_write(n_states: int, state_columns: tuple[str, ...], n_signals: int, signal_columns: tuple[str, ...]) -> Any:
-    """PostgreSQL: both writes of a bar in ONE statement (one round trip), a data-modifying CTE:
+def _pg_write(state_columns: tuple[str, ...], n_signals: int, signal_columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: every write of a bar in ONE statement (one round trip), a data-modifying CTE:
 
-        WITH risk_upsert AS (INSERT INTO risk_state ... ON CONFLICT (key) DO UPDATE ... RETURNING key)
+        WITH journal_insert AS (INSERT INTO live_journal ... ON CONFLICT (risk_key, bar_time) DO NOTHING
+                                RETURNING id),
+             risk_upsert AS (INSERT INTO risk_state ... ON CONFLICT (key) DO UPDATE ... RETURNING key)
         INSERT INTO trading_signals ... ON CONFLICT (bar_time, model_id) DO NOTHING RETURNING *
 
     PostgreSQL runs a CTE's INSERT to completion whether or not the main statement reads it.
-    Bind parameters are named `{column}_s{i}` (risk rows) and `{column}_g{i}` (signals)."""
-    upsert = postgresql.insert(_RISK).from_select(state_columns, _rows_select(_RISK, state_columns, n_states, "s"),
+    No `state_columns`: the state does not move (a late bar), no risk_upsert. Bind parameters
+    are named `{column}_j0` (journal), `{column}_s0` (risk row) and `{column}_g{i}` (signals)."""
+    journal = (postgresql.insert(_JOURNAL)
+               .from_select(_JOURNAL_COLUMNS, _rows_select(_JOURNAL, _JOURNAL_COLUMNS, 1, "j"), include_defaults=False)
+               .on_conflict_do_nothing(index_elements=["risk_key", "bar_time"])
+               .returning(_JOURNAL.c.id).cte("journal_insert"))
+    stmt = (postgresql.insert(_SIGNALS)
+            .from_select(signal_columns, _rows_select(_SIGNALS, signal_columns, n_signals, "g"), include_defaults=False)
+            .on_conflict_do_nothing(index_elements=["bar_time", "model_id"])
+            .returning(*_SIGNALS.c).add_cte(journal))
+    if not state_columns:
+        return stmt
+    upsert = postgresql.insert(_RISK).from_select(state_columns, _rows_select(_RISK, state_columns, 1, "s"),
                                                   include_defaults=False)
     updated = [c for c in state_columns if c != "key"]
     risk_cte = upsert.on_conflict_do_update(index_elements=["key"], set_={c: upsert.excluded[c] for c in updated}
                                             ).returning(_RISK.c.key).cte("risk_upsert")
-    return (postgresql.insert(_SIGNALS)
-            .from_select(signal_columns, _rows_select(_SIGNALS, signal_columns, n_signals, "g"), include_defaults=False)
-            .on_conflict_do_nothing(index_elements=["bar_time", "model_id"])
-            .returning(*_SIGNALS.c).add_cte(risk_cte))
+    return stmt.add_cte(risk_cte)

@@ -22,6 +22,7 @@ from usdcop_platform.adapters.store.engine import (
     write_engine,
 )
 from usdcop_platform.adapters.store.errors import StoreError
+from usdcop_platform.adapters.store.journal import JournalRepository
 from usdcop_platform.adapters.store.operations import AlertRepository, BacktestRequestRepository
 from usdcop_platform.adapters.store.proposals import ProposalRepository
 from usdcop_platform.adapters.store.registry import ModelRepository
@@ -61,6 +62,7 @@ class Store:
         self.backtest_requests = BacktestRequestRepository(self)
         self.alerts = AlertRepository(self)
         self.trials = TrialRepository(self)
+        self.journal = JournalRepository(self)
 
     # -- identity --------------------------------------------------------------------------------
     @property

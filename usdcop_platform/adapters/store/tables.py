@@ -233,6 +233,24 @@ class RiskState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
 
 
+class LiveJournalRow(Base):
+    """One live bar's journal (defs/live/cycle.py writes it in the bar's transaction): the risk
+    state before the bar, the ensemble that served it, the feature inputs and the decision —
+    what `usdcop replay` needs. Append-only (database triggers refuse UPDATE and DELETE); one
+    row per live state and bar, so a retried bar writes it once (the first write wins)."""
+
+    __tablename__ = "live_journal"
+    __table_args__ = (
+        sa.UniqueConstraint("risk_key", "bar_time", name="uq_live_journal_risk_key_bar_time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    risk_key: Mapped[str] = mapped_column(sa.String(64))
+    bar_time: Mapped[datetime]
+    journal: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sa.func.now())
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
     __table_args__ = (

@@ -19,8 +19,8 @@ PostgreSQL), retried whole while the database is unreachable: it reads the live 
 (row-locked, so an API trade result cannot be lost under it) and the registry version, then
 writes (idempotent statements):
 
-    journal  risk_state[f"{risk_key}@{bar ISO}"]: the risk state before the bar, the ensemble
-             that served it, the feature inputs, the decision (everything replay needs)
+    journal  live_journal[(risk_key, bar time)], append-only: the risk state before the bar,
+             the ensemble that served it, the feature inputs, the decision (everything replay needs)
     signals  one trading_signals row per ensemble member (unique per bar and model)
     risk     risk_state[risk_key]: the state after the bar (last_bar = t)
 
@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RISK_KEY: Final = risk_core.LIVE_RISK_KEY
 INITIAL_RISK_STATE: Final = RiskState().to_dict()  # stored by the very first bar (see live_sql.open_bar)
-JOURNAL_SEPARATOR: Final = "@"
 SIGNAL_ROLE: Final = "production"
 # Writes retried while the database is unreachable: the store retries a few times within a
 # second; this outer budget rides out a restart or failover before the run fails (and Dagster's
@@ -303,10 +302,6 @@ def feature_hash(vec: np.ndarray) -> str:
     return sha256_hex(np.ascontiguousarray(vec, dtype="<f8").tobytes())
 
 
-def journal_key(risk_key: str, bar_time: datetime) -> str:
-    return f"{risk_key}{JOURNAL_SEPARATOR}{bar_time.astimezone(timezone.utc).isoformat()}"
-
-
 def retry_writes(fn: Callable[[], T], what: str, budget_s: float = WRITE_RETRY_BUDGET_S,
                  sleep: Callable[[float], None] = time.sleep) -> T:
     """Run an idempotent write, retrying with capped exponential backoff while the database is
@@ -325,16 +320,6 @@ def retry_writes(fn: Callable[[], T], what: str, budget_s: float = WRITE_RETRY_B
             log.warning("%s: database unavailable (attempt %d), retrying in %.1f s: %s", what, attempt, delay, exc)
             sleep(delay)
             delay = min(WRITE_RETRY_MAX_DELAY_S, delay * 2)
-
-
-def commit_bar(store: Any, journal_row_key: str, journal: Mapping[str, Any], signals: list[Mapping[str, Any]],
-               risk_key: str, state: Mapping[str, Any]) -> list[Any]:
-    """Write a bar computed earlier (journal, signal rows, live risk state) in ONE transaction,
-    under the live state's row lock (a state already past this bar is kept)."""
-    with store.transaction() as conn:
-        opened = live_sql.open_bar(conn, risk_key, INITIAL_RISK_STATE)
-        return live_sql.write_bar(conn, journal_row_key, journal, signals, risk_key, state,
-                                  opened.state.get("last_bar"))
 
 
 @contextlib.contextmanager
@@ -535,18 +520,6 @@ class LiveCycle:
             })
         return PendingBar(bar, session, vec, fh, prediction, decision, pre, post, journal, signals, compute_ms, source)
 
-    # -- commit --------------------------------------------------------------------------------
-    def commit(self, pending: PendingBar) -> list[Any]:
-        """Journal, signals and risk state in one transaction (retried while the database is
-        unreachable); returns the stored signals. Then the feature cache entry."""
-        bar = pending.bar
-        stored = retry_writes(
-            lambda: commit_bar(self.store, journal_key(self.risk_key, bar.time), pending.journal, pending.signals,
-                               self.risk_key, pending.state_after.to_dict()),
-            f"signals of bar {bar.time.isoformat()}", self.write_budget_s)
-        self._cache_put(pending)
-        return stored
-
     def _cache_put(self, pending: PendingBar) -> None:
         """Publish the bar's features (and the engine state after it) to the feature cache."""
         if self.cache is None or self._sf is None:
@@ -580,8 +553,8 @@ class LiveCycle:
                 if verdict.height:  # refused by the bar rules: neither in the lake nor seen by the model
                     journal, signals, post = self.refusal(bar, session, pre, verdict, opened.registry_version)
                     t_write = time.perf_counter()
-                    stored = live_sql.write_bar(conn, journal_key(self.risk_key, bar.time), journal, signals,
-                                                self.risk_key, post.to_dict(), opened.state.get("last_bar"))
+                    stored = live_sql.write_bar(conn, self.risk_key, bar.time, journal, signals, post.to_dict(),
+                                                opened.state.get("last_bar"))
                     return CycleResult(bar, session, stored, duplicate=False, timings_ms=timings,
                                        quarantined=verdict), t_write
                 if write_bar:
@@ -591,9 +564,8 @@ class LiveCycle:
                 pending = self.compute(bar, state_before=pre, registry_version=opened.registry_version)
                 timings["compute"] = pending.compute_ms
                 t_write = time.perf_counter()
-                stored = live_sql.write_bar(conn, journal_key(self.risk_key, bar.time), pending.journal,
-                                            pending.signals, self.risk_key, pending.state_after.to_dict(),
-                                            opened.state.get("last_bar"))
+                stored = live_sql.write_bar(conn, self.risk_key, bar.time, pending.journal, pending.signals,
+                                            pending.state_after.to_dict(), opened.state.get("last_bar"))
             return CycleResult(bar, session, stored, duplicate=False, pending=pending, timings_ms=timings), t_write
 
         result, t_write = retry_writes(attempt, f"bar {bar.time.isoformat()}", self.write_budget_s)

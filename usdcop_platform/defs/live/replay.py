@@ -35,7 +35,6 @@ from usdcop_platform.defs.live.cycle import (
     LiveCycle,
     LiveError,
     SessionFeatures,
-    journal_key,
     read_macro,
 )
 
@@ -157,7 +156,7 @@ def replay_session(
     out: list[BarReplay] = []
     for t in sorted(by_bar):
         stored = by_bar[t]
-        journal = store.risk.load(journal_key(risk_key, t))
+        journal = store.journal.load(risk_key, t)
         if journal is None:
             out.append(BarReplay(t, sorted(stored), False, ["no journal: the bar cannot be reproduced"]))
             continue

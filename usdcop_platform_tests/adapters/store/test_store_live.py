@@ -1,6 +1,7 @@
 """The live path's bar transaction (adapters/store/live.py) on SQLite and PostgreSQL: how many
 statements a bar costs, the row lock even on the very first bar, idempotent writes, a state that
-never rewinds; and the SQLite WAL checkpoints kept off the committing thread."""
+never rewinds, the append-only journal written once per bar; and the SQLite WAL checkpoints kept
+off the committing thread."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 
 from usdcop_platform.adapters.store import Store
@@ -39,8 +41,8 @@ def _journal(before: dict[str, Any], bar_time: datetime) -> dict[str, Any]:
 def _write(store: Store, bar_time: datetime, models: tuple[str, ...] = ("m1", "m2", "m3"), **state: Any) -> list[Any]:
     with store.transaction() as conn:
         opened = live_sql.open_bar(conn, "live", INITIAL)
-        return live_sql.write_bar(conn, f"live@{bar_time.isoformat()}", _journal(dict(opened.state), bar_time),
-                                  [_signal(bar_time, m) for m in models], "live", _state(bar_time, **state),
+        return live_sql.write_bar(conn, "live", bar_time, _journal(dict(opened.state), bar_time),
+                                  [_signal(bar_time, m) for m in models], _state(bar_time, **state),
                                   opened.state.get("last_bar"))
 
 
@@ -59,13 +61,13 @@ def test_a_bar_costs_one_read_and_one_write_on_postgres(store):
         assert opened.registry_version == store.registry_version()
         assert opened.state["last_bar"] == T0.isoformat()
         t1 = T0 + timedelta(minutes=5)
-        rows = live_sql.write_bar(conn, f"live@{t1.isoformat()}", _journal(dict(opened.state), t1),
-                                  [_signal(t1, m) for m in ("a", "b", "c")], "live", _state(t1),
+        rows = live_sql.write_bar(conn, "live", t1, _journal(dict(opened.state), t1),
+                                  [_signal(t1, m) for m in ("a", "b", "c")], _state(t1),
                                   opened.state.get("last_bar"))
-        if store.dialect == "postgresql":  # both writes in one statement: one round trip
+        if store.dialect == "postgresql":  # journal, state and signals in one statement: one round trip
             assert seen == ["SELECT", "WITH"]
-        else:  # journal + state in one upsert, the 3 signals in one insert
-            assert seen == ["SELECT", "INSERT", "INSERT"]
+        else:  # one statement per table (in-process): journal, state, the 3 signals in one insert
+            assert seen == ["SELECT", "INSERT", "INSERT", "INSERT"]
     assert [r["model_id"] for r in rows] == ["a", "b", "c"]
     assert store.risk.load("live")["last_bar"] == t1.isoformat()
 
@@ -83,7 +85,7 @@ def test_the_first_bar_stores_the_initial_state_and_holds_its_lock(store):
             opened = live_sql.open_bar(conn, "k", INITIAL)
             started.set()
             time.sleep(0.4)
-            live_sql.write_bar(conn, "k@1", _journal(dict(opened.state), T0), [_signal(T0, "m")], "k",
+            live_sql.write_bar(conn, "k", T0, _journal(dict(opened.state), T0), [_signal(T0, "m")],
                                _state(T0, trades_today=3), opened.state.get("last_bar"))
 
     def second() -> None:
@@ -108,19 +110,48 @@ def test_writes_are_idempotent_and_the_state_never_rewinds(store):
     _write(store, late, ("late",), trades_today=7)  # an older bar committed late
     live = store.risk.load("live")
     assert live["last_bar"] == t1.isoformat() and live["trades_today"] == 2
-    assert store.risk.load(f"live@{late.isoformat()}") is not None, "its journal and signal are still written"
+    assert store.journal.load("live", late) is not None, "its journal and signal are still written"
+    assert store.journal.bars("live") == [late, T0, t1]
     assert store.signals.count(date(2024, 3, 5)) == 7
 
 
-def test_rows_of_different_columns_are_all_written_whole(store):
-    """A journal without the state columns and a full state: neither loses a column."""
-    with store.transaction() as conn:
+def test_the_journal_is_written_once_per_bar_under_retry(store):
+    """A retried bar (a run re-run after a lost ack) keeps the first journal; the live state holds
+    the live state only: no journal row in risk_state."""
+    _write(store, T0, trades_today=1)
+    first = store.journal.load("live", T0)
+    with store.transaction() as conn:  # the same bar again, with a different document
         opened = live_sql.open_bar(conn, "live", INITIAL)
-        live_sql.write_bar(conn, "live@j", {"note": "minimal journal"}, [_signal(T0, "m")], "live",
-                           _state(T0, trades_today=4), opened.state.get("last_bar"))
-    live = store.risk.load("live")
-    assert live["trades_today"] == 4 and live["equity"] == 1.0 and live["trading_date"] == date(2024, 3, 5)
-    assert store.risk.load("live@j")["note"] == "minimal journal"
+        live_sql.write_bar(conn, "live", T0, {"note": "second attempt"}, [_signal(T0, "m1")],
+                           _state(T0, trades_today=99), opened.state.get("last_bar"))
+    assert store.journal.load("live", T0) == first and "note" not in first
+    assert first["bar"] == {"time": T0.isoformat()} and first["last_bar"] is None
+    assert store.journal.bars("live") == [T0]
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM live_journal")).scalar() == 1
+        assert conn.execute(sa.text("SELECT key FROM risk_state")).scalars().all() == ["live"]
+    assert store.journal.load("live", T0 + timedelta(minutes=5)) is None
+    assert store.journal.load("other", T0) is None
+
+
+def test_journal_rows_cannot_be_updated_or_deleted(store):
+    _write(store, T0)
+    for stmt in ("UPDATE live_journal SET risk_key = 'other'", "DELETE FROM live_journal"):
+        with pytest.raises(sa.exc.DatabaseError, match="append-only"):
+            with store.engine.begin() as conn:
+                conn.execute(sa.text(stmt))
+    if store.dialect == "postgresql":
+        with pytest.raises(sa.exc.DatabaseError, match="append-only"):
+            with store.engine.begin() as conn:
+                conn.execute(sa.text("TRUNCATE live_journal"))
+    assert store.journal.bars("live") == [T0]
+
+
+def test_a_bar_without_signals_is_refused(store):
+    with pytest.raises(ValueError, match="signals"):
+        with store.transaction() as conn:
+            opened = live_sql.open_bar(conn, "live", INITIAL)
+            live_sql.write_bar(conn, "live", T0, {}, [], _state(T0), opened.state.get("last_bar"))
 
 
 def test_bad_signal_names_the_field_and_writes_nothing(store):
@@ -128,8 +159,8 @@ def test_bad_signal_names_the_field_and_writes_nothing(store):
     with pytest.raises(ValueError, match="prob_buy"):
         with store.transaction() as conn:
             opened = live_sql.open_bar(conn, "live", INITIAL)
-            live_sql.write_bar(conn, "live@x", {}, [bad], "live", _state(T0), opened.state.get("last_bar"))
-    assert store.risk.load("live") is None and store.signals.count() == 0
+            live_sql.write_bar(conn, "live", T0, {}, [bad], _state(T0), opened.state.get("last_bar"))
+    assert store.risk.load("live") is None and store.signals.count() == 0 and store.journal.bars("live") == []
 
 
 def test_sqlite_checkpoints_run_in_the_background(tmp_path):

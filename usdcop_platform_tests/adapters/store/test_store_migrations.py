@@ -95,3 +95,61 @@ def test_get_store_does_not_cache_a_failure() -> None:
         get_store(url)
     with pytest.raises(DatabaseUnavailable):
         get_store(url)
+
+
+def test_live_journal_migration_moves_the_journal_rows_out_of_risk_state(db_url: str) -> None:
+    """0005 moves `<risk_key>@<ISO>` rows of risk_state into live_journal, their columns and `extra`
+    merged back into the document the live cycle wrote; other rows stay; downgrade moves them back."""
+    from datetime import date, datetime, timezone
+
+    from alembic import command
+
+    from usdcop_platform.adapters.store import migrate
+
+    store = Store(db_url)
+    try:
+        with store.engine.connect() as conn, migrate._ALEMBIC_LOCK:
+            command.upgrade(migrate.alembic_config(connection=conn), "0004_trial_ledger")
+            conn.commit()
+        t0 = datetime(2024, 3, 5, 13, 0, tzinfo=timezone.utc)
+        t1 = datetime(2024, 3, 5, 13, 5, 0, 250000, tzinfo=timezone.utc)
+        before = {"live": {"trades_today": 2, "last_bar": t1.isoformat()},
+                  f"live@{t0.isoformat()}": {
+                      "trading_date": date(2024, 3, 5), "equity": 1.01, "breaker_active": True,
+                      "breaker_reason": "drawdown", "cooldown_until": datetime(2024, 3, 5, 14, tzinfo=timezone.utc),
+                      "position": 1, "last_bar": None, "bar": {"time": t0.isoformat(), "close": 3950.5},
+                      "decision": {"status": "APPROVED", "failed_check": None}, "members": [{"w": 0.5}]},
+                  f"live@{t1.isoformat()}": {"cooldown_until": t1, "feature_inputs": {"session_bar_indices": [0]}},
+                  "k@not-a-time": {"trades_today": 5}}
+        for key, state in before.items():
+            store.risk.save(key, state)
+        loaded = {k: dict(store.risk.load(k)) for k in before}
+        assert store.upgrade() == head_revision()
+
+        def as_written(record: dict) -> dict:  # what the live cycle wrote: JSON values, no row bookkeeping
+            from usdcop_platform.adapters.store.types import jsonable
+
+            return jsonable({k: v for k, v in record.items() if k not in ("key", "updated_at")})
+
+        assert store.journal.bars("live") == [t0, t1]
+        for t in (t0, t1):
+            key = f"live@{t.isoformat()}"
+            assert dict(store.journal.load("live", t)) == as_written(loaded[key])
+            assert store.risk.load(key) is None
+        assert store.journal.load("live", t0)["cooldown_until"] == "2024-03-05T14:00:00+00:00"
+        assert store.journal.load("live", t1)["cooldown_until"] == t1.isoformat()
+        assert dict(store.risk.load("live")) == loaded["live"], "the live state stays"
+        assert dict(store.risk.load("k@not-a-time")) == loaded["k@not-a-time"], "unrecognized rows stay"
+        with store.engine.connect() as conn:
+            created = conn.execute(sa.text("SELECT created_at FROM live_journal ORDER BY bar_time")).scalars().all()
+        assert len(created) == 2, "each row's write time is kept"
+
+        with store.engine.connect() as conn, migrate._ALEMBIC_LOCK:
+            command.downgrade(migrate.alembic_config(connection=conn), "0004_trial_ledger")
+            conn.commit()
+        for t in (t0, t1):
+            back = store.risk.load(f"live@{t.isoformat()}")
+            assert back is not None and as_written(dict(back)) == as_written(loaded[f"live@{t.isoformat()}"])
+        assert "live_journal" not in sa.inspect(store.engine).get_table_names()
+    finally:
+        store.dispose()
