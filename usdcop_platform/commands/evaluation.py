@@ -252,7 +252,8 @@ def _print_diagnostic(bt: dict[str, Any], prop: dict[str, Any]) -> None:
     table = Table(title=f"{kind} · model {bt.get('model_id')} · {bt.get('test_period', '')}")
     table.add_column("item")
     table.add_column("value")
-    for key in ("n_bars", "sharpe", "max_drawdown", "total_return", "trades", "psr", "dsr", "n_trials"):
+    # the backtest asset's metadata keys (fractions in percent: core.display)
+    for key in ("n_bars", "sharpe", "max_drawdown_pct", "total_return_pct", "trades", "psr", "dsr", "n_trials"):
         if key in bt:
             table.add_row(key, _fmt(bt[key]))
     table.add_row("lake partition", str(bt.get("lake_partition")))
@@ -275,7 +276,7 @@ def _print_request(out: dict[str, Any]) -> None:
     table.add_column("value")
     table.add_row("request status", str(req.get("status")))
     table.add_row("bars", _fmt(bt.get("n_bars")))
-    for key in ("sharpe", "max_drawdown", "total_return", "trades"):
+    for key in ("sharpe", "max_drawdown_pct", "total_return_pct", "trades"):
         if key in bt:
             table.add_row(key, _fmt(bt[key]))
     if bt.get("insufficient"):

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from usdcop_platform.adapters import backtests as bt_store
+from usdcop_platform.adapters.store.tables import PromotionProposal
 from usdcop_platform.adapters.tracking import MlflowResource, RunAnnotation
 from usdcop_platform.contracts.base import content_hash
 from usdcop_platform.contracts.evaluation import DEFAULT_EVALUATION, EvaluationConfig
@@ -37,10 +38,13 @@ from usdcop_platform.core import live_rule as live_rule_core
 from usdcop_platform.core import overfitting, promotion
 from usdcop_platform.core.backtest import BacktestInputError, check_prices, evaluate
 from usdcop_platform.core.charts import equity_drawdown_png, markdown_image
+from usdcop_platform.core.display import metric_entries, metric_text, num, num_text, pct_text, prob
 from usdcop_platform.core.features import feature_matrix
 from usdcop_platform.core.inference import InferenceEngine, ModelVerificationError, ServingModel
 from usdcop_platform.core.metrics import Annualization, BootstrapInterval
 from usdcop_platform.core.policy_runner import PolicyRun, run_policy_over_bars
+from usdcop_platform.core.schema import BACKTEST_SERIES_SCHEMA, BACKTEST_TRADES_SCHEMA
+from usdcop_platform.defs import catalog
 from usdcop_platform.defs.evaluation import more_tests, trials
 from usdcop_platform.defs.evaluation import walk_forward as wf_asset
 from usdcop_platform.defs.partitions import experiment_partitions, session_key
@@ -266,18 +270,6 @@ def _live_rule(
         annualization=Annualization.from_calendar(platform.calendar), fill_delay_bars=delay)
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (int, np.integer)):
-        return f"{int(v):,}"
-    if isinstance(v, (float, np.floating)):
-        return f"{v:,.4f}" if np.isfinite(v) else str(v)
-    return str(v)
-
-
 TABLE_METRICS = (
     "sharpe", "sortino", "session_sharpe", "total_return", "annual_return", "max_drawdown", "volatility",
     "trades", "win_rate", "profit_factor", "avg_trade", "exposure", "turnover_per_session", "total_costs",
@@ -296,7 +288,7 @@ def metrics_markdown(summary: dict[str, Any]) -> str:
     cols.append(("flat", summary["benchmarks"]["flat"]))
     lines = ["| metric | " + " | ".join(c for c, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for k in TABLE_METRICS:
-        lines.append(f"| {k} | " + " | ".join(_fmt(m.get(k)) for _, m in cols) + " |")
+        lines.append(f"| {k} | " + " | ".join(metric_text(k, m.get(k)) for _, m in cols) + " |")
     return "\n".join(lines)
 
 
@@ -304,8 +296,8 @@ def sweep_markdown(sweep: list[dict[str, Any]]) -> str:
     lines = ["| cost bps | sharpe | total return | max drawdown | final equity |", "|---|---|---|---|---|"]
     for r in sweep:
         lines.append(
-            f"| {r['cost_bps']:g} | {_fmt(r['sharpe'])} | {_fmt(r['total_return'])} | "
-            f"{_fmt(r['max_drawdown'])} | {_fmt(r['final_equity'])} |"
+            f"| {r['cost_bps']:g} | {metric_text('sharpe', r['sharpe'])} | {metric_text('total_return', r['total_return'])} | "
+            f"{metric_text('max_drawdown', r['max_drawdown'])} | {metric_text('final_equity', r['final_equity'])} |"
         )
     return "\n".join(lines)
 
@@ -314,13 +306,15 @@ def walk_forward_markdown(wf: dict[str, Any]) -> str:
     lines = ["| fold | sessions | sharpe | total return | max drawdown | trades |", "|---|---|---|---|---|---|"]
     for f in wf["folds"]:
         lines.append(
-            f"| {f['fold']} | {f['n_sessions']} | {_fmt(f['sharpe'])} | {_fmt(f['total_return'])} | "
-            f"{_fmt(f['max_drawdown'])} | {f['trades']} |"
+            f"| {f['fold']} | {f['n_sessions']} | {metric_text('sharpe', f['sharpe'])} | "
+            f"{metric_text('total_return', f['total_return'])} | {metric_text('max_drawdown', f['max_drawdown'])} | "
+            f"{f['trades']} |"
         )
     agg = wf["aggregate"]
     lines.append(
-        f"\nmean Sharpe {_fmt(agg['sharpe_mean'])}, median {_fmt(agg['sharpe_median'])}, min {_fmt(agg['sharpe_min'])}, "
-        f"positive in {agg['positive_share']:.0%} of folds, worst drawdown {_fmt(agg['max_drawdown_worst'])}"
+        f"\nmean Sharpe {num_text(agg['sharpe_mean'])}, median {num_text(agg['sharpe_median'])}, "
+        f"min {num_text(agg['sharpe_min'])}, positive in {pct_text(agg['positive_share'])} of folds, "
+        f"worst drawdown {pct_text(agg['max_drawdown_worst'])}"
     )
     return "\n".join(lines)
 
@@ -328,7 +322,8 @@ def walk_forward_markdown(wf: dict[str, Any]) -> str:
 def criteria_markdown(decision: promotion.PromotionDecision) -> str:
     lines = ["| criterion | kind | value | threshold | result |", "|---|---|---|---|---|"]
     for c in decision.criteria:
-        lines.append(f"| {c.name} | {c.kind} | {_fmt(c.value)} | {c.comparator} {_fmt(c.threshold)} | {c.status} |")
+        lines.append(f"| {c.name} | {c.kind} | {metric_text(c.metric, c.value)} | {c.comparator} "
+                     f"{metric_text(c.metric, c.threshold)} | {c.status} |")
     return "\n".join(lines)
 
 
@@ -373,7 +368,7 @@ def _vote_metadata(period: dict[str, Any]) -> dict[str, Any]:
 
 
 def coverage_text(cov: dict[str, Any]) -> str:
-    return (f"{cov['coverage']:.1%} of the requested sessions ({cov['covered_sessions']} of "
+    return (f"{pct_text(cov['coverage'])} of the requested sessions ({cov['covered_sessions']} of "
             f"{cov['requested_sessions']}; missing {_named(cov['missing_sessions'])}), run with --allow-partial")
 
 
@@ -408,6 +403,10 @@ def track_backtest(
     deps=[DATASET_KEY, MODEL_KEY],
     group_name=GROUP,
     kinds={"onnx", "polars", "parquet"},
+    owners=[catalog.OWNER_RESEARCH],
+    # the per-bar series (equity, drawdown, positions); the trades table beside it
+    metadata=catalog.columns(catalog.table_schema(BACKTEST_SERIES_SCHEMA),
+                             trades_columns=catalog.table_schema(BACKTEST_TRADES_SCHEMA)),
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
     description=(
         "Out-of-sample backtest of the experiment's model (ONNX, serving inference code) on the test split, "
@@ -610,20 +609,18 @@ def _backtest(
             "lake_partition": partition,
             **({} if request_id is None else {"backtest_request_id": request_id}),
             "n_bars": n,
-            "sharpe": float(m["sharpe"]),
-            "max_drawdown": float(m["max_drawdown"]),
-            "total_return": float(m["total_return"]),
+            **metric_entries({"sharpe": float(m["sharpe"]), "max_drawdown": float(m["max_drawdown"]),
+                              "total_return": float(m["total_return"])}),
             "trades": int(m["trades"]),
             # The same model under the live rule (diagnostic column; the argmax result above votes).
-            "live_rule_sharpe": float(live_rule["sharpe"]),
-            "live_rule_total_return": float(live_rule["total_return"]),
+            **metric_entries({"live_rule_sharpe": float(live_rule["sharpe"]),
+                              "live_rule_total_return": float(live_rule["total_return"])}),
             "live_rule_trades": int(live_rule["trades"]),
             "live_rule_fill": live_rule["fill"],
-            "psr": float(m["psr"]),
-            "dsr": float(m["dsr"]),
+            **metric_entries({"psr": float(m["psr"]), "dsr": float(m["dsr"])}),
             "n_trials": int(m["n_trials"]),
             "n_trials_source": family.source(),
-            "trial_sharpe_variance_annual": float(m["trial_sharpe_variance_annual"]),
+            "trial_sharpe_variance_annual": num(float(m["trial_sharpe_variance_annual"])),
             "trial_variance_source": m["trial_variance_source"],
             "overfitting": dg.MetadataValue.md(overfitting_markdown(summary["overfitting"], exp.success_criteria.p_min)),
             "backtest_hash": backtest_hash,
@@ -648,6 +645,8 @@ def _backtest(
     deps=[BACKTEST_KEY, wf_asset.WALK_FORWARD_KEY],
     group_name=GROUP,
     kinds={"sql"},
+    owners=[catalog.OWNER_RESEARCH],
+    metadata=catalog.columns(catalog.sql_table_schema(PromotionProposal.__table__)),
     automation_condition=dg.AutomationCondition.eager(),
     description=(
         "First vote: the success criteria of the experiment applied to its latest backtest -> PROMOTE / REVIEW / "
@@ -763,7 +762,7 @@ def promotion_proposal(
             "proposal_id": row["proposal_id"],
             "model_id": rec["model_id"],
             "recommendation": decision.recommendation,
-            "confidence": decision.confidence,
+            "confidence": prob(decision.confidence),
             "status": row["status"],
             "criteria": dg.MetadataValue.md(criteria_markdown(decision)),
             "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in reasons)),
@@ -771,10 +770,10 @@ def promotion_proposal(
             "backtest_hash": report.get("backtest_hash") or "",
             "n_trials": int(metrics.get("n_trials") or 0),
             "n_trials_source": str(metrics.get("n_trials_source") or ""),
-            "trial_sharpe_variance_annual": metrics.get("trial_sharpe_variance_annual"),
+            "trial_sharpe_variance_annual": num(metrics.get("trial_sharpe_variance_annual")),
             "trial_variance_source": str(metrics.get("trial_variance_source") or ""),
-            "pbo": (over.get("pbo") or {}).get("pbo"),
-            "spa_pvalue": (over.get("spa") or {}).get("pvalue"),
+            "pbo": prob((over.get("pbo") or {}).get("pbo")),
+            "spa_pvalue": prob((over.get("spa") or {}).get("pvalue")),
             "overfitting": dg.MetadataValue.md(overfitting_markdown(over, exp.success_criteria.p_min)),
             **mlflow_metadata(context, note, run_id),
         }
@@ -813,7 +812,8 @@ def _complete_backtest_request(
             "reopened": bool(out["reopened"]),
             "lake_partition": partition,
             "n_bars": int(report.get("n_bars") or 0),
-            **{k: float(metrics[k]) for k in ("sharpe", "max_drawdown", "total_return") if metrics.get(k) is not None},
+            **metric_entries({k: float(metrics[k]) for k in ("sharpe", "max_drawdown", "total_return")
+                              if metrics.get(k) is not None}),
         }
     )
 

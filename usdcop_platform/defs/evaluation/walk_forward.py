@@ -17,6 +17,8 @@ from usdcop_platform.adapters.backtests import report_json
 from usdcop_platform.core import datasets as ds
 from usdcop_platform.core import walk_forward as wf
 from usdcop_platform.core.metrics import Annualization
+from usdcop_platform.core.display import metric_entries, metric_text
+from usdcop_platform.defs import catalog
 from usdcop_platform.defs.partitions import experiment_partitions, session_key
 from usdcop_platform.defs.resources import PlatformResource
 from usdcop_platform.defs.training.assets import DATASET_KEY
@@ -59,10 +61,11 @@ def folds_markdown(report: dict[str, Any]) -> str:
     lines = ["| fold | train | test | sharpe | total return | max drawdown | trades |", "|---|---|---|---|---|---|---|"]
     for f in report["folds"]:
         lines.append(f"| {f['fold']} | {f['train_start']} .. {f['train_end']} | {f['test_start']} .. {f['test_end']} | "
-                     f"{f['sharpe']:.3f} | {f['total_return']:.4f} | {f['max_drawdown']:.4f} | {f['trades']} |")
+                     f"{metric_text('sharpe', f['sharpe'])} | {metric_text('total_return', f['total_return'])} | "
+                     f"{metric_text('max_drawdown', f['max_drawdown'])} | {f['trades']} |")
     agg = report["aggregate"]
-    lines.append(f"\npositive in {agg['positive_share']:.0%} of {agg['folds']} folds; mean Sharpe "
-                 f"{agg['sharpe_mean']:.3f}, min {agg['sharpe_min']:.3f}")
+    lines.append(f"\npositive in {metric_text('positive_share', agg['positive_share'])} of {agg['folds']} folds; "
+                 f"mean Sharpe {metric_text('sharpe', agg['sharpe_mean'])}, min {metric_text('sharpe', agg['sharpe_min'])}")
     return "\n".join(lines)
 
 
@@ -72,6 +75,7 @@ def folds_markdown(report: dict[str, Any]) -> str:
     deps=[DATASET_KEY],
     group_name="evaluation",
     kinds={"pytorch", "polars"},
+    owners=[catalog.OWNER_RESEARCH],
     automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
     description=(
         "Expanding-window walk-forward: each fold retrains on a growing window with its own train-only "
@@ -113,9 +117,8 @@ def walk_forward(
     return dg.MaterializeResult(
         metadata={
             "folds": agg["folds"],
-            "positive_share": agg["positive_share"],
-            "sharpe_mean": agg["sharpe_mean"],
-            "sharpe_min": agg["sharpe_min"],
+            **metric_entries({"positive_share": agg["positive_share"], "sharpe_mean": agg["sharpe_mean"],
+                              "sharpe_min": agg["sharpe_min"]}),
             "per_fold": dg.MetadataValue.md(folds_markdown(report)),
             "norm_stats_hashes": [f["norm_stats_hash"][:12] for f in report["folds"]],
         }
