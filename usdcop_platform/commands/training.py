@@ -96,7 +96,7 @@ def train_experiment(
         "servable": model.get("servable"),
         "selected_seed": model.get("selected_seed"),
         "val_reward": model.get("val_reward"),
-        "val_return": model.get("val_return"),
+        "val_return_pct": model.get("val_return_pct"),  # percent, as the asset's metadata shows it
         "timesteps": model.get("timesteps"),
         "mlflow_run_id": model.get("mlflow_run_id"),
         "mlflow_model_version": model.get("mlflow_model_version"),
@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
         table.add_column("item")
         table.add_column("value")
         for key in (
-            "model_id", "servable", "selected_seed", "val_reward", "val_return", "timesteps",
+            "model_id", "servable", "selected_seed", "val_reward", "val_return_pct", "timesteps",
             "dataset_hash", "model_hash", "mlflow_run_id", "mlflow_model_version", "artifact_dir", "dagster_run_id",
         ):
             table.add_row(key, str(out[key]))

@@ -13,8 +13,11 @@ import numpy as np
 
 from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS, MlflowResource, training_datasets
 from usdcop_platform.core import datasets as ds
+from usdcop_platform.core.display import metric_entries, num
 from usdcop_platform.core.metrics import Annualization
+from usdcop_platform.defs import catalog
 from usdcop_platform.defs.evaluation.trials import record_training_trials
+from usdcop_platform.defs.features.assets import CONTRACT, empty_features
 from usdcop_platform.defs.partitions import experiment_partitions, session_key
 from usdcop_platform.defs.resources import PlatformResource
 
@@ -31,6 +34,9 @@ DATASET_CHECKS = {
 }
 PARITY_CHECK = "onnx_parity"
 PACKAGE_ARTIFACT_PATH = "package"  # under the run's artifact root (which MLflow already calls artifacts/)
+# Each split (train/val/test) is a table of these columns: the features' key, price and contract columns.
+_FEATURE_TYPES = dict(empty_features(CONTRACT).schema)
+DATASET_SCHEMA = {c: _FEATURE_TYPES[c] for c in ds.dataset_columns(CONTRACT)}
 
 
 class TrainingRunConfig(dg.Config):
@@ -56,6 +62,8 @@ def _min_rows(platform: PlatformResource) -> dict[str, int]:
     ],
     group_name=GROUP,
     kinds={"parquet", "polars"},
+    owners=[catalog.OWNER_RESEARCH],
+    metadata=catalog.columns(catalog.table_schema(DATASET_SCHEMA, catalog.feature_descriptions(CONTRACT))),
     description="Train/val/test splits of an experiment with embargo, train-only norm stats and lineage.",
 )
 def experiment_dataset(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
@@ -128,6 +136,7 @@ def experiment_dataset(context: dg.AssetExecutionContext, platform: PlatformReso
     ],
     group_name=GROUP,
     kinds={"pytorch", "onnx", "mlflow"},
+    owners=[catalog.OWNER_RESEARCH],
     description="PPO policy (median-validation seed) exported to ONNX, logged to MLflow, registered as staging.",
 )
 def ppo_policy(
@@ -283,8 +292,8 @@ def ppo_policy(
             "servable": package.servable,
             "selected_seed": selected.seed,
             "seeds": list(exp.seeds),
-            "val_reward": selected.val_metrics["val_reward"],
-            "val_return": selected.val_metrics["val_return"],
+            **metric_entries({"val_reward": selected.val_metrics["val_reward"],
+                              "val_return": selected.val_metrics["val_return"]}),
             "timesteps": selected.timesteps,
             "stopped_early": selected.stopped_early,
             "mlflow_run_id": run.run_id,
@@ -303,10 +312,10 @@ def ppo_policy(
                 metadata={
                     "n_observations": parity.n_observations,
                     "n_real": parity.n_real,
-                    "max_abs_diff_probs": parity.max_abs_diff_probs,
-                    "max_abs_diff_value": parity.max_abs_diff_value,
+                    "max_abs_diff_probs": num(parity.max_abs_diff_probs),
+                    "max_abs_diff_value": num(parity.max_abs_diff_value),
                     "argmax_mismatches": parity.argmax_mismatches,
-                    "tolerance": parity.tolerance,
+                    "tolerance": num(parity.tolerance),
                 },
             )
         ],

@@ -14,7 +14,9 @@ from pathlib import Path
 import dagster as dg
 
 from usdcop_platform.adapters.tracking import MlflowResource
+from usdcop_platform.core.display import num, num_text
 from usdcop_platform.core.metrics import Annualization
+from usdcop_platform.defs import catalog
 from usdcop_platform.defs.partitions import experiment_partitions
 from usdcop_platform.defs.resources import PlatformResource
 from usdcop_platform.defs.training.assets import DATASET_KEY, GROUP
@@ -30,15 +32,14 @@ class SearchRunConfig(dg.Config):
 
 
 def _params_text(params: dict) -> str:
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
-                     for k, v in params.items())
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={num_text(v) if isinstance(v, float) else v}" for k, v in params.items())
 
 
 def _trials_markdown(rows: list[dict]) -> str:
     head = "| trial | state | value | val Sharpe | test Sharpe | params_hash | parameters |\n|---|---|---|---|---|---|---|\n"
 
     def f(v: object) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+        return "" if v is None else num_text(v)
 
     return head + "\n".join(
         f"| {r['number']} | {r['state']} | {f(r['value'])} | {f(r['val_sharpe'])} | {f(r['test_sharpe'])} | "
@@ -53,6 +54,7 @@ def _trials_markdown(rows: list[dict]) -> str:
     deps=[DATASET_KEY],
     group_name=GROUP,
     kinds={"optuna", "ray", "mlflow"},
+    owners=[catalog.OWNER_RESEARCH],
     description="Optuna search (TPE + median pruning, study in the SQL store) over the experiment's search space; "
     "trials on Ray; every trial in the trial ledger and MLflow; best config = an ordinary experiment version.",
 )
@@ -92,7 +94,7 @@ def model_search(
         "trials_pruned": out["pruned"],
         "trials_failed": out["failed"],
         "best_trial": best.get("number"),
-        "best_value": best.get("value"),
+        "best_value": num(best.get("value")),
         "best_params": dg.MetadataValue.json(best.get("params") or {}),
         "trials": dg.MetadataValue.md(_trials_markdown(out["trials"])),
         "parameter_importances": dg.MetadataValue.md(
@@ -101,7 +103,7 @@ def model_search(
         ),
         "ledger_family_trials": store.trials.count(name),
         "mlflow_parent_run_id": out["parent_run_id"] or "",
-        "seconds": out["seconds"],
+        "seconds": num(out["seconds"]),
         "next_step": "train the best config as an ordinary experiment version (never promoted directly): "
         f"{out['best_config_path']}",
     }
