@@ -102,7 +102,9 @@ def test_drift_above_threshold_warns_alerts_and_keeps_history(world) -> None:
         assert result.success
         mat = _materialization(result)
         assert mat.metadata["status"].value == "DRIFT"
-        assert mat.metadata["drift_share"].value == pytest.approx(4 / 13)
+        # a share of the features: in percent, 2 decimals (core.display)
+        assert mat.metadata["drift_share_pct"].value == pytest.approx(100 * 4 / 13, abs=0.005)
+        assert mat.metadata["drift_threshold_pct"].value == 15.0
         assert mat.metadata["n_current"].value == 60 and mat.metadata["live_sessions"].value == PREV.isoformat()
         assert "| log_ret_5m |" in mat.metadata["features"].value
         check = _check(result)[DRIFT_CHECK]

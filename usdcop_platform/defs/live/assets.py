@@ -14,10 +14,14 @@ from typing import Any
 
 import dagster as dg
 
+from usdcop_platform.adapters.store.tables import TradingSignal
+from usdcop_platform.contracts.platform import get_config
 from usdcop_platform.core.actions import ACTION_NAMES
+from usdcop_platform.core.display import num, prob
 from usdcop_platform.core.features import FeatureError
 from usdcop_platform.core.inference import InferenceEngine, InferenceError, InvalidObservation
 from usdcop_platform.core.schema import BAR_SCHEMA
+from usdcop_platform.defs import catalog
 from usdcop_platform.defs.live.cycle import Bar, LiveCycle, LiveError, StaleBar, process_lock, validate_bar
 from usdcop_platform.defs.live.resources import FeatureCacheResource
 from usdcop_platform.defs.partitions import session_key, session_partitions
@@ -33,6 +37,7 @@ GROUP = "live"
 # bar is idempotent); a few minutes of retries still lands before the next bar matters.
 RUN_RETRIES = 2
 RUN_RETRY_DELAY_S = 10
+_CONTRACT = get_config().features  # the live observation's columns (catalog column schema)
 LIVE_LOCK_FILE = "live.lock"  # under the state dir: serializes live runs on this machine
 
 
@@ -84,11 +89,17 @@ def clear_live_cycles() -> None:
 @dg.multi_asset(
     name=LIVE_OP_NAME,
     specs=[
-        dg.AssetSpec(LIVE_BAR_KEY, group_name=GROUP, skippable=False,
+        dg.AssetSpec(LIVE_BAR_KEY, group_name=GROUP, skippable=False, kinds={"polars", "parquet"},
+                     owners=[catalog.OWNER_MLOPS], metadata=catalog.columns(catalog.table_schema(BAR_SCHEMA)),
                      description="The bar, upserted into today's partition of raw/usdcop_m5_ohlcv (keyed on time)."),
         dg.AssetSpec(LIVE_FEATURES_KEY, deps=[LIVE_BAR_KEY], group_name=GROUP, skippable=False,
+                     kinds={"python", "redis"}, owners=[catalog.OWNER_MLOPS],
+                     metadata=catalog.columns(catalog.table_schema(
+                         catalog.live_feature_schema(_CONTRACT), catalog.feature_descriptions(_CONTRACT))),
                      description="The bar's 15 raw contract values (incremental engine), cached in the feature cache."),
         dg.AssetSpec(LIVE_SIGNAL_KEY, deps=[LIVE_FEATURES_KEY], group_name=GROUP, skippable=False,
+                     kinds={"onnx", "sql"}, owners=[catalog.OWNER_MLOPS],
+                     metadata=catalog.columns(catalog.sql_table_schema(TradingSignal.__table__)),
                      description="Ensemble inference + risk manager → one trading_signals row per bar and model."),
     ],
     partitions_def=session_partitions,
@@ -129,7 +140,7 @@ def live_signal(
     yield dg.MaterializeResult(asset_key=LIVE_FEATURES_KEY, metadata={
         **common, "feature_hash": first["feature_hash"] or "",
         "feature_source": result.pending.feature_source if result.pending else "stored",
-        "features": dg.MetadataValue.json([float(v) for v in (first["features"] or [])]),
+        "features": dg.MetadataValue.json([num(float(v)) for v in (first["features"] or [])]),
     })
     yield dg.MaterializeResult(asset_key=LIVE_SIGNAL_KEY, metadata={
         **common,
@@ -138,8 +149,8 @@ def live_signal(
         "raw_action": ACTION_NAMES[int(first["raw_action"])],
         "risk_status": first["risk_status"],
         "failing_check": first["failing_check"] or "",
-        "position_recommendation": float(first["position_recommendation"]),
-        "confidence": float(first["confidence"]),
+        "position_recommendation": num(float(first["position_recommendation"])),
+        "confidence": prob(float(first["confidence"])),
         **({f"ms_{k}": round(v, 3) for k, v in result.timings_ms.items()}),
     })
 

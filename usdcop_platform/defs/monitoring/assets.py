@@ -29,6 +29,7 @@ from pydantic import Field
 from usdcop_platform.contracts.experiment import BacktestConfig
 from usdcop_platform.core.alerts import degradation_alert, drift_alert
 from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.core.display import metric_entries, metric_text, num, prob
 from usdcop_platform.core.cleaning import BARS_DATASET
 from usdcop_platform.core.datasets import LINEAGE_FILE, dataset_dir, dataset_name
 from usdcop_platform.core.drift import drift_report
@@ -38,6 +39,8 @@ from usdcop_platform.core.performance import (
     shadow_ab_comparisons,
     summarize,
 )
+from usdcop_platform.core.performance import SESSION_PNL_SCHEMA
+from usdcop_platform.defs import catalog
 from usdcop_platform.defs.monitoring import history as h
 from usdcop_platform.adapters.artifacts import ArtifactVerifier
 from usdcop_platform.adapters.store.errors import ConflictError
@@ -78,13 +81,14 @@ def sessions_back(calendar: TradingCalendar, day: date, n: int) -> date:
 
 
 def _md_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "n/a" if not np.isfinite(v) else f"{v:.4g}"
-        return "" if v is None else str(v)
+    """Rows as a markdown table; each cell on its metric's scale (core.display.metric_text)."""
+    def cell(name: str, v: Any) -> str:
+        if isinstance(v, float) and not np.isfinite(v):
+            return "n/a"
+        return "" if v is None else metric_text(name, v)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(c, r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -131,6 +135,8 @@ def consecutive_drift(history: pl.DataFrame | None, model_id: str) -> int:
     deps=[LIVE_SIGNAL_KEY, DATASET_KEY],
     output_required=False,  # no live data -> no materialization (SKIPPED with a reason)
     kinds={"polars", "parquet"},
+    owners=[catalog.OWNER_MLOPS],
+    metadata=catalog.columns(catalog.table_schema(h.DRIFT_SCHEMA)),  # one history row per check
     description="Per-feature KS / Wasserstein / PSI of live observations vs the production model's train split; "
     "history in lake monitoring/feature_drift.",
 )
@@ -204,8 +210,7 @@ def feature_drift(
             "as_of": now.isoformat(),
             "model_id": model_id,
             "experiment": experiment,
-            "drift_share": dg.MetadataValue.float(report.drift_share),
-            "threshold": dg.MetadataValue.float(drift_cfg.threshold),
+            **metric_entries({"drift_share": report.drift_share, "drift_threshold": drift_cfg.threshold}),
             "drifted_features": ", ".join(report.drifted_features) or "none",
             "consecutive_drift_checks": streak,
             "n_reference": report.n_reference,
@@ -247,6 +252,8 @@ def expected_sharpe(store: Any, model_id: str, key: str) -> float | None:
     deps=[SHADOW_SIGNALS_KEY, LIVE_SIGNAL_KEY, RAW_BARS_KEY],
     output_required=False,  # no signals in the lookback -> SKIPPED with a reason
     kinds={"polars", "parquet"},
+    owners=[catalog.OWNER_MLOPS],
+    metadata=catalog.columns(catalog.table_schema(SESSION_PNL_SCHEMA)),  # realized PnL per model and session
     description="Realized PnL per signal and per session (production and shadow), rolling Sharpe, hit rate, "
     "and degradation vs the backtest expectation; may file a rollback proposal.",
 )
@@ -354,8 +361,8 @@ def realized_performance(
             "status": verdict.status,
             "reason": verdict.reason,
             "production_model_id": model_id,
-            "realized_sharpe": dg.MetadataValue.float(verdict.realized_sharpe if verdict.realized_sharpe is not None else float("nan")),
-            "expected_sharpe": dg.MetadataValue.float(verdict.expected_sharpe if verdict.expected_sharpe is not None else float("nan")),
+            "realized_sharpe": dg.MetadataValue.float(num(verdict.realized_sharpe) if verdict.realized_sharpe is not None else float("nan")),
+            "expected_sharpe": dg.MetadataValue.float(num(verdict.expected_sharpe) if verdict.expected_sharpe is not None else float("nan")),
             "action": action,
         }
     )
@@ -367,6 +374,8 @@ def realized_performance(
     group_name=GROUP,
     deps=[REALIZED_PERFORMANCE_KEY],
     kinds={"polars", "parquet"},
+    owners=[catalog.OWNER_MLOPS],
+    metadata=catalog.columns(catalog.table_schema(h.AB_SCHEMA)),
     description="Each shadow model vs the production book on paired daily PnL: Diebold-Mariano (or paired t) "
     "p-value and the sessions needed to detect the observed difference.",
 )
@@ -407,8 +416,8 @@ def shadow_ab_report(
         metadata={
             "as_of": now.isoformat(),
             "method": ab.method,
-            "alpha": ab.alpha,
-            "power": ab.power,
+            "alpha": prob(ab.alpha),
+            "power": prob(ab.power),
             "challengers": len(comparisons),
             "report": dg.MetadataValue.md(
                 _md_table(rows, ["challenger_model_id", "sessions", "mean_diff", "p_value", "needed_sessions", "verdict"])

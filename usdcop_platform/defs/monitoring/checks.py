@@ -16,6 +16,7 @@ import polars as pl
 
 from usdcop_platform.core.alerts import KIND_FRESHNESS, freshness_alert, freshness_verdict
 from usdcop_platform.core.cleaning import BARS_DATASET
+from usdcop_platform.core.display import metric_entries, num
 from usdcop_platform.defs.monitoring import history as h
 from usdcop_platform.defs.monitoring.assets import (
     FEATURE_DRIFT_KEY,
@@ -41,13 +42,13 @@ def feature_drift_below_threshold(platform: PlatformResource) -> dg.AssetCheckRe
     threshold = platform.config.mlops.drift.threshold
     last = h.latest_row(platform.lake, h.DRIFT_DATASET, pl.col("status") != "SKIPPED")
     if last is None:
-        return dg.AssetCheckResult(passed=True, severity=WARN, metadata={"note": "no drift measured yet", "threshold": threshold})
+        return dg.AssetCheckResult(passed=True, severity=WARN,
+                                   metadata={"note": "no drift measured yet", **metric_entries({"drift_threshold": threshold})})
     return dg.AssetCheckResult(
         passed=bool(last["drift_share"] <= threshold),
         severity=WARN,
         metadata={
-            "drift_share": float(last["drift_share"]),
-            "threshold": threshold,
+            **metric_entries({"drift_share": float(last["drift_share"]), "drift_threshold": threshold}),
             "drifted_features": last["drifted_features"] or "none",
             "model_id": last["model_id"],
             "checked_at": last["checked_at"].isoformat(),
@@ -71,8 +72,8 @@ def realized_performance_within_expectation(platform: PlatformResource) -> dg.As
             "status": last["status"],
             "reason": last["reason"] or "",
             "model_id": last["model_id"] or "",
-            "realized_sharpe": last["realized_sharpe"],
-            "expected_sharpe": last["expected_sharpe"],
+            "realized_sharpe": num(last["realized_sharpe"]),
+            "expected_sharpe": num(last["expected_sharpe"]),
             "action": last["action"] or "none",
         },
     )
@@ -103,7 +104,7 @@ def _freshness(
         severity=WARN,
         metadata={
             "expected_fresh": v.expected,
-            "age_minutes": v.age_minutes,
+            "age_minutes": num(v.age_minutes),
             "max_age_minutes": max_age,
             "last_bar_start": last_bar_start.isoformat() if last_bar_start else "none",
             "reason": v.reason,

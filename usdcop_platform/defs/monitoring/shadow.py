@@ -25,10 +25,12 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
+from usdcop_platform.adapters.store.tables import TradingSignal
 from usdcop_platform.contracts.experiment import EnvironmentConfig
 from usdcop_platform.contracts.mlops import EnsembleConfig, EnsembleMember
 from usdcop_platform.core.actions import HOLD, position_of
 from usdcop_platform.core.inference import InferenceEngine, InferenceError
+from usdcop_platform.defs import catalog
 from usdcop_platform.defs.live.assets import LIVE_SIGNAL_KEY
 from usdcop_platform.defs.monitoring.assets import GROUP, SHADOW_SIGNALS_KEY, MonitoringRunConfig, sessions_back
 from usdcop_platform.defs.resources import PlatformResource
@@ -119,6 +121,8 @@ def shadow_session(
     deps=[LIVE_SIGNAL_KEY],  # the production observations the challengers replay
     output_required=False,  # no challenger or no production signal -> SKIPPED with a reason
     kinds={"onnx", "sql"},
+    owners=[catalog.OWNER_MLOPS],
+    metadata=catalog.columns(catalog.sql_table_schema(TradingSignal.__table__)),  # rows with role shadow
     description="Challenger models (staging, pending proposal) run on the production observations; "
     "signals stored with role shadow, never acted on.",
 )
