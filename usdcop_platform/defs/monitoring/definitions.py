@@ -1,5 +1,5 @@
 """Monitoring domain definitions: drift, shadow signals, realized performance, shadow A/B, freshness checks,
-monitoring schedules, the retraining trigger, run-failure alerts and alert redelivery."""
+monitoring schedules, the retraining trigger, run-failure alerts, alert redelivery and proposal expiry."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import dagster as dg
 
 from usdcop_platform.defs.monitoring.assets import feature_drift, realized_performance, shadow_ab_report
 from usdcop_platform.defs.monitoring.checks import FRESHNESS_CHECKS, MONITORING_CHECKS
+from usdcop_platform.defs.monitoring.expiry import proposal_expiry_job, proposal_expiry_schedule
 from usdcop_platform.defs.monitoring.jobs import (
     monitoring_drift_job,
     monitoring_freshness_job,
@@ -27,7 +28,8 @@ defs = dg.Definitions(
         monitoring_performance_job,
         monitoring_freshness_job,
         retrain_experiment_job,
+        proposal_expiry_job,
     ],
-    schedules=MONITORING_SCHEDULES,
+    schedules=[*MONITORING_SCHEDULES, proposal_expiry_schedule],
     sensors=MONITORING_SENSORS,
 )
