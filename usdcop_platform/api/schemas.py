@@ -238,6 +238,12 @@ class AdditionalBacktestOut(BaseModel):
     )
 
 
+class DagsterRunOut(_Out):
+    what: str = Field(description="training or evaluation")
+    run_id: str
+    url: str = Field(description="The run's page in the Dagster UI (USDCOP_DAGSTER_UI_URL)")
+
+
 class ExperimentDetailOut(ProposalSummary):
     reasons: list[str] = []
     criteria: dict[str, Any] = {}
@@ -253,7 +259,10 @@ class ExperimentDetailOut(ProposalSummary):
     trades_total: int
     monthly_returns: list[MonthlyReturn]
     mlflow_run_id: str | None = None
-    mlflow_url: str | None = None
+    mlflow_url: str | None = Field(default=None, description="The run's page in the MLflow UI (USDCOP_MLFLOW_UI_URL)")
+    dagster_runs: list[DagsterRunOut] = Field(
+        default=[], description="The Dagster runs behind the proposal the store records (training; evaluation when recorded)"
+    )
     history: list[AuditOut] = []
     backtest_requests: list[BacktestRequestOut] = []
     additional_backtests: list[AdditionalBacktestOut] = Field(

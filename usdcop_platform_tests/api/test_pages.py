@@ -12,7 +12,9 @@ import pytest
 from usdcop_platform.api.pages import csrf_token
 from usdcop_platform_tests.api.conftest import seed_proposal
 
-EXTERNAL_URL = re.compile(r"""(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)
+# A resource the browser would load from another origin (a plain <a> link to the MLflow or Dagster UI
+# is followed only when clicked, so anchors are not loads).
+EXTERNAL_URL = re.compile(r"""<(?!a\s)[a-z]+\s[^>]*(?:src|href)\s*=\s*["'](?:https?:)?//""", re.I)
 
 
 @pytest.fixture
@@ -81,8 +83,11 @@ def test_review_page_shows_evidence_and_charts(client, keys, proposal) -> None:
     assert 'name="csrf"' in html
 
 
-def test_pages_load_nothing_from_other_origins(client, keys, proposal) -> None:
+def test_pages_load_nothing_from_other_origins(client, keys, store, lake, calendar) -> None:
+    proposal = seed_proposal(store, lake, calendar, recommendation="PROMOTE", n_sessions=10, mlflow_run_id="a" * 32)
     _login(client, keys.viewer)
+    assert EXTERNAL_URL.search('<link rel="stylesheet" href="https://cdn.example/x.css">')
+    assert EXTERNAL_URL.search('<img alt="" src="//cdn.example/x.png">')
     for path in ("/experiments", f"/experiments/{proposal['proposal_id']}/review", "/login", "/docs"):
         r = client.get(path)
         assert r.status_code == 200, path
@@ -318,3 +323,6 @@ def test_review_page_links_the_mlflow_and_dagster_runs(client, keys, store, lake
     assert mlflow == f"{settings.resolved_mlflow_ui_url}/#/runs/{run}"
     dagster = re.search(r'<a href="([^"]+)" data-testid="dagster-link-training"', html).group(1)
     assert dagster == f"{settings.resolved_dagster_ui_url}/runs/dagster-run-1234"
+    detail = client.get(f"/api/experiments/{p['proposal_id']}", headers=keys.h("viewer")).json()
+    assert detail["mlflow_url"] == mlflow
+    assert detail["dagster_runs"] == [{"what": "training", "run_id": "dagster-run-1234", "url": dagster}]
