@@ -260,8 +260,14 @@ def test_review_page_compares_with_the_production_model_and_buy_and_hold(client,
     prod = seed_proposal(store, lake, calendar, recommendation="PROMOTE", n_sessions=10, seed=1, with_series=False)
     store.approvals.decide(prod["proposal_id"], "APPROVE", reviewer="rita-reviewer", notes="first model")
     cand = seed_proposal(store, lake, calendar, n_sessions=45, skill=0.4, seed=2, production_model_id=prod["model_id"])
+    store.trials.record([{"trial_id": f"t{i}", "family": prod["experiment_name"], "experiment_version": "1",
+                          "kind": "training_seed", "seed": i, "config_hash": "c" * 64, "data_hash": "d" * 64,
+                          "test_sharpe": s} for i, s in enumerate((0.4, 1.1, 2.0))])
     _login(client, keys.viewer)
     html = client.get(f"/experiments/{cand['proposal_id']}/review").text
+    # the production model's DSR is deflated for its family's 3 trials, as the candidate's is (not = its PSR)
+    assert _cells(html, "dsr")["production"][0] != _cells(html, "psr")["production"][0]
+    assert "its DSR deflated for its own family&#39;s trials" in html
     table = re.search(r'data-testid="baseline-table">(.*?)</table>', html, re.S).group(1)
     assert 'data-reference="production">Production model<' in table and f'<code>{prod["model_id"]}</code>' in html
     assert 'data-reference="buy_and_hold">Buy &amp; hold<' in table
