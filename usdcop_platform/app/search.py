@@ -275,7 +275,7 @@ class TrialRecorder:
             run = self.mlflow.start_run(self.exp.name, run_name=f"search {study_name}", tags={
                 "optuna_study": study_name, "kind": "search", "experiment": self.exp.name,
                 "experiment_version": self.exp.version, "dataset_hash": self.data_hash,
-            })
+            }, dagster_run_id=self.run_id)
             run.log_params({"search": S.space_of(self.exp).model_dump(mode="json"), "budget_timesteps": S.trial_budget(self.exp)})
             self.parent_run_id = run.run_id
         return self.parent_run_id
@@ -314,7 +314,7 @@ class TrialRecorder:
             child = self.mlflow.start_run(self.exp.name, run_name=f"trial {t.number}", tags={
                 "mlflow.parentRunId": self._parent(study.study_name), "optuna_study": study.study_name,
                 "optuna_trial": t.number, "state": t.state.name, "kind": "search_trial", "ledger_trial_id": trial_id,
-            })
+            }, dagster_run_id=self.run_id)
             child.log_params({"params": params, "seed": a.get(TRIAL_SEED_ATTR), "params_hash": a.get("params_hash")})
             client.log_batch(child.run_id, metrics=[Metric(S.OBJECTIVE, float(v), 0, int(step))
                                                     for step, v in sorted(t.intermediate_values.items())], synchronous=True)

@@ -23,6 +23,7 @@ def exp(platform_config):
 def test_search_runs_records_every_trial_and_resumes(tmp_path, exp, db_url) -> None:
     inp = inputs(exp, db_url)
     rec = recorder(tmp_path, exp, db_url)
+    rec.run_id = "dagster-run-1"  # launched by the models/search asset
     seen = []
     report = app_search.run_search(inp, trials=3, workers=1, executor=InProcessExecutor(), recorder=rec, progress=seen.append)
     assert report.finished == 3 and report.complete + report.pruned == 3 and not report.task_failures
@@ -35,6 +36,9 @@ def test_search_runs_records_every_trial_and_resumes(tmp_path, exp, db_url) -> N
     eid = rec.mlflow.experiment_id(client, exp.name)
     children = client.search_runs([eid], filter_string=f"tags.mlflow.parentRunId = '{report.parent_run_id}'")
     assert {r.info.run_id for r in children} == {r["mlflow_run_id"] for r in rows}
+    dagster_url = f"{rec.mlflow.dagster_ui_url}/runs/dagster-run-1"  # each run links the Dagster run
+    assert {r.data.tags["dagster_run_url"] for r in children} == {dagster_url}
+    assert client.get_run(report.parent_run_id).data.tags["dagster_run_url"] == dagster_url
     complete = [r for r in rows if r["details"]["state"] == "COMPLETE"]
     assert complete and all(r["test_sharpe"] is not None and r["returns_partition"] for r in complete)
     # the validation scores were reported during training (what the pruner reads)
