@@ -67,19 +67,26 @@ def _num(m: Mapping[str, Any], key: str) -> float | None:
     return float(v)
 
 
-def production_reference(proposal: Mapping[str, Any], family_dsr: Any = None) -> Reference | None:
+def production_reference(
+    proposal: Mapping[str, Any], family_dsr: Any = None, recompute: Any = None
+) -> Reference | None:
     """The production model the candidate was evaluated against, or None when there was none.
 
-    `family_dsr(model_id, metrics)` returns the reference's DSR for its own family (or None).
+    `family_dsr(model_id, metrics)` returns the reference's DSR for its own family (or None);
+    `recompute()` returns its full metrics recomputed from the backtest series (or None), for
+    proposals that kept only the headline deltas.
     """
     bc = proposal.get("baseline_comparison") or {}
     base_id = bc.get("baseline_model_id")
     full = ((proposal.get("metrics") or {}).get("benchmarks") or {}).get("baseline")
+    deltas = bc.get("deltas") or {}
     if isinstance(full, Mapping) and full:
         metrics = dict(full)
         note = "backtested on the candidate's bars and costs by the evaluation step"
+    elif (base_id or deltas) and recompute is not None and (again := recompute()):
+        metrics = dict(again)
+        note = "recomputed from its positions in the backtest series (core.backtest, the candidate's costs)"
     else:
-        deltas = bc.get("deltas") or {}
         metrics = {k: v.get("baseline") for k, v in deltas.items() if isinstance(v, Mapping)}
         note = "headline metrics only (this proposal predates the full production metrics)"
     if not metrics:
@@ -99,8 +106,9 @@ def buy_and_hold_reference(proposal: Mapping[str, Any]) -> Reference | None:
     return Reference("buy_and_hold", "Buy & hold", dict(bh), "long USD from the first bar to the last, same costs")
 
 
-def references(proposal: Mapping[str, Any], family_dsr: Any = None) -> list[Reference]:
-    return [r for r in (production_reference(proposal, family_dsr), buy_and_hold_reference(proposal)) if r is not None]
+def references(proposal: Mapping[str, Any], family_dsr: Any = None, recompute: Any = None) -> list[Reference]:
+    refs = (production_reference(proposal, family_dsr, recompute), buy_and_hold_reference(proposal))
+    return [r for r in refs if r is not None]
 
 
 def delta_class(key: str, delta: float | None, candidate: Mapping[str, Any], reference: Mapping[str, Any]) -> str:

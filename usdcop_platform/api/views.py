@@ -192,7 +192,34 @@ def diagnostic_rows(lake: ParquetLake, proposal: Mapping[str, Any]) -> list[dict
     return rows
 
 
-def baseline_rows(proposal: Mapping[str, Any], store: Any = None) -> tuple[list[Reference], list[dict[str, Any]]]:
+def recompute_production_metrics(series: Any, proposal: Mapping[str, Any], settings: Settings) -> dict[str, Any] | None:
+    """The production model's full metrics from its positions in the backtest series
+    (`baseline_position`), by core.backtest with the candidate's costs, capital and confidence and
+    the market calendar's annualization: what the evaluation step computes, for proposals that only
+    kept the headline deltas. None when the series does not hold those positions."""
+    cols = ("close", "session", "baseline_position")
+    m = proposal.get("metrics") or {}
+    if series is None or any(c not in series.columns for c in cols) or series["baseline_position"].null_count():
+        return None
+    if not isinstance(m.get("cost_bps"), (int, float)) or not isinstance(m.get("initial_capital"), (int, float)):
+        return None
+    from usdcop_platform.contracts.platform import load_platform_config
+    from usdcop_platform.core.backtest import backtest
+    from usdcop_platform.core.calendar import TradingCalendar
+    from usdcop_platform.core.metrics import Annualization
+
+    calendar = TradingCalendar(load_platform_config(settings.config_dir).instrument)
+    result = backtest(
+        series["close"].to_numpy(), series["baseline_position"].to_numpy(), series["session"].to_numpy(),
+        cost_bps=float(m["cost_bps"]), initial_capital=float(m["initial_capital"]),
+        annualization=Annualization.from_calendar(calendar), confidence=float(m.get("confidence_level") or 0.95),
+    )
+    return result.metrics
+
+
+def baseline_rows(
+    proposal: Mapping[str, Any], store: Any = None, recompute: Any = None
+) -> tuple[list[Reference], list[dict[str, Any]]]:
     """The reference columns (production model, buy-and-hold) and the rows of the metrics table."""
 
     def family_dsr(model_id: str, metrics: Mapping[str, Any]) -> float | None:
@@ -205,7 +232,7 @@ def baseline_rows(proposal: Mapping[str, Any], store: Any = None) -> tuple[list[
         now = deflate_with_family(metrics, family_trials(family, store.trials.family(family)))
         return None if now is None else float(now["dsr"])
 
-    refs = references(proposal, family_dsr if store is not None else None)
+    refs = references(proposal, family_dsr if store is not None else None, recompute)
     return refs, comparison_rows(proposal.get("metrics") or {}, refs, fmt_value)
 
 
@@ -385,7 +412,7 @@ def experiment_detail(
     model = store.models.get(proposal["model_id"])
     df = S.load_series(lake, proposal)
     trades = S.load_trades(lake, proposal)
-    refs, rows = baseline_rows(proposal, store)
+    refs, rows = baseline_rows(proposal, store, lambda: recompute_production_metrics(df, proposal, settings))
     crit = criteria_rows(proposal.get("criteria"))
     run_id = (proposal.get("lineage") or {}).get("mlflow_run_id") or (model or {}).get("mlflow_run_id")
     requests = store.backtest_requests.list(model_id=proposal["model_id"])

@@ -332,3 +332,22 @@ def test_review_page_links_the_mlflow_and_dagster_runs(client, keys, store, lake
     detail = client.get(f"/api/experiments/{p['proposal_id']}", headers=keys.h("viewer")).json()
     assert detail["mlflow_url"] == mlflow
     assert detail["dagster_runs"] == [{"what": "training", "run_id": "dagster-run-1234", "url": dagster}]
+
+
+def test_production_metrics_of_older_proposals_are_recomputed_from_the_series(client, keys, store, lake, calendar, settings) -> None:
+    """A proposal that kept only the headline deltas gets the production model's full metrics from its
+    positions in the backtest series, by core.backtest: the same numbers the evaluation stored."""
+    prod = seed_proposal(store, lake, calendar, recommendation="PROMOTE", n_sessions=10, seed=1, with_series=False)
+    store.approvals.decide(prod["proposal_id"], "APPROVE", reviewer="rita-reviewer", notes="first model")
+    cand = seed_proposal(store, lake, calendar, n_sessions=30, skill=0.4, seed=2, production_model_id=prod["model_id"])
+    _login(client, keys.viewer)
+    stored = client.get(f"/experiments/{cand['proposal_id']}/review").text
+    metrics = dict(cand["metrics"])
+    metrics["benchmarks"] = {**metrics["benchmarks"], "baseline": None}  # as an older proposal kept them
+    store.proposals.upsert(**{k: cand[k] for k in ("model_id", "experiment_name", "experiment_version",
+                                                    "recommendation", "confidence", "reasons", "criteria",
+                                                    "baseline_comparison", "lineage")}, metrics=metrics)
+    recomputed = client.get(f"/experiments/{cand['proposal_id']}/review").text
+    assert "recomputed from its positions in the backtest series" in recomputed
+    for metric in ("exposure", "turnover", "psr", "final_equity", "sharpe", "max_drawdown", "avg_trade"):
+        assert _cells(recomputed, metric)["production"] == _cells(stored, metric)["production"], metric
