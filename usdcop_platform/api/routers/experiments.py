@@ -119,7 +119,9 @@ def approve(
     settings: Any = Depends(get_settings),
 ) -> DecisionOut:
     """One transaction: proposal → APPROVED/REJECTED; on APPROVE with promotion the model becomes
-    production and the previous production model is archived; an audit row records the caller."""
+    production and the previous production model is archived; an audit row records the caller.
+    Approving a proposal the rules rated REJECT is an override: it needs notes and
+    `override_confirmed: true`, else 422 with the rules' reasons."""
     outcome = actions.decide(
         store,
         settings,
