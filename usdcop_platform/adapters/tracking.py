@@ -367,17 +367,23 @@ class TrackedRun:
         return run_url(self.ui_url, self.run_id, self.experiment_id)
 
 
+# MLflow 3.18's UI picks its navigation from a browser-wide switch that starts on GenAI (the
+# experiment's mlflow.experimentKind tag is then ignored); this query opens our links in "Model training".
+UI_VIEW = "?workflowType=machine_learning"
+
+
 def run_url(ui_url: str, run_id: str, experiment_id: str | None = None) -> str:
     """The MLflow UI page of a run (MLflow redirects `#/runs/<id>` to its experiment)."""
     base, rid = ui_url.rstrip("/"), quote(run_id, safe="")
     if experiment_id is None:
-        return f"{base}/#/runs/{rid}"
-    return f"{base}/#/experiments/{quote(str(experiment_id), safe='')}/runs/{rid}"
+        return f"{base}/#/runs/{rid}{UI_VIEW}"
+    return f"{base}/#/experiments/{quote(str(experiment_id), safe='')}/runs/{rid}{UI_VIEW}"
 
 
 def logged_model_url(ui_url: str, experiment_id: str, model_id: str) -> str:
     """The MLflow UI page of a LoggedModel."""
-    return f"{ui_url.rstrip('/')}/#/experiments/{quote(str(experiment_id), safe='')}/models/{quote(model_id, safe='')}"
+    exp, mid = quote(str(experiment_id), safe=""), quote(model_id, safe="")
+    return f"{ui_url.rstrip('/')}/#/experiments/{exp}/models/{mid}{UI_VIEW}"
 
 
 class MlflowResource(dg.ConfigurableResource):

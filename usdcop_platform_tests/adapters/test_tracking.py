@@ -91,5 +91,6 @@ def test_run_url_is_always_an_mlflow_ui_link() -> None:
     def run(ui: str) -> TrackedRun:
         return TrackedRun(client=None, run_id="r1", experiment_id="3", tracking_uri="sqlite:///x.db", ui_url=ui)  # type: ignore[arg-type]
 
-    assert run("http://mlflow:5000/").url == "http://mlflow:5000/#/experiments/3/runs/r1"
-    assert run("http://127.0.0.1:5000").url == "http://127.0.0.1:5000/#/experiments/3/runs/r1"
+    view = "?workflowType=machine_learning"  # MLflow's "Model training" navigation, not GenAI's
+    assert run("http://mlflow:5000/").url == f"http://mlflow:5000/#/experiments/3/runs/r1{view}"
+    assert run("http://127.0.0.1:5000").url == f"http://127.0.0.1:5000/#/experiments/3/runs/r1{view}"

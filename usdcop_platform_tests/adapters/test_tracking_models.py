@@ -31,6 +31,7 @@ from usdcop_platform.settings import Settings
 from usdcop_platform_tests.training_synth import fresh_mlflow_uri
 
 N_FEATURES = 5
+VIEW = "workflowType=machine_learning"  # links open MLflow's "Model training" navigation
 
 
 @pytest.fixture
@@ -80,7 +81,9 @@ def test_the_policy_is_a_logged_model_with_its_onnx_flavour_and_bytes(tracking, 
     # the "Models" tab of the experiment lists it; the run names it as its output
     assert [m.model_id for m in client.search_logged_models([run.experiment_id])] == [logged.model_id]
     assert [(o.model_id, o.step) for o in client.get_run(run.run_id).outputs.model_outputs] == [(logged.model_id, 1024)]
-    assert logged.url == f"http://mlflow.example:5000/#/experiments/{run.experiment_id}/models/{logged.model_id}"
+    assert logged.url == (
+        f"http://mlflow.example:5000/#/experiments/{run.experiment_id}/models/{logged.model_id}?workflowType=machine_learning"
+    )
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location, dst_path=str(tmp_path / "dl")))
     assert file_hash(local / "model.onnx") == file_hash(policy_file)  # the packaged bytes, not a re-export
@@ -114,7 +117,7 @@ def test_training_run_links_its_dagster_run(tracking) -> None:
     assert tags["dagster_run_id"] == "0123456789abcdef"
     assert tags["dagster_run_url"] == "http://dagster.example:3000/runs/0123456789abcdef"
     assert "(http://dagster.example:3000/runs/0123456789abcdef)" in tags["mlflow.note.content"]
-    assert run.url == f"http://mlflow.example:5000/#/experiments/{run.experiment_id}/runs/{run.run_id}"
+    assert run.url == f"http://mlflow.example:5000/#/experiments/{run.experiment_id}/runs/{run.run_id}?{VIEW}"
 
 
 def test_backtest_metrics_land_on_the_models_run_and_logged_model(tracking, policy_file) -> None:
@@ -176,6 +179,6 @@ def test_ui_urls_come_from_settings(tmp_path) -> None:
     explicit = Settings(MLFLOW_TRACKING_URI="http://mlflow:5000", USDCOP_MLFLOW_UI_URL="http://localhost:5001/",
                         USDCOP_DAGSTER_UI_URL="http://localhost:3001")
     assert (explicit.resolved_mlflow_ui_url, explicit.resolved_dagster_ui_url) == ("http://localhost:5001", "http://localhost:3001")
-    assert res.run_url("abc") == "http://127.0.0.1:5000/#/runs/abc"
+    assert res.run_url("abc") == f"http://127.0.0.1:5000/#/runs/abc?{VIEW}"
     with pytest.raises(ValueError, match="USDCOP_MLFLOW_UI_URL"):
         Settings(USDCOP_MLFLOW_UI_URL="mlflow:5000")

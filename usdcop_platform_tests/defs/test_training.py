@@ -184,8 +184,9 @@ def test_the_policy_is_the_runs_logged_model_and_the_runs_link_both_ways(trained
     }
     # Dagster -> MLflow (asset metadata) and MLflow -> Dagster (run tags)
     ui = env.mlflow.ui_url
-    assert meta["mlflow_run"] == f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-    assert meta["mlflow_logged_model"] == f"{ui}/#/experiments/{run.info.experiment_id}/models/{logged.model_id}"
+    view = "?workflowType=machine_learning"
+    assert meta["mlflow_run"] == f"{ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}{view}"
+    assert meta["mlflow_logged_model"] == f"{ui}/#/experiments/{run.info.experiment_id}/models/{logged.model_id}{view}"
     assert run.data.tags["dagster_run_id"] == result.run_id
     assert run.data.tags["dagster_run_url"] == f"{env.mlflow.dagster_ui_url}/runs/{result.run_id}"
 
