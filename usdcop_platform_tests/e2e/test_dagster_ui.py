@@ -52,6 +52,9 @@ WORKSPACE_QUERY = """
         sensors { name }
         assetNodes {
           assetKey { path }
+          description
+          kinds
+          owners { __typename ... on TeamAssetOwner { team } }
           assetChecksOrError { __typename ... on AssetChecks { checks { name } } }
         }
       }
@@ -159,6 +162,11 @@ def test_webserver_loads_everything_and_renders_the_asset_graph(webserver) -> No
         "sensors": {s["name"] for s in repo["sensors"]},
     }
     expected = _expected()
+    # what the catalog shows for every asset (defs/catalog.py; details in defs/test_asset_catalog.py)
+    for n in repo["assetNodes"]:
+        key = "/".join(n["assetKey"]["path"])
+        assert n["kinds"] and n["description"], f"{key}: kinds {n['kinds']}, description {n['description']!r}"
+        assert [o["__typename"] for o in n["owners"]] == ["TeamAssetOwner"], f"{key}: owners {n['owners']}"
     for kind in ("assets", "checks", "jobs", "schedules", "sensors"):
         assert served[kind] == expected[kind], f"{kind}: missing {expected[kind] - served[kind]}, extra {served[kind] - expected[kind]}"
     # the monitoring domain is part of it
