@@ -20,7 +20,7 @@ A Δ is coloured better/worse only where the comparison means something:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,11 @@ NEUTRAL = frozenset({"trades", "exposure", "turnover"})
 PER_TRADE = frozenset({"win_rate", "profit_factor", "avg_trade"})
 MIN_TRADES_TO_COMPARE = 10
 
+# (model id, its metrics) -> its DSR deflated for its own family; () -> recomputed full metrics.
+FamilyDsr = Callable[[str, Mapping[str, Any]], float | None]
+Recompute = Callable[[], Mapping[str, Any] | None]
+Formatter = Callable[[Any, str], str]
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -68,7 +73,7 @@ def _num(m: Mapping[str, Any], key: str) -> float | None:
 
 
 def production_reference(
-    proposal: Mapping[str, Any], family_dsr: Any = None, recompute: Any = None
+    proposal: Mapping[str, Any], family_dsr: FamilyDsr | None = None, recompute: Recompute | None = None
 ) -> Reference | None:
     """The production model the candidate was evaluated against, or None when there was none.
 
@@ -106,7 +111,9 @@ def buy_and_hold_reference(proposal: Mapping[str, Any]) -> Reference | None:
     return Reference("buy_and_hold", "Buy & hold", dict(bh), "long USD from the first bar to the last, same costs")
 
 
-def references(proposal: Mapping[str, Any], family_dsr: Any = None, recompute: Any = None) -> list[Reference]:
+def references(
+    proposal: Mapping[str, Any], family_dsr: FamilyDsr | None = None, recompute: Recompute | None = None
+) -> list[Reference]:
     refs = (production_reference(proposal, family_dsr, recompute), buy_and_hold_reference(proposal))
     return [r for r in refs if r is not None]
 
@@ -123,7 +130,7 @@ def delta_class(key: str, delta: float | None, candidate: Mapping[str, Any], ref
     return "pos" if better else "neg"
 
 
-def comparison_rows(metrics: Mapping[str, Any], refs: list[Reference], fmt: Any) -> list[dict[str, Any]]:
+def comparison_rows(metrics: Mapping[str, Any], refs: list[Reference], fmt: Formatter) -> list[dict[str, Any]]:
     """One row per metric the candidate or a reference has: values, Δ (candidate − reference), colour.
 
     `fmt(value, kind)` formats a value (views.fmt_value)."""

@@ -19,7 +19,7 @@ from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.adapters.store import NotFoundError
 from usdcop_platform.api import series as S
 from usdcop_platform.api.charts import fixed
-from usdcop_platform.api.comparison import METRIC_DISPLAY, Reference, comparison_rows, references
+from usdcop_platform.api.comparison import METRIC_DISPLAY, Recompute, Reference, comparison_rows, references
 from usdcop_platform.settings import Settings
 
 # Criteria metrics shown as percentages.
@@ -218,7 +218,7 @@ def recompute_production_metrics(series: Any, proposal: Mapping[str, Any], setti
 
 
 def baseline_rows(
-    proposal: Mapping[str, Any], store: Any = None, recompute: Any = None
+    proposal: Mapping[str, Any], store: Any = None, recompute: Recompute | None = None
 ) -> tuple[list[Reference], list[dict[str, Any]]]:
     """The reference columns (production model, buy-and-hold) and the rows of the metrics table."""
 
