@@ -124,6 +124,7 @@ def evaluate_experiment(
         "experiment": name,
         "dagster_run_id": result.run_id,
         "backtest": meta.get("evaluation/backtest", {}),
+        "walk_forward_train_seconds": meta.get("evaluation/walk_forward", {}).get("train_seconds"),
         "proposal": dict(proposal) if proposal is not None else None,
     }
 

@@ -98,6 +98,7 @@ def train_experiment(
         "val_reward": model.get("val_reward"),
         "val_return_pct": model.get("val_return_pct"),  # percent, as the asset's metadata shows it
         "timesteps": model.get("timesteps"),
+        "train_seconds": model.get("train_seconds"),
         "mlflow_run_id": model.get("mlflow_run_id"),
         "mlflow_model_version": model.get("mlflow_model_version"),
         "artifact_dir": model.get("artifact_dir"),

@@ -28,11 +28,13 @@ def test_run_then_rerun_skips_everything(isolated_settings, monkeypatch: pytest.
     log = isolated_settings.state_dir / "logs" / "usdcop.log"
     assert "RUN_SUCCESS" in log.read_text()
     assert "Dagster UI" in first.output and str(isolated_settings.resolved_dagster_home) in first.output
+    assert "train_seconds=" in first.output  # the PPO learning inside the model stage, as the asset measured it
 
     again = runner.invoke(app, ["run", "-e", "smoke", "--timesteps", "512", "--json"])
     assert again.exit_code == 0, again.output
     out = json.loads(again.output.strip().splitlines()[-1])
     assert set(out["stages"].values()) == {"skipped (current)"}
+    assert out["training_seconds"] == 0.0  # nothing trained on a re-run
     assert out["recommendation"] in {"PROMOTE", "REVIEW", "REJECT"} and out["criteria"]
     assert set(out["test_metrics"]) == {"sharpe", "total_return", "max_drawdown", "turnover", "n_trades"}
     assert all(v is not None for v in out["test_metrics"].values())

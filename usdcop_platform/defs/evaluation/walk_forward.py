@@ -121,5 +121,6 @@ def walk_forward(
                               "sharpe_min": agg["sharpe_min"]}),
             "per_fold": dg.MetadataValue.md(folds_markdown(report)),
             "norm_stats_hashes": [f["norm_stats_hash"][:12] for f in report["folds"]],
+            "train_seconds": round(sum(f.get("train_seconds", 0.0) for f in report["folds"]), 2),
         }
     )

@@ -295,6 +295,7 @@ def ppo_policy(
             **metric_entries({"val_reward": selected.val_metrics["val_reward"],
                               "val_return": selected.val_metrics["val_return"]}),
             "timesteps": selected.timesteps,
+            "train_seconds": round(sum(s.seconds for s in result.seeds), 2),  # PPO learning, every seed
             "stopped_early": selected.stopped_early,
             "mlflow_run_id": run.run_id,
             "mlflow_model_version": model_version,
