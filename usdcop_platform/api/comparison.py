@@ -36,7 +36,7 @@ METRIC_DISPLAY: dict[str, tuple[str, str]] = {
     "profit_factor": ("Profit factor", "num"),
     "avg_trade": ("Average trade (USD)", "money"),
     "exposure": ("Exposure", "pct"),
-    "turnover": ("Turnover (units)", "num"),
+    "turnover": ("Turnover (units)", "int"),  # positions are -1/0/+1: whole units
     "psr": ("PSR(0)", "pct"),
     "dsr": ("Deflated Sharpe", "pct"),
     "final_equity": ("Final equity (USD)", "money"),
