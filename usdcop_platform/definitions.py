@@ -1,4 +1,7 @@
-"""Dagster entry point: the domain definitions under defs/ plus the shared resources. Nothing else."""
+"""Dagster entry point: the domain definitions under defs/ plus the shared resources.
+
+Also the one Dagster module other shells may import (the CLI and the benchmarks launch runs): the
+definitions, their resources and `asset_def(path)` for a key of contracts.assets."""
 
 from __future__ import annotations
 
@@ -33,3 +36,8 @@ def _domain_defs() -> list[dg.Definitions]:
 
 
 defs = dg.Definitions.merge(*_domain_defs(), dg.Definitions(resources=build_resources()))
+
+
+def asset_def(path: tuple[str, ...]) -> dg.AssetsDefinition:
+    """The assets definition of `path` (a contracts.assets key), to materialize or to read its op name."""
+    return defs.resolve_assets_def(dg.AssetKey(list(path)))
