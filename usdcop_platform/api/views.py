@@ -237,10 +237,13 @@ def baseline_rows(
 
 
 def mlflow_run_url(settings: Settings, run_id: str | None) -> str | None:
-    """The run's page in the MLflow UI (USDCOP_MLFLOW_UI_URL; MLflow redirects #/runs/<id>)."""
+    """The run's page in the MLflow UI (USDCOP_MLFLOW_UI_URL), as adapters.tracking links runs
+    (imported here, on the first review page: it loads Dagster, which the API does not need)."""
     if not run_id:
         return None
-    return f"{settings.resolved_mlflow_ui_url}/#/runs/{quote(run_id, safe='')}"
+    from usdcop_platform.adapters.tracking import run_url
+
+    return run_url(settings.resolved_mlflow_ui_url, run_id)
 
 
 def dagster_run_url(settings: Settings, run_id: str | None) -> str | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from usdcop_platform.adapters.tracking import MlflowResource
+from usdcop_platform.adapters.tracking import MlflowResource, run_url
 from usdcop_platform.api.app import create_app
 from usdcop_platform.api.champion import CHAMPION_ALIAS
 from usdcop_platform_tests.api.conftest import make_settings, seed_proposal
@@ -74,7 +74,7 @@ def test_champion_follows_approvals_and_rollbacks(tmp_path: Path, db_url, store,
         assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
         # the review page links the run in the MLflow UI (`mlflow ui`'s port for a local store)
         detail = api.get(f"/api/experiments/{c['proposal_id']}", headers=keys.h("viewer")).json()
-        assert detail["mlflow_run_id"] == run_c and detail["mlflow_url"] == f"{settings.resolved_mlflow_ui_url}/#/runs/{run_c}"
+        assert detail["mlflow_run_id"] == run_c and detail["mlflow_url"] == run_url(settings.resolved_mlflow_ui_url, run_c)
 
 
 def test_mlflow_failure_never_blocks_an_approval(
@@ -92,6 +92,6 @@ def test_mlflow_failure_never_blocks_an_approval(
                      json={"decision": "APPROVE", "notes": "ok", "override_confirmed": True})
         assert r.status_code == 200
         detail = api.get(f"/api/experiments/{p['proposal_id']}", headers=keys.h("viewer")).json()
-        assert detail["mlflow_url"] == f"http://127.0.0.1:1/#/runs/{'0' * 32}"
+        assert detail["mlflow_url"] == run_url("http://127.0.0.1:1", "0" * 32)  # the tracking server is its UI
     assert store.models.production()["model_id"] == p["model_id"]
     assert any("champion" in rec.getMessage() for rec in caplog.records)
