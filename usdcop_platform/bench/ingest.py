@@ -4,7 +4,7 @@ Two paths, each measured in a fresh Python process (so peak memory is the whole 
 maximum resident set, imports included):
 
 - pipeline: read both files -> clean -> Great Expectations gates -> write the lake + quarantine
-  (defs.market_data.publish, the code the assets run). Timed in a warm process, as in a running
+  (app.ingest, the code the assets run). Timed in a warm process, as in a running
   Dagster code server: libraries, including Great Expectations (3-8 s to import on this machine),
   are imported and the GX context created before the clock starts; that one-off cost is reported
   separately, and so is the cold process (interpreter + imports + ingest). This is the figure
@@ -55,9 +55,9 @@ def _pipeline(bars: Path, macro: Path, span: tuple[date, date], lake_dir: Path) 
     from usdcop_platform.adapters.sources.base import slice_by_utc_date
     from usdcop_platform.contracts.platform import get_config
     from usdcop_platform.core.calendar import TradingCalendar
-    from usdcop_platform.defs.market_data.publish import publish_bars, publish_macro, raw_slice
+    from usdcop_platform.app.ingest import publish_bars, publish_macro, raw_slice
 
-    from usdcop_platform.defs.market_data.expectations import warm_up
+    from usdcop_platform.adapters.expectations import warm_up
 
     cfg = get_config()
     calendar = TradingCalendar(cfg.instrument)

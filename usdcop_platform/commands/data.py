@@ -74,7 +74,7 @@ def _quarantine_future_bars(settings: Any, calendar: Any, bars: Path) -> int:
     from usdcop_platform.adapters.lake import ParquetLake
     from usdcop_platform.adapters.sources import FileMarketSource
     from usdcop_platform.core.cleaning import BARS_DATASET, quarantine_future_bars
-    from usdcop_platform.defs.market_data.quarantine import write_quarantine
+    from usdcop_platform.app.quarantine import write_quarantine
 
     today = datetime.now(calendar.tz).date()
     rows = quarantine_future_bars(FileMarketSource(bars, calendar).frame(), calendar, today)
@@ -127,7 +127,7 @@ def ingest(
     macro_values_flagged, and more (refused sessions, per-rule counts, first/last bar, ...).
     Raises UserFacingError on bad input (unreadable file, empty range).
     """
-    from usdcop_platform.defs.market_data.expectations import start_gx_worker
+    from usdcop_platform.adapters.expectations import start_gx_worker
 
     start_gx_worker()  # GX's import (3-4 s of CPU) overlaps Dagster's start-up on the other core
     import dagster as dg
@@ -366,7 +366,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """List quarantined rows with their rule and value."""
         from usdcop_platform.adapters.lake import ParquetLake
-        from usdcop_platform.defs.market_data.quarantine import read_quarantine
+        from usdcop_platform.app.quarantine import read_quarantine
         from usdcop_platform.settings import get_settings
 
         with cli_errors():

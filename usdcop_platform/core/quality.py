@@ -1,7 +1,7 @@
 """Pure data-quality rules: row-level rules (quarantine), per-session and per-variable metrics.
 
 This is the fast, dependency-free implementation used everywhere, including the live path. The
-Great Expectations suites in defs/market_data/expectations.py assert the same properties on the
+Great Expectations suites in adapters/expectations.py assert the same properties on the
 batch path, reading the derived columns built here (`bar_gate_frame`, `macro_gate_frame`).
 
 Bars (thresholds from config/quality.yaml, `BarQuality`):

@@ -9,8 +9,8 @@ import polars as pl
 
 from usdcop_platform.contracts.platform import get_config
 from usdcop_platform.core.cleaning import MACRO_DATASET, MACRO_PARTITION, clean_macro_long
-from usdcop_platform.defs.market_data.acceptance import AUDIT_ACTION, read_acceptances
-from usdcop_platform.defs.market_data.publish import publish_macro
+from usdcop_platform.app.macro_acceptance import AUDIT_ACTION, read_acceptances
+from usdcop_platform.app.ingest import publish_macro
 
 
 def _shifted_long() -> pl.DataFrame:

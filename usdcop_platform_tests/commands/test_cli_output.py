@@ -43,7 +43,7 @@ def test_asset_graph_rows_are_in_pipeline_order(rows) -> None:
 
 
 def test_checks_are_listed_in_declaration_order(rows) -> None:
-    from usdcop_platform.defs.market_data.expectations import BAR_CHECKS, MACRO_CHECKS
+    from usdcop_platform.adapters.expectations import BAR_CHECKS, MACRO_CHECKS
 
     by_key = {r.key: r for r in rows}
     bars = by_key["raw/usdcop_m5_ohlcv"].checks
@@ -66,7 +66,7 @@ def _quarantine(settings) -> str:
     from usdcop_platform.adapters.lake import ParquetLake
     from usdcop_platform.core.cleaning import BARS_DATASET
     from usdcop_platform.core.schema import QUARANTINE_SCHEMA
-    from usdcop_platform.defs.market_data.quarantine import write_quarantine
+    from usdcop_platform.app.quarantine import write_quarantine
 
     row = json.dumps({"time": "2024-03-04T13:05:00+00:00", "open": 3921.5, "high": 3919.0, "low": 3925.25,
                       "close": 3922.0, "volume": 0})

@@ -72,7 +72,7 @@ def test_jump_notes_name_the_move_and_the_limit(platform_config):
 
 
 def test_publish_keeps_the_lake_value(tmp_path, platform_config):
-    from usdcop_platform.defs.market_data.publish import publish_macro
+    from usdcop_platform.app.ingest import publish_macro
 
     ssot = platform_config.macro
     lake = ParquetLake(tmp_path / "lake")

@@ -393,7 +393,7 @@ def test_ingest_real_slice_matches_the_pure_cleaning(env, real_bars_path, real_m
     from usdcop_platform.adapters.sources import read_bars_file
     from usdcop_platform.commands.data import ingest
     from usdcop_platform.core.cleaning import clean_bars
-    from usdcop_platform.defs.market_data.publish import raw_slice
+    from usdcop_platform.app.ingest import raw_slice
 
     start, end = date(2020, 3, 2), date(2020, 4, 30)
     s = ingest(source="file", bars=real_bars_path, macro=real_macro_path, start=start, end=end, chunk_sessions=15,

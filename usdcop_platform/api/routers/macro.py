@@ -36,7 +36,7 @@ class AcceptOut(BaseModel):
 def accept(body: AcceptRequest, principal: Any = Depends(write_role("admin")), store: Any = Depends(get_store),
            lake: Any = Depends(get_lake), settings: Any = Depends(get_settings)) -> AcceptOut:
     from usdcop_platform.contracts.platform import get_config
-    from usdcop_platform.defs.market_data.acceptance import MacroAcceptError, accept_macro_value
+    from usdcop_platform.app.macro_acceptance import MacroAcceptError, accept_macro_value
 
     ssot = get_config(str(settings.config_dir)).macro
     if body.variable not in ssot.variables:

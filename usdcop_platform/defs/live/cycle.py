@@ -57,7 +57,7 @@ from usdcop_platform.core.features import FeatureError, IncrementalFeatureEngine
 from usdcop_platform.core.inference import InferenceEngine, Prediction
 from usdcop_platform.core.risk import RiskDecision, RiskState
 from usdcop_platform.core.schema import BAR_SCHEMA, QUARANTINE_SCHEMA
-from usdcop_platform.defs.market_data.quarantine import QUARANTINE_DATASETS
+from usdcop_platform.app.quarantine import QUARANTINE_DATASETS
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import dagster as dg
 from usdcop_platform.core.cleaning import BARS_DATASET, MACRO_DATASET, MACRO_FLAGGED_SCHEMA, MACRO_PARTITION
 from usdcop_platform.core.schema import BAR_SCHEMA
 from usdcop_platform.defs import catalog
-from usdcop_platform.defs.market_data.expectations import BAR_CHECKS, MACRO_CHECKS, CheckOutcome
-from usdcop_platform.defs.market_data.publish import (
+from usdcop_platform.adapters.expectations import BAR_CHECKS, MACRO_CHECKS, CheckOutcome
+from usdcop_platform.app.ingest import (
     check_metadata,
     publish_bars,
     publish_macro,

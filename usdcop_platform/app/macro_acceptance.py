@@ -14,7 +14,7 @@ from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.contracts.macro import MacroSSOT
 from usdcop_platform.core.cleaning import MACRO_DATASET, MACRO_PARTITION, clean_macro_long
 from usdcop_platform.core.schema import MACRO_SCHEMA
-from usdcop_platform.defs.market_data.quarantine import write_macro_quarantine
+from usdcop_platform.app.quarantine import write_macro_quarantine
 
 ACCEPTED_DATASET = "macro_accepted"
 AUDIT_ACTION = "MACRO_VALUE_ACCEPT"

@@ -1,4 +1,4 @@
-"""The GX worker (defs/market_data/expectations.start_gx_worker): validations run in a second
+"""The GX worker (adapters/expectations.start_gx_worker): validations run in a second
 process give the same outcomes as in this one, and a dead worker falls back to this process."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import polars as pl
 import pytest
 
-from usdcop_platform.defs.market_data import expectations
+from usdcop_platform.adapters import expectations
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from usdcop_platform.core.cleaning import (
     merge_macro,
 )
 from usdcop_platform.core.quality import PRICE_COLUMNS, bar_gate_frame, macro_gate_frame, macro_staleness, quarantine_frame, text
-from usdcop_platform.defs.market_data.expectations import (
+from usdcop_platform.adapters.expectations import (
     BAR_CHECKS,
     SESSION_CHECKS,
     CheckOutcome,
@@ -42,8 +42,8 @@ from usdcop_platform.defs.market_data.expectations import (
     validate_macro_variables,
     validate_quarantine,
 )
-from usdcop_platform.defs.market_data.acceptance import read_acceptances
-from usdcop_platform.defs.market_data.quarantine import write_macro_quarantine, write_quarantine
+from usdcop_platform.app.macro_acceptance import read_acceptances
+from usdcop_platform.app.quarantine import write_macro_quarantine, write_quarantine
 
 
 WRITE_THREADS = 4  # concurrent partition writes (I/O + zstd outside the GIL)
