@@ -3,7 +3,7 @@
 When `Settings.dagster_webserver_url` (USDCOP_DAGSTER_URL) is set, the request is submitted to
 the Dagster webserver through `dagster_graphql.DagsterGraphQLClient`; the run carries the
 request in its tags, so the run, the request row and the audit row point at each other, and
-the evaluation assets complete the request from the tag (defs/evaluation/more_tests.py).
+the evaluation assets complete the request from the tag (app/backtest_requests.py).
 Without a webserver URL the request stays PENDING in `backtest_requests` until an operator
 runs `usdcop backtest --request-id N`.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from usdcop_platform.defs.evaluation.more_tests import BACKTEST_REQUEST_TAG
+from usdcop_platform.app.backtest_requests import BACKTEST_REQUEST_TAG
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from usdcop_platform.contracts.platform import get_config
 from usdcop_platform.core.alerts import freshness_verdict
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.cleaning import BARS_DATASET
-from usdcop_platform.defs.monitoring import history as h
-from usdcop_platform.defs.monitoring.lifecycle import open_rollback_proposal
+from usdcop_platform.app import monitoring_history as h
+from usdcop_platform.app.lifecycle import open_rollback_proposal
 
 router = APIRouter(tags=["monitoring"])
 

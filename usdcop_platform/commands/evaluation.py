@@ -62,7 +62,7 @@ def evaluate_experiment(
         backtest,
         promotion_proposal,
     )
-    from usdcop_platform.defs.evaluation.more_tests import BACKTEST_REQUEST_TAG
+    from usdcop_platform.app.backtest_requests import BACKTEST_REQUEST_TAG
     from usdcop_platform.defs.evaluation.walk_forward import load_report as load_walk_forward
     from usdcop_platform.defs.evaluation.walk_forward import WalkForwardRunConfig, walk_forward
     from usdcop_platform.defs.resources import build_resources
@@ -137,7 +137,7 @@ def run_backtest_request(request_id: int, settings: Settings | None = None) -> d
     YAML is gone) is recorded here the same way. Returns evaluate_experiment's dict plus
     "request" (the request row after the run). Re-running a request never duplicates anything."""
     from usdcop_platform.adapters.store import get_store
-    from usdcop_platform.defs.evaluation.more_tests import error_text
+    from usdcop_platform.app.backtest_requests import error_text
 
     s = settings or get_settings()
     store = get_store(s.resolved_database_url)
@@ -191,7 +191,7 @@ def register(app: typer.Typer) -> None:
         from usdcop_platform.core.backtest import BacktestInputError
         from usdcop_platform.core.datasets import DatasetError
         from usdcop_platform.defs.evaluation.assets import EvaluationError
-        from usdcop_platform.defs.evaluation.more_tests import BacktestRequestError
+        from usdcop_platform.app.backtest_requests import BacktestRequestError
 
         with cli_errors():
             if request_id is not None and any(v is not None for v in (experiment, start, end, model_id)):

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
         from usdcop_platform.adapters.webhook import AlertDispatcher
         from usdcop_platform.api.champion import sync_champion
         from usdcop_platform.contracts.platform import get_config
-        from usdcop_platform.defs.monitoring.lifecycle import rollback_production
+        from usdcop_platform.app.lifecycle import rollback_production
 
         settings = get_settings()
         who = reviewer or f"cli:{getpass.getuser()}"

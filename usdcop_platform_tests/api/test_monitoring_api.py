@@ -17,8 +17,8 @@ from usdcop_platform.bench import live_fixtures as fx
 from usdcop_platform.contracts.platform import get_config
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.cleaning import BARS_DATASET
-from usdcop_platform.defs.monitoring import history as h
-from usdcop_platform.defs.monitoring.lifecycle import propose_rollback
+from usdcop_platform.app import monitoring_history as h
+from usdcop_platform.app.lifecycle import propose_rollback
 from usdcop_platform_tests.api.conftest import make_settings
 
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from usdcop_platform.defs.evaluation.more_tests import complete_request
+from usdcop_platform.app.backtest_requests import complete_request
 from usdcop_platform_tests.api.conftest import seed_proposal
 from usdcop_platform_tests.api.test_pages import _login
 

@@ -24,7 +24,7 @@ from usdcop_platform.core.performance import SESSION_PNL_SCHEMA
 from usdcop_platform.core.schema import BACKTEST_SERIES_SCHEMA, BACKTEST_TRADES_SCHEMA, BAR_SCHEMA
 from usdcop_platform.defs import catalog
 from usdcop_platform.defs.features.assets import empty_features
-from usdcop_platform.defs.monitoring import history as h
+from usdcop_platform.app import monitoring_history as h
 
 TEAM = re.compile(r"^team:[a-z][a-z0-9-]*$")
 MAX_KINDS = 3  # Dagster refuses more

@@ -15,7 +15,7 @@ from usdcop_platform.adapters import backtests as bt_store
 from usdcop_platform.api.launcher import run_config as launcher_run_config
 from usdcop_platform.api.launcher import run_tags as launcher_run_tags
 from usdcop_platform.defs.evaluation.assets import backtest, promotion_proposal
-from usdcop_platform.defs.evaluation.more_tests import BACKTEST_REQUEST_TAG
+from usdcop_platform.app.backtest_requests import BACKTEST_REQUEST_TAG
 from usdcop_platform_tests.defs.test_evaluation import (  # noqa: F401 - `world` and `cli_env` are fixtures
     EXPERIMENT,
     cli_env,

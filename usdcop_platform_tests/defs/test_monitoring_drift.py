@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from usdcop_platform.defs.monitoring import history as h
+from usdcop_platform.app import monitoring_history as h
 from usdcop_platform.defs.monitoring.assets import FEATURE_DRIFT_KEY, MonitoringRunConfig, feature_drift
 from usdcop_platform.defs.monitoring.checks import DRIFT_CHECK, feature_drift_below_threshold
 from usdcop_platform.defs.monitoring.schedules import feature_drift_schedule

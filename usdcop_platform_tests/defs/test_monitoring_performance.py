@@ -12,14 +12,14 @@ import polars as pl
 import pytest
 
 from usdcop_platform.core.actions import BUY, HOLD, SELL
-from usdcop_platform.defs.monitoring import history as h
+from usdcop_platform.app import monitoring_history as h
 from usdcop_platform.defs.monitoring.assets import (
     MonitoringRunConfig,
     realized_performance,
     shadow_ab_report,
 )
 from usdcop_platform.defs.monitoring.checks import PERFORMANCE_CHECK, realized_performance_within_expectation
-from usdcop_platform.defs.monitoring.lifecycle import ROLLBACK_PROPOSED
+from usdcop_platform.app.lifecycle import ROLLBACK_PROPOSED
 from usdcop_platform_tests.defs.monitoring_support import (
     add_signals,
     at,

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from usdcop_platform.defs.evaluation.assets import BACKTEST_KEY, PROPOSAL_KEY
-from usdcop_platform.defs.monitoring import history as h
+from usdcop_platform.app import monitoring_history as h
 from usdcop_platform.defs.monitoring.assets import MonitoringRunConfig
 from usdcop_platform.defs.monitoring.checks import BARS_FRESH_CHECK, FRESHNESS_CHECKS, SIGNALS_FRESH_CHECK
 from usdcop_platform.defs.monitoring.jobs import monitoring_freshness_job, retrain_experiment_job
@@ -150,7 +150,7 @@ def _fail_and_sense(world, job: dg.JobDefinition, webhook_url: str, tags: dict[s
 
 
 def test_run_failure_sensor_fails_the_backtest_request_the_run_served(world) -> None:
-    from usdcop_platform.defs.evaluation.more_tests import BACKTEST_REQUEST_TAG
+    from usdcop_platform.app.backtest_requests import BACKTEST_REQUEST_TAG
 
     register_model(world, "m-cand")
     req = world.store.backtest_requests.create("m-cand", date(2024, 3, 1), date(2024, 3, 8), requested_by="ana")

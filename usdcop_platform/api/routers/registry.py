@@ -73,7 +73,7 @@ def rollback(
     from usdcop_platform.adapters.artifacts import verifier_for
     from usdcop_platform.adapters.webhook import AlertDispatcher
     from usdcop_platform.contracts.platform import get_config
-    from usdcop_platform.defs.monitoring.lifecycle import rollback_production
+    from usdcop_platform.app.lifecycle import rollback_production
 
     alerts_cfg = get_config(str(settings.config_dir)).mlops.monitoring.alerts
     dispatcher = AlertDispatcher.create(store, settings.alert_webhook_url, alerts_cfg)

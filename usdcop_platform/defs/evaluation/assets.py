@@ -8,11 +8,11 @@ core.policy_runner makes the per-bar decisions), beside the current production m
 same bars, and stores series, trades and a report in the lake (adapters.backtests; an explicit
 period gets its own partition). The proposal applies the first-vote rules (core.promotion) and
 upserts one row per model id. A run tagged with a reviewer's backtest request (REQUEST_MORE_TESTS)
-backtests the requested period and attaches it to the proposal instead (defs/evaluation/more_tests.py).
+backtests the requested period and attaches it to the proposal instead (app/backtest_requests.py).
 The maths lives in core/; these functions only fetch, call and store.
 
 Issue #13 rules kept here: the deflated Sharpe's N and V come from the trial ledger of the family
-(defs/evaluation/trials.py); an explicit period starting on or before the model's training end is an
+(app/trials.py); an explicit period starting on or before the model's training end is an
 IN-SAMPLE diagnostic that the proposal never votes on; a period the lake covers only in part is
 refused naming the missing sessions unless `allow_partial` (coverage then stated everywhere); PBO
 (CSCV) and Hansen's SPA are stored in the report; an experiment with walk-forward folds votes with
@@ -45,7 +45,8 @@ from usdcop_platform.core.metrics import Annualization, BootstrapInterval
 from usdcop_platform.core.policy_runner import PolicyRun, run_policy_over_bars
 from usdcop_platform.core.schema import BACKTEST_SERIES_SCHEMA, BACKTEST_TRADES_SCHEMA
 from usdcop_platform.defs import catalog
-from usdcop_platform.defs.evaluation import more_tests, trials
+from usdcop_platform.app import backtest_requests
+from usdcop_platform.app import trials
 from usdcop_platform.defs.evaluation import walk_forward as wf_asset
 from usdcop_platform.defs.partitions import experiment_partitions, session_key
 from usdcop_platform.defs.resources import PlatformResource
@@ -417,11 +418,11 @@ def backtest(
     context: dg.AssetExecutionContext, config: BacktestRunConfig, platform: PlatformResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
     store = platform.store()
-    request = more_tests.request_of_run(store, context.run.tags)
-    with more_tests.failure_recorded(store, request, context.run_id):
+    request = backtest_requests.request_of_run(store, context.run.tags)
+    with backtest_requests.failure_recorded(store, request, context.run_id):
         if request is None:
             return _backtest(context, config, platform, store, None, mlflow)
-        model_id, start, end = more_tests.request_period(request, config.model_id, config.start, config.end)
+        model_id, start, end = backtest_requests.request_period(request, config.model_id, config.start, config.end)
         return _backtest(context, BacktestRunConfig(model_id=model_id, start=start, end=end,
                                                     allow_partial=config.allow_partial), platform, store,
                          request["id"], mlflow)
@@ -661,9 +662,9 @@ def promotion_proposal(
     exp = cfg.experiment(name)
     store = platform.store()
     lake = platform.lake
-    request = more_tests.request_of_run(store, context.run.tags)
+    request = backtest_requests.request_of_run(store, context.run.tags)
     if request is not None:
-        with more_tests.failure_recorded(store, request, context.run_id):
+        with backtest_requests.failure_recorded(store, request, context.run_id):
             return _complete_backtest_request(context, platform, store, request)
     newest = bt_store.latest_backtest_report(lake, name, config.model_id, votes_only=False)
     report = bt_store.latest_backtest_report(lake, name, config.model_id)
@@ -784,15 +785,15 @@ def _complete_backtest_request(
     context: dg.AssetExecutionContext, platform: PlatformResource, store: Any, request: Any
 ) -> dg.MaterializeResult:
     """Attach the requested period's backtest to the proposal (no new first vote)."""
-    model_id, start, end = more_tests.request_period(request)
+    model_id, start, end = backtest_requests.request_period(request)
     partition = bt_store.backtest_partition(model_id, start, end)
     report = bt_store.load_backtest_report(platform.lake, context.partition_key, partition)
     if report is None:
-        raise more_tests.BacktestRequestError(
+        raise backtest_requests.BacktestRequestError(
             f"no backtest of request {request['id']} ({model_id}, {start}..{end}) in the lake: "
             "materialize evaluation/backtest in the same run"
         )
-    out = more_tests.complete_request(
+    out = backtest_requests.complete_request(
         store, request["id"], report, run_id=context.run_id, review_days=EVALUATION.promotion.proposal_ttl_days
     )
     proposal = out["proposal"]

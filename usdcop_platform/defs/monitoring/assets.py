@@ -1,7 +1,7 @@
 """Monitoring assets: feature drift, realized performance, shadow A/B report.
 
 They orchestrate; the statistics live in core.drift and core.performance, the messages in
-core.alerts, and the lifecycle actions in defs.monitoring.lifecycle.
+core.alerts, and the lifecycle actions in app.lifecycle.
 
 * monitoring/feature_drift — reference = the production model's train split (lake
   `datasets/<experiment>` partition `train`, raw features); current = the live observations the
@@ -41,10 +41,10 @@ from usdcop_platform.core.performance import (
 )
 from usdcop_platform.core.performance import SESSION_PNL_SCHEMA
 from usdcop_platform.defs import catalog
-from usdcop_platform.defs.monitoring import history as h
+from usdcop_platform.app import monitoring_history as h
 from usdcop_platform.adapters.artifacts import ArtifactVerifier
 from usdcop_platform.adapters.store.errors import ConflictError
-from usdcop_platform.defs.monitoring.lifecycle import SYSTEM_REVIEWER, propose_rollback, rollback_production
+from usdcop_platform.app.lifecycle import SYSTEM_REVIEWER, propose_rollback, rollback_production
 from usdcop_platform.defs.live.assets import LIVE_SIGNAL_KEY
 from usdcop_platform.defs.market_data.assets import RAW_BARS_KEY
 from usdcop_platform.defs.monitoring.resources import AlertsResource

@@ -17,7 +17,7 @@ import polars as pl
 from usdcop_platform.core.alerts import KIND_FRESHNESS, freshness_alert, freshness_verdict
 from usdcop_platform.core.cleaning import BARS_DATASET
 from usdcop_platform.core.display import metric_entries, num
-from usdcop_platform.defs.monitoring import history as h
+from usdcop_platform.app import monitoring_history as h
 from usdcop_platform.defs.monitoring.assets import (
     FEATURE_DRIFT_KEY,
     REALIZED_PERFORMANCE_KEY,

@@ -26,7 +26,7 @@ from usdcop_platform.contracts.platform import PlatformConfig, get_config
 from usdcop_platform.adapters.store import NotFoundError
 from usdcop_platform.core.alerts import retrain_alert, run_failure_alert
 from usdcop_platform.core.calendar import TradingCalendar
-from usdcop_platform.defs.monitoring import history as h
+from usdcop_platform.app import monitoring_history as h
 from usdcop_platform.defs.monitoring.assets import MonitoringRunConfig, consecutive_drift
 from usdcop_platform.defs.monitoring.jobs import monitoring_shadow_job, retrain_experiment_job
 from usdcop_platform.defs.monitoring.resources import AlertsResource
@@ -139,7 +139,7 @@ def retrain_trigger_sensor(context: dg.SensorEvaluationContext, platform: Platfo
 
 
 def _backtest_request_id(tags: dict[str, str]) -> int | None:
-    from usdcop_platform.defs.evaluation.more_tests import BacktestRequestError, request_id_of_run
+    from usdcop_platform.app.backtest_requests import BacktestRequestError, request_id_of_run
 
     try:
         return request_id_of_run(tags)

@@ -16,7 +16,7 @@ from usdcop_platform.core import datasets as ds
 from usdcop_platform.core.display import metric_entries, num
 from usdcop_platform.core.metrics import Annualization
 from usdcop_platform.defs import catalog
-from usdcop_platform.defs.evaluation.trials import record_training_trials
+from usdcop_platform.app.trials import record_training_trials
 from usdcop_platform.defs.features.assets import CONTRACT, empty_features
 from usdcop_platform.defs.partitions import experiment_partitions, session_key
 from usdcop_platform.defs.resources import PlatformResource

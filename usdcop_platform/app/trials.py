@@ -1,4 +1,4 @@
-"""The trial ledger seen from the Dagster shell: record a training's seeds, read a family back.
+"""The trial ledger: record a training's seeds, read a family back (no Dagster import).
 
 `record_training_trials` is called by models/ppo_policy once per training: one ledger row per seed
 (the selected one names the registered model), each scored on the validation and test splits by

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from usdcop_platform.adapters.webhook import AlertDispatcher
-from usdcop_platform.defs.monitoring.lifecycle import (
+from usdcop_platform.app.lifecycle import (
     ROLLBACK_PROPOSED,
     open_rollback_proposal,
     propose_rollback,
