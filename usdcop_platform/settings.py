@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+if TYPE_CHECKING:
+    from usdcop_platform.contracts.platform import PlatformConfig
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"  # `mlflow ui` and the compose service
 DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"  # `dagster dev` and the compose webserver
+
+
+DATABASE_PASSWORD_ENV = "DATABASE_PASSWORD"
+
+
+def url_with_password(url: str, password: str | None) -> str:
+    """`url` with `password` as its password; None: `url` without any password (safe to show)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    parsed = parsed.set(password=password) if password is not None else parsed._replace(password=None)  # set(None) keeps it
+    return parsed.render_as_string(hide_password=False)
 
 
 def _ui_url(explicit: str | None, server: str | None, default: str) -> str:
@@ -35,6 +50,9 @@ class Settings(BaseSettings):
 
     # storage and services
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    # The database password on its own (compose passes POSTGRES_PASSWORD here), so DATABASE_URL and
+    # the Dagster resource config that shows it carry no secret; it wins over a password in the URL.
+    database_password: SecretStr | None = Field(default=None, alias=DATABASE_PASSWORD_ENV)
     mlflow_tracking_uri: str | None = Field(default=None, alias="MLFLOW_TRACKING_URI")
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
     dagster_home: Path | None = Field(default=None, alias="DAGSTER_HOME")
@@ -84,8 +102,16 @@ class Settings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        """DATABASE_URL, or the embedded SQLite file under the state dir."""
-        return self.database_url or f"sqlite:///{(self.state_dir / 'usdcop.db').as_posix()}"
+        """DATABASE_URL with DATABASE_PASSWORD as its password, or the embedded SQLite file under the state dir."""
+        url = self.database_url or f"sqlite:///{(self.state_dir / 'usdcop.db').as_posix()}"
+        if self.database_password is None:
+            return url
+        return url_with_password(url, self.database_password.get_secret_value())
+
+    @property
+    def public_database_url(self) -> str:
+        """The database URL without its password: what configs, logs and UIs may show."""
+        return url_with_password(self.resolved_database_url, None)
 
     @property
     def resolved_mlflow_uri(self) -> str:
@@ -121,3 +147,11 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def platform_config(settings: Settings | None = None) -> "PlatformConfig":
+    """The typed config of `settings.config_dir` (USDCOP_CONFIG_DIR): what definitions, partitions and
+    sensors are built with. Never `get_config()` bare: that is the repo's config/ whatever the env says."""
+    from usdcop_platform.contracts.platform import get_config
+
+    return get_config(str((settings or get_settings()).config_dir))

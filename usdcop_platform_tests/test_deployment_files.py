@@ -54,6 +54,15 @@ def test_every_app_env_var_is_read_by_the_code() -> None:
             assert var in known, f"service {name}: env var {var} is not read by Settings or dagster.yaml"
 
 
+def test_database_password_is_its_own_env_var() -> None:
+    """DATABASE_URL carries no password (the Dagster UI shows the resource's URL); DATABASE_PASSWORD does."""
+    env = COMPOSE["x-app-env"]
+    assert "PASSWORD" not in env["DATABASE_URL"] and "://${POSTGRES_USER:-usdcop}@postgres:5432/" in env["DATABASE_URL"]
+    assert env["DATABASE_PASSWORD"].startswith("${POSTGRES_PASSWORD")
+    for name in ("user_code", "webserver", "daemon", "api", "migrate"):
+        assert "DATABASE_PASSWORD" in COMPOSE["services"][name]["environment"], name
+
+
 def test_dagster_yaml_env_vars_are_provided_to_dagster_services() -> None:
     for name in ("user_code", "webserver", "daemon"):
         env = COMPOSE["services"][name]["environment"]

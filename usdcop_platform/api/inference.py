@@ -40,7 +40,6 @@ from usdcop_platform.adapters.cache import build_feature_cache
 from usdcop_platform.api.deps import api_key_header, authenticate, has_role, write_role
 from usdcop_platform.api.errors import ApiError
 from usdcop_platform.api.routers.common import READ_ERRORS, WRITE_ERRORS, errors
-from usdcop_platform.contracts.platform import get_config
 from usdcop_platform.core import risk as risk_core
 from usdcop_platform.core.actions import ACTION_NAMES
 from usdcop_platform.core.calendar import TradingCalendar
@@ -52,8 +51,9 @@ from usdcop_platform.core.inference import (
     Prediction,
 )
 from usdcop_platform.core.risk import RiskManager, RiskState
+from usdcop_platform.settings import platform_config
 
-N_FEATURES: Final = get_config().features.n_features
+N_FEATURES: Final = platform_config().features.n_features  # USDCOP_CONFIG_DIR's contract
 MAX_BATCH: Final = 256  # observations per batch call: bounds one request's CPU time and body size
 ENGINE_POLL_S: Final = 1.0  # registry-version poll interval of the served engine (hot reload delay)
 RISK_STATE_REFRESH_S: Final = 1.0  # predictions see risk state at most this old
@@ -218,7 +218,7 @@ class InferenceService:
     def __init__(self, state: Any) -> None:
         settings = state.settings
         self.store = state.store
-        self.cfg = get_config(str(settings.config_dir))
+        self.cfg = platform_config(settings)
         self.calendar = TradingCalendar(self.cfg.instrument)
         self.engine = InferenceEngine(self.store, self.cfg.features, self.cfg.mlops.ensemble,
                                       models_root=settings.models_dir, poll_interval_s=ENGINE_POLL_S)

@@ -11,8 +11,8 @@ from typing import Any
 
 import dagster as dg
 
-from usdcop_platform.contracts.platform import get_config
 from usdcop_platform.core.calendar import TradingCalendar
+from usdcop_platform.settings import platform_config
 
 # Holidays are listed explicitly up to this year; the calendar's `holidays` data covers it.
 PARTITION_HOLIDAY_HORIZON_YEARS = 3
@@ -31,7 +31,7 @@ def build_session_partitions(calendar: TradingCalendar, horizon_end: date | None
     )
 
 
-CALENDAR = TradingCalendar(get_config().instrument)
+CALENDAR = TradingCalendar(platform_config().instrument)  # USDCOP_CONFIG_DIR's calendar
 session_partitions = build_session_partitions(CALENDAR)
 experiment_partitions = dg.DynamicPartitionsDefinition(name="experiments")
 

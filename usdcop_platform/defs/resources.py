@@ -15,7 +15,7 @@ import dagster as dg
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.contracts.platform import PlatformConfig, get_config
 from usdcop_platform.core.calendar import TradingCalendar
-from usdcop_platform.settings import Settings, get_settings
+from usdcop_platform.settings import DATABASE_PASSWORD_ENV, Settings, get_settings, url_with_password
 
 
 class PlatformResource(dg.ConfigurableResource):
@@ -24,8 +24,10 @@ class PlatformResource(dg.ConfigurableResource):
     data_dir: str
     models_dir: str
     config_dir: str
-    database_url: str
+    database_url: str  # without its password: the Dagster UI shows resource config
     state_dir: str
+    # dg.EnvVar(DATABASE_PASSWORD) when the environment has one: resolved in the run, never in the config
+    database_password: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "PlatformResource":
@@ -34,9 +36,23 @@ class PlatformResource(dg.ConfigurableResource):
             data_dir=str(s.data_dir),
             models_dir=str(s.models_dir),
             config_dir=str(s.config_dir),
-            database_url=s.resolved_database_url,
+            database_url=s.public_database_url,
             state_dir=str(s.state_dir),
+            database_password=dg.EnvVar(DATABASE_PASSWORD_ENV) if s.database_password is not None else None,
         )
+
+    @property
+    def sql_url(self) -> str:
+        """The URL the store connects with: the password joins here, from the environment."""
+        password = self.database_password
+        if isinstance(password, dg.EnvVar):  # outside a Dagster run (CLI, tests): read it now
+            password = password.get_value()
+        if password:
+            return url_with_password(self.database_url, password)
+        env = get_settings()
+        if env.public_database_url == self.database_url:  # a password written into DATABASE_URL itself
+            return env.resolved_database_url
+        return self.database_url
 
     @property
     def config(self) -> PlatformConfig:
@@ -58,7 +74,7 @@ class PlatformResource(dg.ConfigurableResource):
         """The SQL store (migrated to head on first use in this process)."""
         from usdcop_platform.adapters.store import get_store
 
-        return get_store(self.database_url)
+        return get_store(self.sql_url)
 
 
 def build_resources(settings: Settings | None = None) -> dict[str, Any]:

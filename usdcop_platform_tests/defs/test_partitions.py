@@ -53,3 +53,35 @@ def test_add_partition_metadata_gives_each_partition_its_own() -> None:
     mats = {m.partition: {k: v.value for k, v in m.metadata.items()} for m in result.asset_materializations_for_node("ranged")}
     assert sorted(mats) == ["2024-01-01", "2024-01-02", "2024-01-03"]
     assert all(m["own"] == k and m["shared"] == "mine" and m["total"] == 3 for k, m in mats.items())
+
+
+def test_config_dir_builds_the_partitions_and_sensor_intervals(tmp_path) -> None:  # noqa: ANN001
+    """USDCOP_CONFIG_DIR, not the repo's config/, fixes what the definitions are built with, in a fresh process."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from usdcop_platform.contracts.platform import DEFAULT_CONFIG_DIR
+
+    cfg = tmp_path / "config"
+    shutil.copytree(DEFAULT_CONFIG_DIR, cfg)
+    for name, old, new in (("instrument.yaml", 'calendar_start: "2020-01-01"', 'calendar_start: "2022-01-03"'),
+                           ("mlops.yaml", "interval_seconds: 5 ", "interval_seconds: 17 "),
+                           ("mlops.yaml", "sensor_interval_seconds: 300", "sensor_interval_seconds: 301")):
+        text = (cfg / name).read_text()
+        assert text.count(old) == 1, f"{name} no longer has {old!r}: update this test"
+        (cfg / name).write_text(text.replace(old, new))
+    probe = (
+        "import json\n"
+        "from usdcop_platform.defs.partitions import session_partitions\n"
+        "from usdcop_platform.defs.live.sensors import live_bar_sensor\n"
+        "from usdcop_platform.defs.monitoring.sensors import retrain_trigger_sensor\n"
+        "print(json.dumps([session_partitions.get_first_partition_key(), live_bar_sensor.minimum_interval_seconds,"
+        " retrain_trigger_sensor.minimum_interval_seconds]))\n"
+    )
+    env = {**os.environ, "USDCOP_CONFIG_DIR": str(cfg)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["2022-01-03", 17, 301]

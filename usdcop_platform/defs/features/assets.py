@@ -39,7 +39,7 @@ from dagster import AssetExecutionContext
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.contracts.base import sha256_hex
 from usdcop_platform.contracts.features import FeatureContract
-from usdcop_platform.contracts.platform import PlatformConfig, get_config
+from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.display import num
 from usdcop_platform.core.cleaning import BARS_DATASET, MACRO_DATASET, MACRO_PARTITION
@@ -65,6 +65,7 @@ from usdcop_platform.defs.partitions import (
     session_partitions,
 )
 from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform.settings import platform_config
 
 FEATURES_DATASET = "features/m5_features"
 FEATURES_KEY = dg.AssetKey(["features", "m5_features"])
@@ -87,7 +88,7 @@ def lookback_sessions(contract: FeatureContract, calendar: TradingCalendar) -> i
     return LOOKBACK_FACTOR * warmup_sessions(contract, calendar)
 
 
-CONTRACT = get_config().features  # the contract the definitions are built with (column schema, lookback)
+CONTRACT = platform_config().features  # the contract the definitions are built with (column schema, lookback)
 LOOKBACK_SESSIONS = lookback_sessions(CONTRACT, CALENDAR)
 
 

@@ -15,7 +15,6 @@ from typing import Any
 import dagster as dg
 
 from usdcop_platform.adapters.store.tables import TradingSignal
-from usdcop_platform.contracts.platform import get_config
 from usdcop_platform.core.actions import ACTION_NAMES
 from usdcop_platform.core.display import num, prob
 from usdcop_platform.core.features import FeatureError
@@ -26,6 +25,7 @@ from usdcop_platform.defs.live.cycle import Bar, LiveCycle, LiveError, StaleBar,
 from usdcop_platform.defs.live.resources import FeatureCacheResource
 from usdcop_platform.defs.partitions import session_key, session_partitions
 from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform.settings import platform_config
 
 LIVE_BAR_KEY = dg.AssetKey(["live", "bar"])
 LIVE_FEATURES_KEY = dg.AssetKey(["live", "features"])
@@ -37,7 +37,7 @@ GROUP = "live"
 # bar is idempotent); a few minutes of retries still lands before the next bar matters.
 RUN_RETRIES = 2
 RUN_RETRY_DELAY_S = 10
-_CONTRACT = get_config().features  # the live observation's columns (catalog column schema)
+_CONTRACT = platform_config().features  # the live observation's columns (catalog column schema)
 LIVE_LOCK_FILE = "live.lock"  # under the state dir: serializes live runs on this machine
 
 

@@ -28,7 +28,7 @@ import dagster as dg
 import polars as pl
 
 from usdcop_platform.adapters.lake import ParquetLake
-from usdcop_platform.contracts.platform import PlatformConfig, get_config
+from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.core.alerts import AlertMessage
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.features import macro_session_features
@@ -38,6 +38,7 @@ from usdcop_platform.defs.live.resources import LiveFeedResource
 from usdcop_platform.defs.monitoring.resources import AlertsResource
 from usdcop_platform.defs.partitions import session_key
 from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform.settings import platform_config
 
 BAR_TIME_TAG = "usdcop/bar_time"
 SENSOR_NAME = "live_bar_sensor"
@@ -207,4 +208,4 @@ def build_live_sensor(
     return _live_sensor
 
 
-live_bar_sensor = build_live_sensor(get_config().mlops.sensor.interval_seconds)
+live_bar_sensor = build_live_sensor(platform_config().mlops.sensor.interval_seconds)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from usdcop_platform.contracts.platform import PlatformConfig, get_config
+from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.defs.monitoring.assets import (
     FEATURE_DRIFT_KEY,
@@ -24,6 +24,7 @@ from usdcop_platform.defs.monitoring.assets import (
 from usdcop_platform.defs.monitoring.checks import FRESHNESS_CHECKS
 from usdcop_platform.defs.monitoring.jobs import monitoring_drift_job, monitoring_freshness_job, monitoring_performance_job
 from usdcop_platform.defs.partitions import CALENDAR
+from usdcop_platform.settings import platform_config
 
 WEEKDAYS = "1-5"
 
@@ -58,7 +59,7 @@ def _as_of_config(op_names: list[str], t: datetime) -> dg.RunConfig:
     return dg.RunConfig(ops={name: MonitoringRunConfig(as_of=t.isoformat()) for name in op_names})
 
 
-_cfg = get_config()
+_cfg = platform_config()  # USDCOP_CONFIG_DIR's session hours and timezone
 DRIFT_OP = FEATURE_DRIFT_KEY.to_python_identifier()
 PERFORMANCE_OPS = [k.to_python_identifier() for k in (SHADOW_SIGNALS_KEY, REALIZED_PERFORMANCE_KEY, SHADOW_AB_KEY)]
 FRESHNESS_OPS = [c.node_def.name for c in FRESHNESS_CHECKS]

@@ -22,7 +22,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from usdcop_platform.contracts.platform import PlatformConfig, get_config
+from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.adapters.store import NotFoundError
 from usdcop_platform.core.alerts import retrain_alert, run_failure_alert
 from usdcop_platform.core.calendar import TradingCalendar
@@ -33,8 +33,9 @@ from usdcop_platform.defs.monitoring.resources import AlertsResource
 from usdcop_platform.defs.monitoring.shadow import SHADOW_SIGNALS_KEY, challengers
 from usdcop_platform.defs.partitions import experiment_partitions
 from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform.settings import platform_config
 
-_cfg = get_config()
+_cfg = platform_config()  # USDCOP_CONFIG_DIR's sensor intervals
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def model_search(
     dataset = ds.load_dataset(platform.lake, name, contract)
     store = platform.store()
     inputs = app_search.inputs_from_dataset(
-        exp, dataset, contract, Annualization.from_calendar(platform.calendar), platform.database_url
+        exp, dataset, contract, Annualization.from_calendar(platform.calendar), platform.sql_url
     )
     recorder = app_search.TrialRecorder(
         store=store, lake=platform.lake, mlflow=mlflow, exp=exp, data_hash=dataset.dataset_hash, run_id=context.run_id
