@@ -14,7 +14,7 @@ client so that no global tracking URI is needed):
 - a LoggedModel (onnx flavour, the packaged ONNX file's exact bytes) with the training run as its
   source and output, listed in the experiment's "Models" tab;
 - a registered model version linked to that LoggedModel (its model_id), aliased `challenger`
-  when servable (`champion` is set on approval by api/champion.py);
+  when servable (`champion` is set on approval by app/champion.py);
 - the out-of-sample backtest's metrics on the same run, linked to the LoggedModel and the test data.
 Runs and the Dagster runs that made them link both ways (`dagster_run_url` tags, `mlflow_run` metadata).
 """

@@ -14,7 +14,7 @@ from typing import Any
 
 from usdcop_platform.adapters.artifacts import verifier_for
 from usdcop_platform.adapters.store import StoreError
-from usdcop_platform.api.champion import sync_champion
+from usdcop_platform.app.champion import sync_champion
 from usdcop_platform.api.errors import ApiError
 from usdcop_platform.api.launcher import launch_backtest
 from usdcop_platform.api.views import find_proposal, override_statement

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         from usdcop_platform.adapters.artifacts import verifier_for
         from usdcop_platform.adapters.store import get_store
         from usdcop_platform.adapters.webhook import AlertDispatcher
-        from usdcop_platform.api.champion import sync_champion
+        from usdcop_platform.app.champion import sync_champion
         from usdcop_platform.contracts.platform import get_config
         from usdcop_platform.app.lifecycle import rollback_production
 

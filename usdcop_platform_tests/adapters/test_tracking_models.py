@@ -103,7 +103,7 @@ def test_the_policy_is_a_logged_model_with_its_onnx_flavour_and_bytes(tracking, 
 
 
 def test_aliases_are_exactly_champion_and_challenger() -> None:
-    from usdcop_platform.api import champion
+    from usdcop_platform.app import champion
 
     assert (CHAMPION_ALIAS, CHALLENGER_ALIAS) == (champion.CHAMPION_ALIAS, champion.CHALLENGER_ALIAS) == (
         "champion", "challenger"

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from usdcop_platform.adapters.tracking import MlflowResource, run_url
 from usdcop_platform.api.app import create_app
-from usdcop_platform.api.champion import CHAMPION_ALIAS
+from usdcop_platform.app.champion import CHAMPION_ALIAS
 from usdcop_platform_tests.api.conftest import make_settings, seed_proposal
 
 pytestmark = pytest.mark.slow
@@ -86,7 +86,7 @@ def test_mlflow_failure_never_blocks_an_approval(
     settings = make_settings(tmp_path, db_url, MLFLOW_TRACKING_URI="http://127.0.0.1:1")
     p = seed_proposal(store, lake, calendar, n_sessions=2, with_series=False,
                       mlflow_run_id="0" * 32, mlflow_model_version="7")
-    with caplog.at_level(logging.ERROR, logger="usdcop_platform.api.champion"), \
+    with caplog.at_level(logging.ERROR, logger="usdcop_platform.app.champion"), \
             TestClient(create_app(settings, store)) as api:
         r = api.post(f"/api/experiments/{p['proposal_id']}/approve", headers=keys.h("reviewer"),
                      json={"decision": "APPROVE", "notes": "ok", "override_confirmed": True})

@@ -8,7 +8,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from usdcop_platform.adapters.store import StoreError
-from usdcop_platform.api.champion import sync_champion
+from usdcop_platform.app.champion import sync_champion
 from usdcop_platform.api.deps import app_state, get_settings, get_store, require_role, write_role
 from usdcop_platform.api.errors import ApiError, public_store_message
 from usdcop_platform.api.routers.common import READ_ERRORS, WRITE_ERRORS

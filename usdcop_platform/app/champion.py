@@ -2,7 +2,8 @@
 
 The SQL registry is the source of truth for stages; MLflow only mirrors it. So the alias is set
 after the approval transaction has committed, in a background task, and a failure (MLflow down,
-model never registered in MLflow) is logged and never undoes or fails the approval.
+model never registered in MLflow) is logged and never undoes or fails the approval. The API (after
+an approval or a rollback) and `usdcop rollback` both call `sync_champion` with their settings.
 
 Which MLflow model version: the registered model is named by the training resource
 (`MlflowResource.registered_model_name(experiment)`), the version is the registry row's
