@@ -35,9 +35,17 @@ def _domain_defs() -> list[dg.Definitions]:
     return out
 
 
-defs = dg.Definitions.merge(*_domain_defs(), dg.Definitions(resources=build_resources()))
+_DOMAIN_DEFS = _domain_defs()
+defs = dg.Definitions.merge(*_DOMAIN_DEFS, dg.Definitions(resources=build_resources()))
 
 
 def asset_def(path: tuple[str, ...]) -> dg.AssetsDefinition:
-    """The assets definition of `path` (a contracts.assets key), to materialize or to read its op name."""
-    return defs.resolve_assets_def(dg.AssetKey(list(path)))
+    """The assets definition of `path` (a contracts.assets key), to materialize or to read its op name.
+    Unbound (the domain's own, not the merged `defs`' copy bound to the import-time resources): a run
+    brings its resources, `dg.materialize([asset_def(p)], resources=build_resources(settings))`."""
+    key = dg.AssetKey(list(path))
+    for domain in _DOMAIN_DEFS:
+        for asset in domain.assets or ():
+            if isinstance(asset, dg.AssetsDefinition) and key in asset.keys:
+                return asset
+    raise KeyError(f"no asset {key.to_user_string()} in {', '.join(DOMAIN_MODULES)}")
