@@ -22,7 +22,6 @@ Runs and the Dagster runs that made them link both ways (`dagster_run_url` tags,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import re
@@ -37,6 +36,7 @@ from urllib.parse import quote
 
 import dagster as dg
 
+from usdcop_platform.contracts.base import content_hash
 from usdcop_platform.settings import DEFAULT_DAGSTER_UI_URL, DEFAULT_MLFLOW_UI_URL, Settings, get_settings
 
 if TYPE_CHECKING:  # MLflow loads only in the processes that track (every run process imports this module)
@@ -124,7 +124,7 @@ def logged_model_name(model_id: str) -> str:
 
 
 def _digest(payload: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:DIGEST_LENGTH]
+    return content_hash(dict(payload))[:DIGEST_LENGTH]
 
 
 def _finite(value: Any) -> bool:

@@ -10,7 +10,6 @@ many addresses against one known prefix. Like the write limiter, the buckets liv
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, Final
 
 from usdcop_platform.adapters.store.api_keys import KEY_SCHEME, key_prefix
 from usdcop_platform.api.ratelimit import TokenBucketLimiter
+from usdcop_platform.contracts.base import sha256_hex
 
 AUTH_CACHE_TTL_S: Final = 10.0  # a verified key is trusted this long without a database round trip
 AUTH_CACHE_MAX: Final = 10_000  # verified keys remembered at most (a bounded dict, cleared when full)
@@ -52,7 +52,7 @@ class Authenticator:
         """A key row verified less than AUTH_CACHE_TTL_S ago (no I/O: safe on the event loop)."""
         if not key:
             return None
-        hit = self._cache.get(hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest())
+        hit = self._cache.get(sha256_hex(key))
         return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
     def authenticate(self, store: Any, key: str | None, client_ip: str | None, *, cached: bool = False) -> AuthResult:
@@ -60,7 +60,7 @@ class Authenticator:
         AUTH_CACHE_TTL_S old (the inference path: a revoked key stops working within that time)."""
         if not key:
             return AuthResult(None, 401, "missing API key: send it in the X-API-Key header")
-        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        digest = sha256_hex(key)
         now = time.monotonic()
         if cached:
             hit = self._cache.get(digest)

@@ -9,7 +9,6 @@ SameSite=Strict cookie. Form posts also carry a CSRF token derived from the cook
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from datetime import date, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from usdcop_platform.api.comparison import MIN_TRADES_TO_COMPARE
 from usdcop_platform.api.deps import SESSION_COOKIE, app_state, enforce_rate_limit, has_role, verify_key
 from usdcop_platform.api.errors import ApiError, store_error_status
 from usdcop_platform.api.routers.common import market_tz, review_path
+from usdcop_platform.contracts.base import hmac_sha256_hex
 from usdcop_platform.api.views import (
     ADDITIONAL_METRICS,
     METRIC_DISPLAY,
@@ -77,7 +77,7 @@ def _templates(request: Request) -> Jinja2Templates:
 
 
 def csrf_token(cookie_value: str) -> str:
-    return hmac.new(cookie_value.encode(), b"csrf", hashlib.sha256).hexdigest()
+    return hmac_sha256_hex(cookie_value, b"csrf")
 
 
 def _principal(request: Request) -> Any | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,7 +104,21 @@ def canonical_json(data: Any) -> str:
 
 
 def sha256_hex(data: str | bytes) -> str:
-    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+    """sha256 hex of `data` (str as UTF-8; lone surrogates kept, so any str an HTTP header can carry hashes)."""
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data).hexdigest()
+
+
+def sha256_parts(parts: Iterable[str | bytes]) -> str:
+    """sha256 hex of the concatenation of `parts`, streamed (large binary content, e.g. model weights)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part)
+    return h.hexdigest()
+
+
+def hmac_sha256_hex(key: str, message: bytes) -> str:
+    """HMAC-SHA256 hex of `message` under `key` (compare with hmac.compare_digest)."""
+    return hmac.new(key.encode("utf-8", "surrogatepass"), message, hashlib.sha256).hexdigest()
 
 
 def content_hash(data: Any) -> str:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import field_validator, model_validator
 
 from usdcop_platform.contracts.base import StrictModel, sha256_hex
+
+
+def feature_order_hash(names: Iterable[str]) -> str:
+    """sha256(",".join(names)), full hex (REFERENCE.md): the one formula of the feature order's identity."""
+    return sha256_hex(",".join(names))
+
 
 # Every name a contract may use; an unknown name is an error, not a silent zero column.
 KNOWN_FEATURES: tuple[str, ...] = (
@@ -44,8 +52,7 @@ class FeatureContract(StrictModel):
 
     @property
     def feature_order_hash(self) -> str:
-        """sha256(",".join(names)), full hex (REFERENCE.md)."""
-        return sha256_hex(",".join(self.names))
+        return feature_order_hash(self.names)
 
     @property
     def n_features(self) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from usdcop_platform.contracts.base import content_hash, sha256_hex
+from usdcop_platform.contracts.features import feature_order_hash
 from usdcop_platform.contracts.experiment import ExperimentConfig
 from usdcop_platform.contracts.features import FeatureContract
 from usdcop_platform.core.env import MarketData
@@ -168,7 +169,7 @@ def check_columns(features: pl.DataFrame, contract: FeatureContract) -> None:
     if got != list(contract.names):
         raise DatasetError(
             f"feature columns {got} do not match the contract {contract.version} "
-            f"(feature_order_hash {sha256_hex(','.join(got))[:12]}… vs {contract.feature_order_hash[:12]}…)"
+            f"(feature_order_hash {feature_order_hash(got)[:12]}… vs {contract.feature_order_hash[:12]}…)"
         )
 
 

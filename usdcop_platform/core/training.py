@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -46,7 +45,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from usdcop_platform.contracts.base import file_hash
+from usdcop_platform.contracts.base import file_hash, sha256_parts
 from usdcop_platform.contracts.experiment import ExperimentConfig
 from usdcop_platform.core.actions import ACTION_NAMES, ACTION_TO_POSITION, HOLD
 from usdcop_platform.core.env import MarketData, TradingEnv, rollout
@@ -133,13 +132,15 @@ def params_hash(model: PPO) -> str:
     """sha256 over the policy's state_dict: names sorted, each name, dtype, shape and raw bytes.
 
     This is the model hash: independent of file formats (model.zip embeds timestamps)."""
-    h = hashlib.sha256()
     state = model.policy.state_dict()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
+
+    def parts() -> Iterator[str | bytes]:
+        for name in sorted(state):
+            t = state[name].detach().cpu().contiguous()
+            yield f"{name}|{t.dtype}|{tuple(t.shape)}|"
+            yield t.numpy().tobytes()
+
+    return sha256_parts(parts())
 
 
 # ---- construction --------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import polars as pl
 from dagster import AssetExecutionContext
 
 from usdcop_platform.adapters.lake import ParquetLake
-from usdcop_platform.contracts.base import sha256_hex
+from usdcop_platform.contracts.features import feature_order_hash
 from usdcop_platform.contracts.features import FeatureContract
 from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.core.calendar import TradingCalendar
@@ -210,7 +210,7 @@ def evaluate_range(
         "first_bad_bar": str(bad["time"][0]) if bad.height else "none",
     }
 
-    got = sha256_hex(",".join(c for c in df.columns if c not in BAR_COLUMNS))
+    got = feature_order_hash(c for c in df.columns if c not in BAR_COLUMNS)
     fail(CHECK_ORDER, _sessions_of(df) if got != contract.feature_order_hash else [])
     meta[CHECK_ORDER] = {"feature_order_hash": got, "contract_feature_order_hash": contract.feature_order_hash}
 
