@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
+
+from usdcop_platform.adapters import backtests as bt_store
 
 BACKTEST_REQUEST_TAG = "usdcop/backtest_request_id"
 # The reviewer recorded on the audit row of a completed request: the evaluation run itself.
@@ -134,10 +137,41 @@ def complete_request(store: Any, request_id: int, report: Mapping[str, Any], *, 
     )
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A served request: its period, the lake partition and report of its backtest, and the store's
+    {request, proposal, reopened, audit_id}."""
+
+    model_id: str
+    start: str
+    end: str
+    partition: str
+    report: Mapping[str, Any]
+    outcome: Any
+
+
+def complete_from_lake(store: Any, lake: Any, experiment: str, request: Any, *, run_id: str | None,
+                       review_days: int) -> Completion:
+    """Attach the requested period's backtest (written by evaluation/backtest in the same run) to the
+    proposal: no new first vote."""
+    model_id, start, end = request_period(request)
+    partition = bt_store.backtest_partition(model_id, start, end)
+    report = bt_store.load_backtest_report(lake, experiment, partition)
+    if report is None:
+        raise BacktestRequestError(
+            f"no backtest of request {request['id']} ({model_id}, {start}..{end}) in the lake: "
+            "materialize evaluation/backtest in the same run"
+        )
+    outcome = complete_request(store, request["id"], report, run_id=run_id, review_days=review_days)
+    return Completion(model_id, start, end, partition, report, outcome)
+
+
 __all__ = [
     "BACKTEST_REQUEST_TAG",
     "BacktestRequestError",
+    "Completion",
     "additional_backtest_metrics",
+    "complete_from_lake",
     "complete_request",
     "error_text",
     "failure_recorded",

@@ -63,7 +63,7 @@ def evaluate_experiment(
         promotion_proposal,
     )
     from usdcop_platform.app.backtest_requests import BACKTEST_REQUEST_TAG
-    from usdcop_platform.defs.evaluation.walk_forward import load_report as load_walk_forward
+    from usdcop_platform.adapters.walk_forward_reports import load_report as load_walk_forward
     from usdcop_platform.defs.evaluation.walk_forward import WalkForwardRunConfig, walk_forward
     from usdcop_platform.defs.resources import build_resources
     from usdcop_platform.defs.training.sensors import ensure_experiment_partitions
@@ -190,7 +190,7 @@ def register(app: typer.Typer) -> None:
         from usdcop_platform.adapters.store import StoreError
         from usdcop_platform.core.backtest import BacktestInputError
         from usdcop_platform.core.datasets import DatasetError
-        from usdcop_platform.defs.evaluation.assets import EvaluationError
+        from usdcop_platform.app.evaluation import EvaluationError
         from usdcop_platform.app.backtest_requests import BacktestRequestError
 
         with cli_errors():

@@ -299,7 +299,7 @@ def _evaluate(
 ) -> dict[str, Any]:
     from usdcop_platform.adapters.store import StoreError
     from usdcop_platform.core.datasets import DatasetError
-    from usdcop_platform.defs.evaluation.assets import EvaluationError
+    from usdcop_platform.app.evaluation import EvaluationError
 
     try:
         return fn(experiment, s, model_id=model_id, timesteps=timesteps)

@@ -605,7 +605,8 @@ def test_the_vote_uses_the_expanding_walk_forward_and_its_stability(world) -> No
 
 
 def test_a_walk_forward_on_another_budget_does_not_stand_in_for_this_one(world) -> None:
-    from usdcop_platform.defs.evaluation.walk_forward import WalkForwardRunConfig, load_report, walk_forward
+    from usdcop_platform.adapters.walk_forward_reports import load_report
+    from usdcop_platform.defs.evaluation.walk_forward import WalkForwardRunConfig, walk_forward
 
     platform = _with_walk_forward(world, folds=2, test_sessions=5, min_train_sessions=20)
     w = {**world, "platform": platform}

@@ -1,30 +1,26 @@
 """evaluation/walk_forward: expanding-window walk-forward of an experiment (retrain per fold).
 
-The maths is core.walk_forward; this asset reads the experiment's feature rows from the lake,
-runs the folds and stores the report in the lake (dataset "evaluation/walk_forward/<experiment>",
-partition = the experiment's config hash), where the promotion proposal reads its per-fold metrics
-and the stability criterion (share of positive folds). An experiment with 0 folds records "off".
+The use case is app/evaluation.run_walk_forward (the maths core.walk_forward): it reads the
+experiment's feature rows from the lake, runs the folds and stores the report in the lake
+(adapters/walk_forward_reports.py: dataset "evaluation/walk_forward/<experiment>", partition = the
+experiment's config hash), where the promotion proposal reads its per-fold metrics and the stability
+criterion (share of positive folds). An experiment with 0 folds records "off".
 """
 
-import json
-from datetime import datetime, timezone
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
-from usdcop_platform.adapters.backtests import report_json
-from usdcop_platform.core import datasets as ds
-from usdcop_platform.core import walk_forward as wf
-from usdcop_platform.core.metrics import Annualization
+from usdcop_platform.app import evaluation as ev
+from usdcop_platform.contracts import assets as A
 from usdcop_platform.core.display import metric_entries, metric_text
 from usdcop_platform.defs import catalog
-from usdcop_platform.defs.partitions import experiment_partitions, session_key
+from usdcop_platform.defs.evaluation.assets import evaluation_inputs
+from usdcop_platform.defs.partitions import experiment_partitions
 from usdcop_platform.defs.resources import PlatformResource
 from usdcop_platform.defs.training.assets import DATASET_KEY
 
-WALK_FORWARD_KEY = dg.AssetKey(["evaluation", "walk_forward"])
-DATASET = "evaluation/walk_forward/{experiment}"
+WALK_FORWARD_KEY = dg.AssetKey(list(A.WALK_FORWARD))
 
 
 class WalkForwardRunConfig(dg.Config):
@@ -32,29 +28,10 @@ class WalkForwardRunConfig(dg.Config):
     use_ray: bool = False  # folds as Ray tasks (RAY_ADDRESS joins a cluster; else a local instance)
 
 
-def report_partition(config_hash: str) -> str:
-    return config_hash[:16]
+def _ray_executor(n_folds: int) -> Any:
+    from usdcop_platform.app.execution import executor_for  # Ray loads only in the run that asks for it
 
-
-def save_report(lake: Any, experiment: str, config_hash: str, report: dict[str, Any]) -> None:
-    row = pl.DataFrame({"config_hash": [config_hash], "created_at": [datetime.now(timezone.utc).isoformat()],
-                        "report": [report_json(report)]})
-    lake.write(DATASET.format(experiment=experiment), report_partition(config_hash), row)
-
-
-def load_report(
-    lake: Any, experiment: str, config_hash: str, *, total_timesteps: int | None = None
-) -> dict[str, Any] | None:
-    """The walk-forward report of this exact experiment config (None when never run); with
-    `total_timesteps`, only one whose folds were trained on that budget (a quick run's folds never
-    stand in for a full-budget model's)."""
-    df = lake.read(DATASET.format(experiment=experiment), report_partition(config_hash))
-    if df is None or df.height == 0 or df.get_column("config_hash")[0] != config_hash:
-        return None
-    report = json.loads(df.get_column("report")[0])
-    if total_timesteps is not None and report.get("folds") and report.get("total_timesteps") != total_timesteps:
-        return None
-    return report
+    return executor_for(True, None, num_cpus=n_folds)
 
 
 def folds_markdown(report: dict[str, Any]) -> str:
@@ -86,32 +63,12 @@ def walk_forward(
     context: dg.AssetExecutionContext, config: WalkForwardRunConfig, platform: PlatformResource
 ) -> dg.MaterializeResult:
     name = context.partition_key
-    cfg = platform.config
-    exp, contract = cfg.experiment(name), cfg.features
-    lake = platform.lake
-    if exp.backtest.walk_forward.folds == 0:
-        save_report(lake, name, exp.config_hash, {"kind": "off", "folds": [], "aggregate": {}})
-        return dg.MaterializeResult(metadata={"folds": 0, "note": "walk-forward is off for this experiment"})
-    calendar = platform.calendar
-    span = calendar.sessions(exp.date_ranges.train.start, exp.date_ranges.test.end)
-    present = [d for d in ds.source_sessions(exp, span) if lake.exists(ds.SOURCE_DATASET, session_key(d))]
-    folds = wf.plan_folds(present, exp, ds.effective_embargo(exp, contract), calendar.bars_per_session)
-    frame = lake.read_many(ds.SOURCE_DATASET, [session_key(d) for d in present])
-    if frame is None:
-        raise wf.WalkForwardError(f"no {ds.SOURCE_DATASET} rows for experiment {name!r}: materialize the features first")
-    frame = frame.select(ds.dataset_columns(contract)).sort("time")
-    runner = None
-    if config.use_ray:  # Ray loads only in the run that asks for it
-        from usdcop_platform.app.execution import executor_for
-
-        runner = executor_for(True, None, num_cpus=len(folds))
-    report = wf.run_walk_forward(
-        frame, folds, exp, contract, Annualization.from_calendar(calendar), total_timesteps=config.total_timesteps,
-        runner=runner,
+    report = ev.run_walk_forward(
+        evaluation_inputs(platform), name, total_timesteps=config.total_timesteps,
+        executor=_ray_executor if config.use_ray else None,
     )
-    report["config_hash"] = exp.config_hash
-    report["total_timesteps"] = config.total_timesteps or exp.algorithm.total_timesteps
-    save_report(lake, name, exp.config_hash, report)
+    if report["kind"] == "off":
+        return dg.MaterializeResult(metadata={"folds": 0, "note": "walk-forward is off for this experiment"})
     agg = report["aggregate"]
     context.log.info(f"walk-forward {name}: {agg['folds']} folds, positive share {agg['positive_share']:.0%}")
     return dg.MaterializeResult(
