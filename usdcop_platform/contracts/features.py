@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import field_validator, model_validator
 
@@ -14,12 +16,68 @@ def feature_order_hash(names: Iterable[str]) -> str:
     return sha256_hex(",".join(names))
 
 
+# ---- feature definitions: the one home of what each contract name means (core.features computes them)
+
+@dataclass(frozen=True)
+class LogReturn:
+    """ln(C_t / C_{t-k}) with k = minutes / bar length."""
+
+    minutes: int
+
+
+@dataclass(frozen=True)
+class Wilder:
+    """A TA-Lib Wilder indicator computed by the compiled kernel (column = kernel output)."""
+
+    indicator: Literal["rsi", "atr_pct", "adx"]
+    period: int
+
+
+@dataclass(frozen=True)
+class Macro:
+    """A daily macro feature: transform of one or two SSOT variables (ids)."""
+
+    transform: Literal["zscore", "change_1d", "spread"]
+    inputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class State:
+    kind: Literal["position", "time_norm"]
+
+
+FeatureSpec = LogReturn | Wilder | Macro | State
+
+FEATURE_SPECS: dict[str, FeatureSpec] = {
+    "log_ret_5m": LogReturn(5),
+    "log_ret_1h": LogReturn(60),
+    "log_ret_4h": LogReturn(240),
+    "rsi_9": Wilder("rsi", 9),
+    "atr_pct": Wilder("atr_pct", 14),
+    "adx_14": Wilder("adx", 14),
+    "dxy_z": Macro("zscore", ("dxy",)),
+    "dxy_change_1d": Macro("change_1d", ("dxy",)),
+    "vix_z": Macro("zscore", ("vix",)),
+    "embi_z": Macro("zscore", ("embi_col",)),
+    "brent_change_1d": Macro("change_1d", ("brent",)),
+    "rate_spread": Macro("spread", ("ust10y", "ust2y")),
+    "usdmxn_change_1d": Macro("change_1d", ("usdmxn",)),
+    "position": State("position"),
+    "time_norm": State("time_norm"),
+}
+
 # Every name a contract may use; an unknown name is an error, not a silent zero column.
-KNOWN_FEATURES: tuple[str, ...] = (
-    "log_ret_5m", "log_ret_1h", "log_ret_4h", "rsi_9", "atr_pct", "adx_14",
-    "dxy_z", "dxy_change_1d", "vix_z", "embi_z", "brent_change_1d", "rate_spread",
-    "usdmxn_change_1d", "position", "time_norm",
-)
+KNOWN_FEATURES: tuple[str, ...] = tuple(FEATURE_SPECS)
+
+
+def macro_variables_of(names: Iterable[str]) -> tuple[str, ...]:
+    """The SSOT macro variable ids the features `names` read, in first-use order."""
+    out: dict[str, None] = {}
+    for name in names:
+        spec = FEATURE_SPECS.get(name)
+        if isinstance(spec, Macro):
+            out.update(dict.fromkeys(spec.inputs))
+    return tuple(out)
 
 
 class FeatureContract(StrictModel):
@@ -53,6 +111,11 @@ class FeatureContract(StrictModel):
     @property
     def feature_order_hash(self) -> str:
         return feature_order_hash(self.names)
+
+    @property
+    def macro_variables(self) -> tuple[str, ...]:
+        """The SSOT macro variables this contract's features read (config/macro_variables_ssot.yaml must list them)."""
+        return macro_variables_of(self.names)
 
     @property
     def n_features(self) -> int:

@@ -10,7 +10,7 @@ from usdcop_platform.contracts.base import load_model, read_yaml, validate
 from usdcop_platform.contracts.date_ranges import DateRanges
 from usdcop_platform.contracts.errors import ConfigError
 from usdcop_platform.contracts.experiment import ExperimentConfig
-from usdcop_platform.contracts.features import FeatureContract
+from usdcop_platform.contracts.features import FeatureContract, macro_variables_of
 from usdcop_platform.contracts.instrument import InstrumentConfig
 from usdcop_platform.contracts.macro import MacroSSOT
 from usdcop_platform.contracts.mlops import MlopsConfig
@@ -62,10 +62,16 @@ def load_platform_config(config_dir: Path | str | None = None) -> PlatformConfig
     """Load and validate every file in config/; raises ConfigError naming file, key and reason."""
     root = Path(config_dir) if config_dir else DEFAULT_CONFIG_DIR
     features = load_model(FeatureContract, root / "features.yaml")
+    macro = load_model(MacroSSOT, root / "macro_variables_ssot.yaml")
+    missing = [v for v in features.macro_variables if v not in macro.variables]
+    if missing:
+        readers = [n for n in features.names if set(macro_variables_of([n])) & set(missing)]
+        raise ConfigError(root / "macro_variables_ssot.yaml", "variables",
+                          f"missing variable(s) {missing}, read by the feature(s) {readers} of features.yaml")
     return PlatformConfig(
         config_dir=root,
         instrument=load_model(InstrumentConfig, root / "instrument.yaml"),
-        macro=load_model(MacroSSOT, root / "macro_variables_ssot.yaml"),
+        macro=macro,
         date_ranges=load_model(DateRanges, root / "date_ranges.yaml"),
         features=features,
         mlops=load_model(MlopsConfig, root / "mlops.yaml"),

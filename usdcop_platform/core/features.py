@@ -52,69 +52,26 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any
 
 import numba
 import numpy as np
 import polars as pl
 
-from usdcop_platform.contracts.features import FeatureContract
+from usdcop_platform.contracts.features import (  # noqa: F401 - the specs are part of this module's API
+    FEATURE_SPECS,
+    FeatureContract,
+    FeatureSpec,
+    LogReturn,
+    Macro,
+    State,
+    Wilder,
+)
 from usdcop_platform.contracts.macro import MacroSSOT
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.schema import UTC_TIME
 
-# ---------------------------------------------------------------------------------------------
-# Feature definitions: the one home of what each contract name means.
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LogReturn:
-    """ln(C_t / C_{t-k}) with k = minutes / bar length."""
-
-    minutes: int
-
-
-@dataclass(frozen=True)
-class Wilder:
-    """A TA-Lib Wilder indicator computed by the compiled kernel (column = kernel output)."""
-
-    indicator: Literal["rsi", "atr_pct", "adx"]
-    period: int
-
-
-@dataclass(frozen=True)
-class Macro:
-    """A daily macro feature: transform of one or two SSOT variables (ids)."""
-
-    transform: Literal["zscore", "change_1d", "spread"]
-    inputs: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class State:
-    kind: Literal["position", "time_norm"]
-
-
-FeatureSpec = LogReturn | Wilder | Macro | State
-
-FEATURE_SPECS: dict[str, FeatureSpec] = {
-    "log_ret_5m": LogReturn(5),
-    "log_ret_1h": LogReturn(60),
-    "log_ret_4h": LogReturn(240),
-    "rsi_9": Wilder("rsi", 9),
-    "atr_pct": Wilder("atr_pct", 14),
-    "adx_14": Wilder("adx", 14),
-    "dxy_z": Macro("zscore", ("dxy",)),
-    "dxy_change_1d": Macro("change_1d", ("dxy",)),
-    "vix_z": Macro("zscore", ("vix",)),
-    "embi_z": Macro("zscore", ("embi_col",)),
-    "brent_change_1d": Macro("change_1d", ("brent",)),
-    "rate_spread": Macro("spread", ("ust10y", "ust2y")),
-    "usdmxn_change_1d": Macro("change_1d", ("usdmxn",)),
-    "position": State("position"),
-    "time_norm": State("time_norm"),
-}
+# Feature definitions (what each contract name means) live in contracts.features: FEATURE_SPECS.
 
 BAR_COLUMNS = ("time", "session", "open", "high", "low", "close")
 VALID_POSITIONS = (-1.0, 0.0, 1.0)

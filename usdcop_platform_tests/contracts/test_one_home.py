@@ -32,3 +32,63 @@ def test_feature_order_hash_has_one_formula() -> None:
     # the formula `sha256_hex(",".join(...))` is written once, in contracts/features.py
     assert _offenders(r"""sha256_hex\(\s*["'],["']\.join""", {"usdcop_platform/contracts/features.py"}) == []
     assert feature_order_hash(["a", "b"]) == sha256_hex("a,b") == feature_order_hash(iter(["a", "b"]))
+
+
+# ---- derived registries ---------------------------------------------------------------------------
+
+
+def test_feature_registry_is_the_feature_definitions() -> None:
+    """KNOWN_FEATURES (what a contract may name) is FEATURE_SPECS (what core.features computes)."""
+    from usdcop_platform.contracts import features as contract_features
+    from usdcop_platform.core import features as engine
+
+    assert engine.FEATURE_SPECS is contract_features.FEATURE_SPECS
+    assert contract_features.KNOWN_FEATURES == tuple(engine.FEATURE_SPECS)
+    kinds = {type(s).__name__ for s in engine.FEATURE_SPECS.values()}
+    assert kinds == {"LogReturn", "Wilder", "Macro", "State"}
+
+
+def test_registries_derived_from_the_repository_config(platform_config) -> None:  # noqa: ANN001
+    from usdcop_platform.core.features import FEATURE_SPECS, Macro
+    from usdcop_platform.core.synthetic import REAL_MACRO_CALIBRATION
+
+    contract, ssot = platform_config.features, platform_config.macro
+    assert set(contract.names) <= set(FEATURE_SPECS)
+    assert set(contract.state_features) == {n for n in contract.names if type(FEATURE_SPECS[n]).__name__ == "State"}
+    read = {v for n in contract.names if isinstance(FEATURE_SPECS[n], Macro) for v in FEATURE_SPECS[n].inputs}
+    assert set(contract.macro_variables) == read and read <= set(ssot.variables)
+    assert set(REAL_MACRO_CALIBRATION) == set(ssot.variables), "synthetic calibration per SSOT variable"
+    assert contract.feature_order_hash == feature_order_hash(contract.names)
+
+
+def test_required_macro_variables_come_from_the_features(tmp_path: Path) -> None:
+    """Dropping a variable the features read is a ConfigError naming the readers; dropping the feature
+    too makes it loadable (nothing in contracts/macro.py lists required variables)."""
+    import shutil
+
+    import pytest
+    import yaml
+
+    from usdcop_platform.contracts.errors import ConfigError
+    from usdcop_platform.contracts.platform import DEFAULT_CONFIG_DIR, load_platform_config
+
+    cfg = tmp_path / "config"
+    shutil.copytree(DEFAULT_CONFIG_DIR, cfg)
+    ssot_path = cfg / "macro_variables_ssot.yaml"
+    ssot = yaml.safe_load(ssot_path.read_text())
+    del ssot["variables"]["usdmxn"]
+    ssot_path.write_text(yaml.safe_dump(ssot, sort_keys=False))
+    with pytest.raises(ConfigError) as exc:
+        load_platform_config(cfg)
+    assert exc.value.file.endswith("macro_variables_ssot.yaml") and exc.value.key == "variables"
+    assert "usdmxn" in exc.value.reason and "usdmxn_change_1d" in exc.value.reason
+
+    features_path = cfg / "features.yaml"
+    features = yaml.safe_load(features_path.read_text())
+    features["names"] = [n for n in features["names"] if n != "usdmxn_change_1d"]
+    features_path.write_text(yaml.safe_dump(features, sort_keys=False))
+    for exp in (cfg / "experiments").glob("*.yaml"):
+        exp.unlink()  # experiments pin the contract version; the contract itself is what is tested
+    (cfg / "experiments" / ".keep").write_text("")
+    loaded = load_platform_config(cfg)
+    assert "usdmxn" not in loaded.features.macro_variables and "usdmxn" not in loaded.macro.variables
