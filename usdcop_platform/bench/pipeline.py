@@ -82,14 +82,15 @@ def _features_child(keys: list[str] | None, sample: list[str] | None) -> None:
     """In the child: one range run over all published sessions, or one run per sampled session."""
     import dagster as dg
 
-    from usdcop_platform.commands.common import open_local_instance
-    from usdcop_platform.defs.features.assets import m5_features
-    from usdcop_platform.defs.resources import build_resources
+    from usdcop_platform.adapters.dagster_instance import open_instance
+    from usdcop_platform.contracts.assets import FEATURES
+    from usdcop_platform.definitions import asset_def, build_resources
     from usdcop_platform.settings import get_settings
 
     s = get_settings()
     resources = build_resources(s)
-    with open_local_instance(s) as instance:
+    m5_features = asset_def(FEATURES)
+    with open_instance(s.resolved_dagster_home) as instance:
         if keys is not None:
             t0, c0 = time.perf_counter(), time.process_time()
             result = dg.materialize([m5_features], instance=instance, resources=resources, raise_on_error=False,

@@ -66,7 +66,7 @@ def evaluate_experiment(
     from usdcop_platform.adapters.walk_forward_reports import load_report as load_walk_forward
     from usdcop_platform.defs.evaluation.walk_forward import WalkForwardRunConfig, walk_forward
     from usdcop_platform.defs.resources import build_resources
-    from usdcop_platform.defs.training.sensors import ensure_experiment_partitions
+    from usdcop_platform.app.experiments import ensure_experiment_partitions
 
     s = settings or get_settings()
     exp = load_platform_config(s.config_dir).experiment(name)  # unknown name: ConfigError before any work

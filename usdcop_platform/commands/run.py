@@ -72,6 +72,13 @@ def experiment_span(settings: Settings, experiment: str) -> tuple[date, date]:
 # ---- what is current (read from the instance) -------------------------------------------------------
 
 
+def _key(path: tuple[str, ...]) -> Any:
+    """The dg.AssetKey of a contracts.assets path."""
+    import dagster as dg
+
+    return dg.AssetKey(list(path))
+
+
 def _latest_ids(instance: Any, key: Any, partitions: set[str]) -> dict[str, int]:
     import dagster as dg
 
@@ -94,42 +101,41 @@ def _metadata(record: Any) -> dict[str, Any]:
 
 def _requested_timesteps(instance: Any, run_id: str) -> int | None:
     """The --timesteps override the model's training run was given (None: the experiment's budget)."""
-    from usdcop_platform.defs.training.assets import ppo_policy
+    from usdcop_platform.contracts.assets import MODEL
+    from usdcop_platform.definitions import asset_def
 
     run = instance.get_run_by_id(run_id)
     ops = (run.run_config or {}).get("ops", {}) if run is not None else {}
-    return (ops.get(ppo_policy.op.name, {}).get("config") or {}).get("total_timesteps")
+    return (ops.get(asset_def(MODEL).op.name, {}).get("config") or {}).get("total_timesteps")
 
 
 def missing_bar_sessions(instance: Any, keys: list[str]) -> list[str]:
-    from usdcop_platform.defs.market_data.assets import RAW_BARS_KEY
+    from usdcop_platform.contracts.assets import RAW_BARS
 
-    done = _latest_ids(instance, RAW_BARS_KEY, set(keys))
+    done = _latest_ids(instance, _key(RAW_BARS), set(keys))
     return [k for k in keys if k not in done]
 
 
 def stale_feature_sessions(instance: Any, keys: list[str]) -> list[str]:
     """Sessions whose features are missing or older than their bars or than the macro series."""
-    from usdcop_platform.defs.features.assets import FEATURES_KEY
-    from usdcop_platform.defs.market_data.assets import RAW_BARS_KEY, RAW_MACRO_KEY
+    from usdcop_platform.contracts.assets import FEATURES, RAW_BARS, RAW_MACRO
 
-    bars = _latest_ids(instance, RAW_BARS_KEY, set(keys))
-    feats = _latest_ids(instance, FEATURES_KEY, set(keys))
-    records = instance.fetch_materializations(RAW_MACRO_KEY, limit=1).records
+    bars = _latest_ids(instance, _key(RAW_BARS), set(keys))
+    feats = _latest_ids(instance, _key(FEATURES), set(keys))
+    records = instance.fetch_materializations(_key(RAW_MACRO), limit=1).records
     macro_id = records[0].storage_id if records else -1
     return [k for k in keys if k in bars and feats.get(k, -1) < max(bars[k], macro_id)]
 
 
 def current_model(instance: Any, experiment: str, config_hash: str, keys: list[str], timesteps: int | None) -> dict[str, Any] | None:
     """The experiment's model metadata when it is current (see the module docstring), else None."""
-    from usdcop_platform.defs.features.assets import FEATURES_KEY
-    from usdcop_platform.defs.training.assets import DATASET_KEY, MODEL_KEY
+    from usdcop_platform.contracts.assets import DATASET, FEATURES, MODEL
 
-    model = _latest_record(instance, MODEL_KEY, experiment)
-    dataset = _latest_record(instance, DATASET_KEY, experiment)
+    model = _latest_record(instance, _key(MODEL), experiment)
+    dataset = _latest_record(instance, _key(DATASET), experiment)
     if model is None or dataset is None or not _metadata(model).get("model_id"):
         return None
-    feats = _latest_ids(instance, FEATURES_KEY, set(keys))
+    feats = _latest_ids(instance, _key(FEATURES), set(keys))
     if (feats and max(feats.values()) > dataset.storage_id) or model.storage_id < dataset.storage_id:
         return None
     if _metadata(dataset).get("config_hash") != config_hash:
@@ -146,9 +152,10 @@ def _features_run(instance: Any, settings: Settings, keys: list[str]) -> dict[st
     """One Dagster run of features/m5_features over keys[0]..keys[-1]; counts from each partition's own metadata."""
     import dagster as dg
 
-    from usdcop_platform.defs.features.assets import m5_features
-    from usdcop_platform.defs.resources import build_resources
+    from usdcop_platform.contracts.assets import FEATURES
+    from usdcop_platform.definitions import asset_def, build_resources
 
+    m5_features = asset_def(FEATURES)
     result = dg.materialize(
         [m5_features], instance=instance, resources=build_resources(settings), raise_on_error=False,
         tags={"usdcop/command": "run", "dagster/asset_partition_range_start": keys[0],
@@ -194,7 +201,7 @@ def run_pipeline(
     from usdcop_platform.contracts.platform import load_platform_config
     from usdcop_platform.core.calendar import TradingCalendar
     from usdcop_platform.core.datasets import DatasetError
-    from usdcop_platform.defs.training.sensors import ensure_experiment_partitions
+    from usdcop_platform.app.experiments import ensure_experiment_partitions
 
     t0 = time.perf_counter()
     s = settings or get_settings()

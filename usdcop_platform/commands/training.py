@@ -45,27 +45,19 @@ def train_experiment(
 
     import dagster as dg
 
-    from usdcop_platform.defs.resources import build_resources
-    from usdcop_platform.defs.training.assets import (
-        DATASET_KEY,
-        MODEL_KEY,
-        TrainingRunConfig,
-        experiment_dataset,
-        ppo_policy,
-    )
-    from usdcop_platform.defs.training.sensors import ensure_experiment_partitions
+    from usdcop_platform.app.experiments import ensure_experiment_partitions
+    from usdcop_platform.contracts.assets import DATASET, MODEL, key_string
+    from usdcop_platform.definitions import asset_def, build_resources
 
     instance = open_local_instance(s)
     try:
         ensure_experiment_partitions(instance, str(s.config_dir))
-        run_config = dg.RunConfig(
-            ops={
-                ppo_policy.op.name: TrainingRunConfig(total_timesteps=total_timesteps, progress_bar=progress_bar, use_ray=use_ray)
-            }
-        )
+        model = asset_def(MODEL)
+        run_config = {"ops": {model.op.name: {"config": {
+            "total_timesteps": total_timesteps, "progress_bar": progress_bar, "use_ray": use_ray}}}}
         try:
             result = dg.materialize(
-                [experiment_dataset, ppo_policy],
+                [asset_def(DATASET), model],
                 partition_key=name,
                 instance=instance,
                 resources=build_resources(s),
@@ -84,8 +76,8 @@ def train_experiment(
         meta = _metadata_values(result)
     finally:
         instance.dispose()
-    dataset = meta.get("/".join(DATASET_KEY.path), {})
-    model = meta.get("/".join(MODEL_KEY.path), {})
+    dataset = meta.get(key_string(DATASET), {})
+    model = meta.get(key_string(MODEL), {})
     return {
         "experiment": name,
         "dagster_run_id": result.run_id,

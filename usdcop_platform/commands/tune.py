@@ -41,10 +41,9 @@ def tune_experiment(
 
     from usdcop_platform.adapters.ray_cluster import LocalCluster, disconnect
     from usdcop_platform.app.search import progress_listener
-    from usdcop_platform.defs.resources import build_resources
-    from usdcop_platform.defs.training.assets import experiment_dataset
-    from usdcop_platform.defs.training.search import SEARCH_KEY, SearchRunConfig, model_search
-    from usdcop_platform.defs.training.sensors import ensure_experiment_partitions
+    from usdcop_platform.app.experiments import ensure_experiment_partitions
+    from usdcop_platform.contracts.assets import DATASET, SEARCH
+    from usdcop_platform.definitions import asset_def, build_resources
 
     with contextlib.ExitStack() as stack:
         if nodes:
@@ -57,11 +56,12 @@ def tune_experiment(
         instance = open_local_instance(s)
         stack.callback(instance.dispose)
         ensure_experiment_partitions(instance, str(s.config_dir))
-        run_config = dg.RunConfig(ops={model_search.op.name: SearchRunConfig(
-            trials=trials, workers=workers, use_ray=use_ray, address=address)})
+        model_search = asset_def(SEARCH)
+        run_config = {"ops": {model_search.op.name: {"config": {
+            "trials": trials, "workers": workers, "use_ray": use_ray, "address": address}}}}
         try:
             result = dg.materialize(
-                [experiment_dataset, model_search], partition_key=name, instance=instance,
+                [asset_def(DATASET), model_search], partition_key=name, instance=instance,
                 resources=build_resources(s), run_config=run_config, tags={"usdcop/command": "tune"},
             )
         except dg.DagsterExecutionStepExecutionError as exc:
@@ -70,7 +70,7 @@ def tune_experiment(
             raise
         if not result.success:
             raise UserFacingError(f"search of {name!r} failed (dagster run {result.run_id})")
-        [event] = [e for e in result.get_asset_materialization_events() if e.materialization.asset_key == SEARCH_KEY]
+        [event] = [e for e in result.get_asset_materialization_events() if e.materialization.asset_key == dg.AssetKey(list(SEARCH))]
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
     return {**meta, "dagster_run_id": result.run_id, "ray": address or ("local" if use_ray else None)}
 

@@ -26,6 +26,9 @@ REALIZED_PERFORMANCE: Final[AssetPath] = ("monitoring", "realized_performance")
 SHADOW_AB: Final[AssetPath] = ("monitoring", "shadow_ab_report")
 SHADOW_SIGNALS: Final[AssetPath] = ("monitoring", "shadow_signals")
 
+# The dynamic partitions of the experiment assets: one key per config/experiments/*.yaml.
+EXPERIMENT_PARTITIONS: Final[str] = "experiments"
+
 
 def key_string(path: AssetPath) -> str:
     """"raw/usdcop_m5_ohlcv": how Dagster's UI and metadata lookups spell a key."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 
+from usdcop_platform.contracts.assets import EXPERIMENT_PARTITIONS
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.settings import platform_config
 
@@ -33,7 +34,7 @@ def build_session_partitions(calendar: TradingCalendar, horizon_end: date | None
 
 CALENDAR = TradingCalendar(platform_config().instrument)  # USDCOP_CONFIG_DIR's calendar
 session_partitions = build_session_partitions(CALENDAR)
-experiment_partitions = dg.DynamicPartitionsDefinition(name="experiments")
+experiment_partitions = dg.DynamicPartitionsDefinition(name=EXPERIMENT_PARTITIONS)
 
 
 def session_key(d: date) -> str:
