@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from usdcop_platform.adapters.store._sql import to_record
-from usdcop_platform.adapters.store.approvals import write_audit
+from usdcop_platform.adapters.store.audit import write_audit
 from usdcop_platform.adapters.store.errors import ConflictError, NotFoundError
 from usdcop_platform.adapters.store.tables import API_KEY_ROLES, ApiKey
 from usdcop_platform.adapters.store.types import Record, as_utc, utcnow

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from usdcop_platform.adapters.store._sql import to_record
-from usdcop_platform.adapters.store.approvals import write_audit
+from usdcop_platform.adapters.store.audit import write_audit
 from usdcop_platform.adapters.store.errors import NotFoundError
 from usdcop_platform.adapters.store.tables import (
     BACKTEST_REQUEST_STATUSES,

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from usdcop_platform.adapters.store._sql import dialect_insert, to_record
 from usdcop_platform.adapters.store.errors import ConflictError, NotFoundError
-from usdcop_platform.adapters.store.approvals import write_audit
+from usdcop_platform.adapters.store.audit import write_audit
 from usdcop_platform.adapters.store.registry import lock_registry
 from usdcop_platform.adapters.store.tables import (
     PROPOSAL_STATUSES,

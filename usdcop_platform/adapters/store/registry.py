@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from usdcop_platform.adapters.store._sql import to_record
+from usdcop_platform.adapters.store.audit import write_audit
 from usdcop_platform.adapters.store.errors import ConflictError, ModelNotServable, NotFoundError
 from usdcop_platform.adapters.store.tables import STAGES, ModelRegistry, RegistryVersion
 from usdcop_platform.adapters.store.types import Record, jsonable, utcnow
@@ -229,8 +230,6 @@ class ModelRepository:
 
     def set_stage(self, model_id: str, stage: str, *, reviewer: str = "system", notes: str = "") -> Record:
         """Move a model to `stage` in one audited transaction; to 'production' archives the current one."""
-        from usdcop_platform.adapters.store.approvals import write_audit
-
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
         with self._store.write_session() as s:

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from usdcop_platform.adapters.store import migrate
 from usdcop_platform.adapters.store.api_keys import ApiKeyRepository
-from usdcop_platform.adapters.store.approvals import ApprovalService, AuditRepository
+from usdcop_platform.adapters.store.approvals import ApprovalService
+from usdcop_platform.adapters.store.audit import AuditRepository
 from usdcop_platform.adapters.store.contracts import ContractRepository
 from usdcop_platform.adapters.store.engine import (
     StoreTuning,
