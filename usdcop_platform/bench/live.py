@@ -188,7 +188,7 @@ def cycle_latencies(world: World, db_url: str, n_sessions: int, floor_url: str) 
     from usdcop_platform.adapters.store import Store
     from usdcop_platform.core.inference import InferenceEngine
     from usdcop_platform.core.synthetic import synthetic_bars
-    from usdcop_platform.defs.live.cycle import Bar, LiveCycle
+    from usdcop_platform.app.live_cycle import Bar, LiveCycle
 
     store = Store(db_url)
     store.upgrade()

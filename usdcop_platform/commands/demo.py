@@ -40,7 +40,7 @@ def run_live_session(session: date, settings: Settings) -> int:
 
     from usdcop_platform.adapters.lake import ParquetLake
     from usdcop_platform.defs.live.definitions import defs as live_defs
-    from usdcop_platform.defs.live.cycle import bar_rows
+    from usdcop_platform.app.live_cycle import bar_rows
     from usdcop_platform.defs.live.sensors import run_request
     from usdcop_platform.defs.resources import build_resources
 

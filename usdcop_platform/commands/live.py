@@ -23,8 +23,8 @@ def replay(session: date, settings: Settings | None = None) -> Any:
     from usdcop_platform.contracts.platform import load_platform_config
     from usdcop_platform.core.calendar import TradingCalendar
     from usdcop_platform.core.inference import InferenceError
-    from usdcop_platform.defs.live.cycle import LiveError
-    from usdcop_platform.defs.live.replay import replay_session
+    from usdcop_platform.app.live_cycle import LiveError
+    from usdcop_platform.app.replay import replay_session
 
     s = settings or get_settings()
     cfg = load_platform_config(s.config_dir)
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
     ) -> None:
         """Reproduce a past session's signals from the stored bars and the models that served them."""
-        from usdcop_platform.defs.live.replay import report_rows
+        from usdcop_platform.app.replay import report_rows
 
         with cli_errors():
             try:

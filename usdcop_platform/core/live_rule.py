@@ -1,6 +1,6 @@
 """The live decision rule replayed over historical bars, and its PnL with a realistic fill.
 
-`run_live_rule` does, bar by bar, exactly what defs/live/cycle.LiveCycle.compute does with a
+`run_live_rule` does, bar by bar, exactly what app/live_cycle.LiveCycle.compute does with a
 one-model ensemble, without a store or a feature engine (the raw feature rows are given):
 
     probabilities = policy_step(raw_t, position held by the risk state coming into t)

@@ -18,7 +18,7 @@ from usdcop_platform.defs.live.assets import (
     live_signal,
     live_signal_job,
 )
-from usdcop_platform.defs.live.cycle import Bar
+from usdcop_platform.app.live_cycle import Bar
 from usdcop_platform.defs.live.sensors import live_bar_sensor
 from usdcop_platform_tests.defs.live_support import LIVE_SESSION, bogota, make_world
 
@@ -158,7 +158,7 @@ def test_catch_up_runs_started_out_of_order_still_process_bars_in_order(world, i
     assert [r["bar_time"] for r in rows] == [b.time for b in bars]
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)  # written in time order
     assert world.store.risk.load("live")["last_bar"] == bars[3].time.isoformat()
-    from usdcop_platform.defs.live.replay import replay_session
+    from usdcop_platform.app.replay import replay_session
 
     assert replay_session(world.cfg, world.calendar, world.lake, world.store, LIVE_SESSION).matched
 

@@ -1,6 +1,6 @@
 """The live path's per-bar transaction, in as few round trips as the database allows.
 
-A bar is ONE transaction (see defs/live/cycle.py for what it means):
+A bar is ONE transaction (see app/live_cycle.py for what it means):
 
     open    SELECT the live risk row FOR UPDATE joined with the registry version   1 statement
     write   the journal row (append-only live_journal, insert), the live state     1 statement on

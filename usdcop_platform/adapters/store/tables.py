@@ -234,7 +234,7 @@ class RiskState(Base):
 
 
 class LiveJournalRow(Base):
-    """One live bar's journal (defs/live/cycle.py writes it in the bar's transaction): the risk
+    """One live bar's journal (app/live_cycle.py writes it in the bar's transaction): the risk
     state before the bar, the ensemble that served it, the feature inputs and the decision —
     what `usdcop replay` needs. Append-only (database triggers refuse UPDATE and DELETE); one
     row per live state and bar, so a retried bar writes it once (the first write wins)."""

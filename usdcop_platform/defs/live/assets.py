@@ -2,7 +2,7 @@
 
 The three assets share one op (one step, no IO manager hand-offs: a 5-minute cadence cannot
 afford per-step process overhead); each returns its own MaterializeResult so the asset graph
-shows bar → features → signal with the bar's metadata. The op calls defs.live.cycle.LiveCycle,
+shows bar → features → signal with the bar's metadata. The op calls app.live_cycle.LiveCycle,
 the same code `usdcop replay` and `usdcop bench live` run. Partitioned by trading session: the
 sensor requests partition = the bar's session, run_key = the bar's time.
 """
@@ -21,7 +21,7 @@ from usdcop_platform.core.features import FeatureError
 from usdcop_platform.core.inference import InferenceEngine, InferenceError, InvalidObservation
 from usdcop_platform.core.schema import BAR_SCHEMA
 from usdcop_platform.defs import catalog
-from usdcop_platform.defs.live.cycle import Bar, LiveCycle, LiveError, StaleBar, process_lock, validate_bar
+from usdcop_platform.app.live_cycle import Bar, LiveCycle, LiveError, StaleBar, process_lock, validate_bar
 from usdcop_platform.defs.live.resources import FeatureCacheResource
 from usdcop_platform.defs.partitions import session_key, session_partitions
 from usdcop_platform.defs.resources import PlatformResource

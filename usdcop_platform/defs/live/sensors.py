@@ -33,7 +33,7 @@ from usdcop_platform.core.alerts import AlertMessage
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.features import macro_session_features
 from usdcop_platform.defs.live.assets import LIVE_OP_NAME, live_signal_job
-from usdcop_platform.defs.live.cycle import Bar, LiveError, read_macro, warmup_window
+from usdcop_platform.app.live_cycle import Bar, LiveError, read_macro, warmup_window
 from usdcop_platform.defs.live.resources import LiveFeedResource
 from usdcop_platform.defs.monitoring.resources import AlertsResource
 from usdcop_platform.defs.partitions import session_key

@@ -28,7 +28,7 @@ from usdcop_platform.core.features import IncrementalFeatureEngine
 from usdcop_platform.core.inference import InferenceEngine
 from usdcop_platform.core.risk import RiskState
 from usdcop_platform.core.schema import BAR_SCHEMA
-from usdcop_platform.defs.live.cycle import (
+from usdcop_platform.app.live_cycle import (
     DEFAULT_RISK_KEY,
     SIGNAL_ROLE,
     Bar,

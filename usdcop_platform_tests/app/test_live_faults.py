@@ -85,7 +85,7 @@ def test_database_down_when_the_bar_arrives(tmp_path, pg_proxy):
     cycle.process(bars[2])
     rows = world.store.signals.list(session_date=LIVE_SESSION)
     assert [r["bar_time"] for r in rows] == [b.time for b in bars]
-    from usdcop_platform.defs.live.replay import replay_session
+    from usdcop_platform.app.replay import replay_session
 
     assert replay_session(world.cfg, world.calendar, world.lake, world.store, LIVE_SESSION).matched
 
