@@ -13,7 +13,8 @@ from usdcop_platform.core.onnx_policy import OnnxPolicy
 from usdcop_platform.core.policy_runner import run_policy_over_bars
 from usdcop_platform.defs.monitoring.assets import MonitoringRunConfig
 from usdcop_platform.defs.monitoring.sensors import shadow_signals_sensor
-from usdcop_platform.defs.monitoring.shadow import SHADOW_ROLE, challengers, shadow_signals
+from usdcop_platform.app.monitoring import SHADOW_ROLE, challengers
+from usdcop_platform.defs.monitoring.shadow import shadow_signals
 from usdcop_platform_tests.defs.monitoring_support import add_signals, at, config_copy, make_world
 
 D = date(2024, 3, 5)

@@ -27,10 +27,10 @@ from usdcop_platform.adapters.store import NotFoundError
 from usdcop_platform.core.alerts import retrain_alert, run_failure_alert
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.app import monitoring_history as h
-from usdcop_platform.defs.monitoring.assets import MonitoringRunConfig, consecutive_drift
+from usdcop_platform.app.monitoring import challengers, consecutive_drift
+from usdcop_platform.defs.monitoring.assets import SHADOW_SIGNALS_KEY, MonitoringRunConfig
 from usdcop_platform.defs.monitoring.jobs import monitoring_shadow_job, retrain_experiment_job
 from usdcop_platform.defs.monitoring.resources import AlertsResource
-from usdcop_platform.defs.monitoring.shadow import SHADOW_SIGNALS_KEY, challengers
 from usdcop_platform.defs.partitions import experiment_partitions
 from usdcop_platform.defs.resources import PlatformResource
 from usdcop_platform.settings import platform_config
