@@ -120,19 +120,27 @@ def has_role(principal: Any, role: str) -> bool:
     return ROLE_RANK.get(principal["role"], -1) >= ROLE_RANK[role]
 
 
-def require_role(role: Role) -> Callable[..., Any]:
-    """Dependency: the authenticated key row, if its role is at least `role` (else 403)."""
+def _with_role(principal: Any, role: Role) -> Any:
+    if not has_role(principal, role):
+        raise ApiError(403, f"key {principal['name']!r} has role {principal['role']!r}; this needs {role!r} or higher")
+    return principal
+
+
+def require_role(role: Role, *, cached: bool = False) -> Callable[..., Any]:
+    """Dependency: the authenticated key row, if its role is at least `role` (else 403).
+
+    `cached`: a key verified less than api.auth.AUTH_CACHE_TTL_S ago is not looked up again, and the
+    dependency runs on the event loop (no thread hop): the inference path's read endpoints."""
     if role not in ROLE_RANK:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLE_RANK)}")
+    if cached:
+        async def dependency(request: Request, key: str | None = Security(api_key_header)) -> Any:
+            return _with_role(authenticate(request, key, cached=True), role)
+    else:
+        def dependency(principal: Any = Depends(authenticate)) -> Any:  # type: ignore[misc]
+            return _with_role(principal, role)
 
-    def dependency(principal: Any = Depends(authenticate)) -> Any:
-        if not has_role(principal, role):
-            raise ApiError(
-                403, f"key {principal['name']!r} has role {principal['role']!r}; this needs {role!r} or higher"
-            )
-        return principal
-
-    dependency.__name__ = f"require_{role}"
+    dependency.__name__ = f"require_{role}_cached" if cached else f"require_{role}"
     return dependency
 
 

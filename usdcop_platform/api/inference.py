@@ -30,14 +30,14 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Final
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response, Security
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from usdcop_platform.adapters.cache import build_feature_cache
-from usdcop_platform.api.deps import api_key_header, authenticate, has_role, write_role
+from usdcop_platform.api.deps import require_role, write_role
 from usdcop_platform.api.errors import ApiError
 from usdcop_platform.api.routers.common import READ_ERRORS, WRITE_ERRORS, errors
 from usdcop_platform.core import risk as risk_core
@@ -297,13 +297,9 @@ def service(request: Request) -> InferenceService:
 _SERVICE_LOCK = threading.Lock()
 
 
-async def viewer(request: Request, key: str | None = Security(api_key_header)) -> Any:
-    """A viewer (or higher) key, verified against the store at most every AUTH_CACHE_TTL_S
-    (requests with a body were already verified by the edge middleware, before the body)."""
-    principal = authenticate(request, key, cached=True)
-    if not has_role(principal, "viewer"):
-        raise ApiError(403, f"key {principal['name']!r} has role {principal['role']!r}; this needs 'viewer' or higher")
-    return principal
+# A viewer (or higher) key, verified against the store at most every AUTH_CACHE_TTL_S (requests
+# with a body were already verified by the edge middleware, before the body): the one auth stack.
+viewer = require_role("viewer", cached=True)
 
 
 class TimedRoute(APIRoute):

@@ -92,3 +92,17 @@ def test_required_macro_variables_come_from_the_features(tmp_path: Path) -> None
     (cfg / "experiments" / ".keep").write_text("")
     loaded = load_platform_config(cfg)
     assert "usdmxn" not in loaded.features.macro_variables and "usdmxn" not in loaded.macro.variables
+
+
+def test_api_has_one_authentication_stack() -> None:
+    """Keys are checked by api/auth.py's Authenticator, called from api/deps.py (the route dependencies)
+    and api/edge.py (requests with a body, before it is read; deps takes that principal over)."""
+    import inspect
+
+    from usdcop_platform.api import deps, inference
+
+    allowed = {"usdcop_platform/api/deps.py", "usdcop_platform/api/auth.py", "usdcop_platform/api/edge.py"}
+    assert _offenders(r"Security\(\s*api_key_header|\.authenticator\.authenticate\(|Authenticator\(", allowed) == []
+    assert _offenders(r"""this needs \{?['"]?\w""", {"usdcop_platform/api/deps.py"}) == []  # the 403 wording
+    assert inspect.iscoroutinefunction(inference.viewer) and inference.viewer.__name__ == "require_viewer_cached"
+    assert not inspect.iscoroutinefunction(deps.require_role("viewer"))
