@@ -306,7 +306,7 @@ def check_realized_performance(
     traded = sorted(set(realized.per_session["session_date"].to_list()))
     h.write_sessions(lake, h.REALIZED_SESSIONS_DATASET, realized.per_session, traded)
     h.write_sessions(lake, h.REALIZED_SIGNALS_DATASET, realized.per_signal, traded)
-    spy = cal.periods_per_year("session")
+    spy = cal.sessions_per_year()
     summaries = summarize(realized, sessions_per_year=spy, rolling_sessions=pcfg.rolling_sessions,
                           min_sessions=pcfg.min_sessions)
     result = PerformanceResult(sessions, traded, sig.height, summaries)

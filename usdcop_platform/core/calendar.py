@@ -6,7 +6,6 @@ their start time; 08:00..12:55 Bogota (UTC-5, no DST) is 13:00..17:55 UTC, 60 ba
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
@@ -134,7 +133,7 @@ class TradingCalendar:
         closed = [t for t in self.session_grid_utc(d) if t + self.bar_delta <= now]
         return closed[-1] if closed else None
 
-    # ---- annualization --------------------------------------------------------------------
+    # ---- periods per year (core.metrics.Annualization turns them into annualization factors) --
     def sessions_per_year(self, start: date | None = None, end: date | None = None) -> float:
         """Average sessions per calendar year, counted from the calendar over [start, end]
         (default: the five full years 2020-2024)."""
@@ -144,18 +143,9 @@ class TradingCalendar:
         years = ((end - start).days + 1) / 365.25
         return n / years
 
-    def annualization_factor(self, per: str = "bar") -> float:
-        """sqrt(sessions_per_year * bars_per_session) for per-bar stats, sqrt(sessions_per_year)
-        for per-session stats. The one place this number is made."""
-        spy = self.sessions_per_year()
-        if per == "bar":
-            return math.sqrt(spy * self.bars_per_session)
-        if per == "session":
-            return math.sqrt(spy)
-        raise ValueError(f"per must be 'bar' or 'session', got {per!r}")
-
-    def periods_per_year(self, per: str = "bar") -> float:
-        return self.annualization_factor(per) ** 2
+    def bars_per_year(self) -> float:
+        """Average bars per calendar year: sessions_per_year() x bars per session."""
+        return self.sessions_per_year() * self.bars_per_session
 
     def session_grid_array(self, sessions: list[date]) -> np.ndarray:
         """All bar instants of the given sessions as datetime64[us] UTC (naive, UTC by convention)."""

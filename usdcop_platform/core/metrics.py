@@ -42,7 +42,8 @@ NORMAL_KURTOSIS = 3.0
 
 @dataclass(frozen=True)
 class Annualization:
-    """Periods per year of the two return frequencies the platform reports (from the calendar)."""
+    """Periods per year of the two return frequencies the platform reports (from the calendar), and
+    their annualization factors sqrt(P): the one home of annualization."""
 
     bars_per_year: float
     sessions_per_year: float
@@ -57,11 +58,8 @@ class Annualization:
 
     @classmethod
     def from_calendar(cls, calendar: Any) -> "Annualization":
-        """From core.calendar.TradingCalendar: the one place the factors are made."""
-        return cls(
-            bars_per_year=calendar.periods_per_year("bar"),
-            sessions_per_year=calendar.periods_per_year("session"),
-        )
+        """From core.calendar.TradingCalendar's period counts: the one place the factors are made."""
+        return cls(bars_per_year=calendar.bars_per_year(), sessions_per_year=calendar.sessions_per_year())
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,6 @@ def test_last_closed_bar(calendar) -> None:
 def test_annualization_comes_from_the_calendar(calendar) -> None:
     spy = calendar.sessions_per_year()
     assert 240 < spy < 250
-    assert calendar.annualization_factor("bar") == pytest.approx(math.sqrt(spy * 60))
-    assert 119 < calendar.annualization_factor("bar") < 123
-    assert calendar.annualization_factor("session") == pytest.approx(math.sqrt(spy))
-    with pytest.raises(ValueError):
-        calendar.annualization_factor("week")
+    assert calendar.bars_per_year() == pytest.approx(spy * 60)
+    assert 119 < math.sqrt(calendar.bars_per_year()) < 123
+    assert not hasattr(calendar, "annualization_factor")  # the factors are core.metrics.Annualization's

@@ -142,7 +142,7 @@ def test_summarize_uses_calendar_annualization_and_hit_rate(calendar) -> None:
     bars = pl.concat([_bars(d, [100.0, 101.0, 100.5]) for d in (D1, D2)])
     sig = _signals([("m", "production", d, 0, 2) for d in (D1, D2)] + [("m", "production", d, 1, 1) for d in (D1, D2)])
     r = realized_pnl(sig, bars, cost_bps=0, timezone=TZ)
-    spy = calendar.periods_per_year("session")
+    spy = calendar.sessions_per_year()
     (s,) = summarize(r, sessions_per_year=spy, rolling_sessions=5, min_sessions=2)
     assert s.n_sessions == 2 and s.n_signals == 4
     assert s.hit_rate == 1.0  # the BUYs earned +1 %; HOLDs are not counted
