@@ -55,18 +55,12 @@ def evaluate_experiment(
     import dagster as dg
 
     from usdcop_platform.adapters.store import get_store
-    from usdcop_platform.contracts.platform import load_platform_config
-    from usdcop_platform.defs.evaluation.assets import (
-        BacktestRunConfig,
-        ProposalRunConfig,
-        backtest,
-        promotion_proposal,
-    )
-    from usdcop_platform.app.backtest_requests import BACKTEST_REQUEST_TAG
     from usdcop_platform.adapters.walk_forward_reports import load_report as load_walk_forward
-    from usdcop_platform.defs.evaluation.walk_forward import WalkForwardRunConfig, walk_forward
-    from usdcop_platform.defs.resources import build_resources
+    from usdcop_platform.app.backtest_requests import BACKTEST_REQUEST_TAG
     from usdcop_platform.app.experiments import ensure_experiment_partitions
+    from usdcop_platform.contracts.assets import BACKTEST, PROPOSAL, WALK_FORWARD, key_string
+    from usdcop_platform.contracts.platform import load_platform_config
+    from usdcop_platform.definitions import asset_def, build_resources
 
     s = settings or get_settings()
     exp = load_platform_config(s.config_dir).experiment(name)  # unknown name: ConfigError before any work
@@ -74,32 +68,29 @@ def evaluate_experiment(
     if (start is None) != (end is None):
         raise UserFacingError("give both --start and --end, or neither (default: the experiment's test split)")
     resources = build_resources(s)
-    assets = [backtest, promotion_proposal]
+    backtest, proposal, walk_forward = asset_def(BACKTEST), asset_def(PROPOSAL), asset_def(WALK_FORWARD)
+    ops: dict[str, Any] = {
+        backtest.op.name: {"config": {"model_id": model_id, "start": start, "end": end, "allow_partial": allow_partial}},
+        proposal.op.name: {"config": {"model_id": model_id}},
+    }
+    assets = [backtest, proposal]
     # The vote of an experiment with walk-forward folds needs its expanding walk-forward for this config.
     # `timesteps` (the model's --timesteps override) is the folds' budget too.
     budget = timesteps or exp.algorithm.total_timesteps
     if request_id is None and exp.backtest.walk_forward.folds and \
             load_walk_forward(resources["platform"].lake, name, exp.config_hash, total_timesteps=budget) is None:
         assets.insert(0, walk_forward)
+        ops[walk_forward.op.name] = {"config": {"total_timesteps": timesteps, "use_ray": use_ray}}
     instance = open_local_instance(s)
     try:
         ensure_experiment_partitions(instance, str(s.config_dir))
-        run_config = dg.RunConfig(
-            ops={
-                backtest.op.name: BacktestRunConfig(model_id=model_id, start=start, end=end,
-                                                    allow_partial=allow_partial),
-                promotion_proposal.op.name: ProposalRunConfig(model_id=model_id),
-                **({walk_forward.op.name: WalkForwardRunConfig(total_timesteps=timesteps, use_ray=use_ray)}
-                   if walk_forward in assets else {}),
-            }
-        )
         try:
             result = dg.materialize(
                 assets,
                 partition_key=name,
                 instance=instance,
                 resources=resources,
-                run_config=run_config,
+                run_config={"ops": ops},
                 tags={
                     "usdcop/command": "backtest",
                     **({} if request_id is None else {BACKTEST_REQUEST_TAG: str(request_id)}),
@@ -117,15 +108,15 @@ def evaluate_experiment(
         }
     finally:
         instance.dispose()
-    proposal_meta = meta.get("evaluation/promotion_proposal", {})
+    proposal_meta = meta.get(key_string(PROPOSAL), {})
     store = get_store(s.resolved_database_url)
-    proposal = store.proposals.get(proposal_meta["proposal_id"]) if proposal_meta.get("proposal_id") else None
+    row = store.proposals.get(proposal_meta["proposal_id"]) if proposal_meta.get("proposal_id") else None
     return {
         "experiment": name,
         "dagster_run_id": result.run_id,
-        "backtest": meta.get("evaluation/backtest", {}),
-        "walk_forward_train_seconds": meta.get("evaluation/walk_forward", {}).get("train_seconds"),
-        "proposal": dict(proposal) if proposal is not None else None,
+        "backtest": meta.get(key_string(BACKTEST), {}),
+        "walk_forward_train_seconds": meta.get(key_string(WALK_FORWARD), {}).get("train_seconds"),
+        "proposal": dict(row) if row is not None else None,
     }
 
 
