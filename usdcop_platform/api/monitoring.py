@@ -12,7 +12,7 @@ which one is down:
                (from the bar's close) and a session-aware freshness verdict (core.alerts)
     sensors    Dagster sensor states from the instance under DAGSTER_HOME: status, cursor, last tick
     live_features   whether the live path can build features for the current (or next) session,
-               and if not why: the live sensor's own check (defs.live.sensors.live_blocker: no
+               and if not why: the live sensor's own check (app.live_runs.live_blocker: no
                production model, data gap before the session, stale macro), so a model never
                goes dark silently (the sensor also skips with that reason and alerts once)
 
@@ -202,7 +202,7 @@ def _age(last: datetime | None, now: datetime, calendar: TradingCalendar, max_ag
 
 def _live_features(cfg: Any, calendar: TradingCalendar, lake: Any, store: Any, now: datetime) -> LiveFeaturesDetail:
     """Can the live path build features for today's session (or the next one)? The sensor's check."""
-    from usdcop_platform.defs.live.sensors import live_blocker  # the sensor's rule, not a copy
+    from usdcop_platform.app.live_runs import live_blocker  # the sensor's rule, not a copy
 
     today = calendar.session_of(now)
     upcoming = calendar.sessions(today, today + timedelta(days=14))

@@ -28,15 +28,8 @@ from usdcop_platform.core.features import IncrementalFeatureEngine
 from usdcop_platform.core.inference import InferenceEngine
 from usdcop_platform.core.risk import RiskState
 from usdcop_platform.core.schema import BAR_SCHEMA
-from usdcop_platform.app.live_cycle import (
-    DEFAULT_RISK_KEY,
-    SIGNAL_ROLE,
-    Bar,
-    LiveCycle,
-    LiveError,
-    SessionFeatures,
-    read_macro,
-)
+from usdcop_platform.app.live_bars import Bar, LiveError, SessionFeatures, read_macro
+from usdcop_platform.app.live_cycle import DEFAULT_RISK_KEY, SIGNAL_ROLE, LiveCycle
 
 COMPARED_FIELDS = (
     "model_hash", "action", "raw_action", "prob_sell", "prob_hold", "prob_buy", "confidence", "risk_status",

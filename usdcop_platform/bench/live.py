@@ -188,7 +188,8 @@ def cycle_latencies(world: World, db_url: str, n_sessions: int, floor_url: str) 
     from usdcop_platform.adapters.store import Store
     from usdcop_platform.core.inference import InferenceEngine
     from usdcop_platform.core.synthetic import synthetic_bars
-    from usdcop_platform.app.live_cycle import Bar, LiveCycle
+    from usdcop_platform.app.live_bars import Bar
+    from usdcop_platform.app.live_cycle import LiveCycle
 
     store = Store(db_url)
     store.upgrade()
@@ -577,7 +578,7 @@ def _run_parts(home: Path, available_at: dict[Any, datetime]) -> dict[str, float
     """Median seconds of polling wait, run launch and run execution over the measured bars."""
     import dagster as dg
 
-    from usdcop_platform.defs.live.sensors import BAR_TIME_TAG
+    from usdcop_platform.app.live_runs import BAR_TIME_TAG
 
     parts: dict[str, list[float]] = {"poll": [], "launch": [], "execute": []}
     with dg.DagsterInstance.from_config(str(home)) as inst:

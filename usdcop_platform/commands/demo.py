@@ -36,26 +36,22 @@ def run_live_session(session: date, settings: Settings) -> int:
     """Send every stored bar of `session` through the live job in ONE run, in time order, as the
     sensor's catch-up run does (the last bar, carrying the earlier ones): one Dagster run instead of
     one per bar (~60 run starts of ~0.3 s each), the same cycle per bar, the same signals."""
-    import dagster as dg
-
     from usdcop_platform.adapters.lake import ParquetLake
-    from usdcop_platform.defs.live.definitions import defs as live_defs
-    from usdcop_platform.app.live_cycle import bar_rows
-    from usdcop_platform.defs.live.sensors import run_request
-    from usdcop_platform.defs.resources import build_resources
+    from usdcop_platform.app.live_bars import bar_rows
+    from usdcop_platform.app.live_runs import LIVE_JOB_NAME, live_run_config, live_run_tags
+    from usdcop_platform.definitions import build_resources, defs
 
     bars = bar_rows(ParquetLake(settings.data_dir).read("raw/usdcop_m5_ohlcv", session.isoformat()))
     if not bars:
         raise UserFacingError(f"no stored bars for session {session}")
-    # resources from *these* settings: the code location's module-level defs were bound to the
-    # settings of whichever process imported it first
-    defs = dg.Definitions.merge(live_defs, dg.Definitions(resources=build_resources(settings)))
-    job = defs.resolve_job_def("live_signal_job")
-    request = run_request(bars[-1], session.isoformat(), tuple(bars[:-1]))
+    job = defs.resolve_job_def(LIVE_JOB_NAME)
     with open_local_instance(settings) as instance:
         result = job.execute_in_process(
-            run_config=request.run_config, partition_key=session.isoformat(), instance=instance,
-            tags={**request.tags, "usdcop/command": "demo"}, raise_on_error=False,
+            run_config=live_run_config(bars[-1], tuple(bars[:-1])), partition_key=session.isoformat(),
+            instance=instance, tags={**live_run_tags(bars[-1]), "usdcop/command": "demo"}, raise_on_error=False,
+            # resources from *these* settings: the entry point's defs were bound to the settings
+            # of whichever process imported it first
+            resources=build_resources(settings),
         )
     if not result.success:
         raise UserFacingError(f"live run for the bars of {session} failed (dagster run {result.run_id})")

@@ -23,7 +23,7 @@ def replay(session: date, settings: Settings | None = None) -> Any:
     from usdcop_platform.contracts.platform import load_platform_config
     from usdcop_platform.core.calendar import TradingCalendar
     from usdcop_platform.core.inference import InferenceError
-    from usdcop_platform.app.live_cycle import LiveError
+    from usdcop_platform.app.live_bars import LiveError
     from usdcop_platform.app.replay import replay_session
 
     s = settings or get_settings()

@@ -9,7 +9,8 @@ import pytest
 
 from usdcop_platform.adapters.store import clear_store_cache
 from usdcop_platform.core.cleaning import BARS_DATASET, clean_bars
-from usdcop_platform.app.live_cycle import QUARANTINED_CHECK, Bar
+from usdcop_platform.app.live_bars import Bar
+from usdcop_platform.app.live_cycle import QUARANTINED_CHECK
 from usdcop_platform.app.replay import replay_session
 from usdcop_platform.app.quarantine import read_quarantine
 from usdcop_platform_tests.defs.live_support import LIVE_SESSION, make_world

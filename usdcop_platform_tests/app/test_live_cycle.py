@@ -14,7 +14,7 @@ from usdcop_platform.adapters.cache import FeatureCache
 from usdcop_platform.adapters.store import clear_store_cache, get_store
 from usdcop_platform.core.actions import HOLD
 from usdcop_platform.core.cleaning import BARS_DATASET
-from usdcop_platform.app.live_cycle import Bar, LiveError, SessionFeatures, StaleBar
+from usdcop_platform.app.live_bars import Bar, LiveError, SessionFeatures, StaleBar
 from usdcop_platform.app.replay import replay_session
 from usdcop_platform_tests.defs.live_support import LIVE_SESSION, LiveWorld, bogota, make_world
 

@@ -18,7 +18,8 @@ from usdcop_platform.contracts.platform import PlatformConfig, get_config
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.inference import InferenceEngine
 from usdcop_platform.core.synthetic import synthetic_bars
-from usdcop_platform.app.live_cycle import Bar, LiveCycle
+from usdcop_platform.app.live_bars import Bar
+from usdcop_platform.app.live_cycle import LiveCycle
 from usdcop_platform.defs.live.resources import FeatureCacheResource, LiveFeedResource
 from usdcop_platform.defs.resources import PlatformResource
 

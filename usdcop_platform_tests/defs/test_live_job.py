@@ -18,7 +18,7 @@ from usdcop_platform.defs.live.assets import (
     live_signal,
     live_signal_job,
 )
-from usdcop_platform.app.live_cycle import Bar
+from usdcop_platform.app.live_bars import Bar
 from usdcop_platform.defs.live.sensors import live_bar_sensor
 from usdcop_platform_tests.defs.live_support import LIVE_SESSION, bogota, make_world
 

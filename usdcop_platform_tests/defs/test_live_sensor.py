@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from usdcop_platform.adapters.store import clear_store_cache
-from usdcop_platform.defs.live.assets import LIVE_OP_NAME
-from usdcop_platform.defs.live.sensors import BAR_TIME_TAG, live_bar_sensor, plan_live_runs
+from usdcop_platform.app.live_runs import BAR_TIME_TAG, LIVE_OP_NAME, plan_live_runs
+from usdcop_platform.defs.live.sensors import live_bar_sensor
 from usdcop_platform_tests.defs.live_support import HOLIDAY, LIVE_SESSION, SATURDAY, bogota, make_world
 
 

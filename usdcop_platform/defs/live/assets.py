@@ -2,14 +2,14 @@
 
 The three assets share one op (one step, no IO manager hand-offs: a 5-minute cadence cannot
 afford per-step process overhead); each returns its own MaterializeResult so the asset graph
-shows bar → features → signal with the bar's metadata. The op calls app.live_cycle.LiveCycle,
-the same code `usdcop replay` and `usdcop bench live` run. Partitioned by trading session: the
+shows bar → features → signal with the bar's metadata. The op calls app.live_runs.process_bar
+(app.live_cycle.LiveCycle, the same code `usdcop replay` and `usdcop bench live` run). Partitioned by trading session: the
 sensor requests partition = the bar's session, run_key = the bar's time.
 """
 
 
 import threading
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -21,7 +21,9 @@ from usdcop_platform.core.features import FeatureError
 from usdcop_platform.core.inference import InferenceEngine, InferenceError, InvalidObservation
 from usdcop_platform.core.schema import BAR_SCHEMA
 from usdcop_platform.defs import catalog
-from usdcop_platform.app.live_cycle import Bar, LiveCycle, LiveError, StaleBar, process_lock, validate_bar
+from usdcop_platform.app.live_bars import Bar, LiveError, validate_bar
+from usdcop_platform.app.live_cycle import CycleResult, LiveCycle
+from usdcop_platform.app.live_runs import LIVE_JOB_NAME, LIVE_OP_NAME, process_bar
 from usdcop_platform.defs.live.resources import FeatureCacheResource
 from usdcop_platform.defs.partitions import session_key, session_partitions
 from usdcop_platform.defs.resources import PlatformResource
@@ -30,15 +32,12 @@ from usdcop_platform.settings import platform_config
 LIVE_BAR_KEY = dg.AssetKey(["live", "bar"])
 LIVE_FEATURES_KEY = dg.AssetKey(["live", "features"])
 LIVE_SIGNAL_KEY = dg.AssetKey(["live", "trading_signal"])
-LIVE_OP_NAME = "live_signal"
-LIVE_JOB_NAME = "live_signal_job"
 GROUP = "live"
 # A run whose database stayed down beyond the cycle's own retry budget is retried whole (the
 # bar is idempotent); a few minutes of retries still lands before the next bar matters.
 RUN_RETRIES = 2
 RUN_RETRY_DELAY_S = 10
 _CONTRACT = platform_config().features  # the live observation's columns (catalog column schema)
-LIVE_LOCK_FILE = "live.lock"  # under the state dir: serializes live runs on this machine
 
 
 class BarConfig(dg.Config):
@@ -108,32 +107,26 @@ def clear_live_cycles() -> None:
 def live_signal(
     context: dg.AssetExecutionContext, config: LiveRunConfig, platform: PlatformResource,
     feature_cache: FeatureCacheResource,
-) -> Any:
+) -> Iterator[dg.MaterializeResult]:
     try:
         bar = Bar.from_mapping(config.bar.model_dump())
         if session_key(validate_bar(bar, platform.calendar)) != context.partition_key:
             raise LiveError(f"bar {bar.time.isoformat()} does not belong to partition {context.partition_key}")
-        cycle = live_cycle(platform, feature_cache)
-        # one live run at a time per machine: concurrent catch-up runs must not interleave
-        with process_lock(Path(platform.state_dir) / LIVE_LOCK_FILE):
-            for earlier in sorted((Bar.from_mapping(b.model_dump()) for b in config.earlier), key=lambda b: b.time):
-                if earlier.time >= bar.time:
-                    continue
-                try:
-                    done = cycle.process(earlier)
-                    context.log.info(f"catch-up bar {earlier.time.isoformat()}: "
-                                     f"{'already processed' if done.duplicate else 'processed'}")
-                except StaleBar as exc:
-                    context.log.warning(f"catch-up bar skipped: {exc}")
-            result = cycle.process(bar)
+        earlier = [Bar.from_mapping(b.model_dump()) for b in config.earlier]
+        result = process_bar(live_cycle(platform, feature_cache), bar, earlier, platform.state_dir, context.log)
     except (LiveError, InferenceError, FeatureError, InvalidObservation) as exc:
         # deterministic refusals: retrying the same bar cannot help (a database outage can, and
         # propagates as DatabaseUnavailable to the retry policy)
         raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
-    first = result.signals[0]
-    common = {"bar_time": bar.time.isoformat(), "duplicate": result.duplicate}
     if result.duplicate:
         context.log.info(f"bar {bar.time.isoformat()} was already processed: returning its stored signal(s)")
+    yield from materializations(result)
+
+
+def materializations(result: CycleResult) -> Iterator[dg.MaterializeResult]:
+    """The bar's three materializations: bar, features and signal metadata of one cycle result."""
+    bar, first = result.bar, result.signals[0]
+    common = {"bar_time": bar.time.isoformat(), "duplicate": result.duplicate}
     yield dg.MaterializeResult(asset_key=LIVE_BAR_KEY, metadata={
         **common, "close": bar.close, "lake_dataset": "raw/usdcop_m5_ohlcv", "columns": list(BAR_SCHEMA),
     })
