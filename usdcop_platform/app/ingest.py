@@ -145,7 +145,7 @@ def publish_bars(
     result = clean_bars(raw, calendar, quality, expected_sessions=sessions, detected_at=when)
     requested = set(keys)
     bars = result.bars.filter(
-        pl.col("time").dt.convert_time_zone(calendar.instrument.timezone).dt.date().is_in(sessions)
+        calendar.session_expr().is_in(sessions)
     )
     gate = bar_gate_frame(bars, calendar, quality)
     metrics = with_empty_sessions(result.sessions, keys, calendar.bars_per_session)
@@ -181,7 +181,7 @@ def publish_bars(
     todo: list[tuple[str, pl.DataFrame]] = []
     if bars.height:
         by_session = bars.with_columns(
-            pl.col("time").dt.convert_time_zone(calendar.instrument.timezone).dt.date().dt.to_string("%Y-%m-%d").alias("_s")
+            calendar.session_expr().dt.to_string("%Y-%m-%d").alias("_s")
         ).partition_by("_s", as_dict=True, include_key=False)
         todo = [(key, part) for (key,), part in sorted(by_session.items()) if key not in refused and key in requested]
     # One file per session: parquet encoding releases the GIL, so a few threads overlap the writes.

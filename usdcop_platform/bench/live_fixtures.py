@@ -41,7 +41,7 @@ def seed_lake(lake: ParquetLake, cfg: PlatformConfig, calendar: TradingCalendar,
     """Clean synthetic bars of sessions [first, last] (one partition each) and synthetic macro
     history ending at `last`, published as the ingestion would. Returns the sessions written."""
     bars = synthetic_bars(calendar, first, last, seed, quirks=False)
-    local = bars.with_columns(session=pl.col("time").dt.convert_time_zone(calendar.instrument.timezone).dt.date())
+    local = bars.with_columns(session=calendar.session_expr())
     sessions = []
     for (d,), part in local.group_by(["session"], maintain_order=True):
         lake.write(BARS_DATASET, d.isoformat(), part.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]))

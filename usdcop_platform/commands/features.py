@@ -50,7 +50,7 @@ def build_features_file(
         raise UserFacingError(str(exc)) from None
     bars = cleaned.bars
     if end is not None:  # later bars cannot change earlier features; earlier bars are warm-up
-        bars = bars.filter(pl.col("time").dt.convert_time_zone(calendar.instrument.timezone).dt.date() <= end)
+        bars = bars.filter(calendar.session_expr() <= end)
     try:
         df = compute_features(bars, macro.frame, contract, calendar, cfg.macro)
     except FeatureError as exc:

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import holidays
 import numpy as np
+import polars as pl
 
 from usdcop_platform.contracts.instrument import InstrumentConfig
 
@@ -103,6 +104,29 @@ class TradingCalendar:
             raise ValueError(f"naive timestamp {instant!r}: instants must carry a timezone")
         return instant.astimezone(self._tz).date()
 
+    def session_expr(self, col: str | pl.Expr = "time") -> pl.Expr:
+        """session_of for a column of instants (see the module function session_expr)."""
+        return session_expr(self.instrument.timezone, col)
+
+    def grid_index_expr(self, col: str | pl.Expr = "time") -> pl.Expr:
+        """bar_index for a column of instants: index 0..N-1 within the session's grid, null off the grid.
+
+        The time of day only (whether the date is a session is the caller's check). With local time
+        h:m:s in the instrument's timezone, k = (60h + m - first_bar_minutes) / bar_minutes must be an
+        integer in [0, bars_per_session) and the instant a whole minute."""
+        inst = self.instrument
+        local = (pl.col(col) if isinstance(col, str) else col).dt.convert_time_zone(inst.timezone)
+        first = inst.first_bar_start.hour * 60 + inst.first_bar_start.minute
+        minutes = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32) - first
+        aligned = (
+            (local.dt.second() == 0)
+            & (local.dt.nanosecond() == 0)
+            & (minutes >= 0)
+            & (minutes % inst.bar_minutes == 0)
+            & (minutes // inst.bar_minutes < self.bars_per_session)
+        )
+        return pl.when(aligned).then(minutes // inst.bar_minutes).otherwise(None).cast(pl.Int32)
+
     def bar_index(self, instant: datetime) -> int | None:
         """Index 0..59 of a bar start within its session, or None when off the grid."""
         local = instant.astimezone(self._tz)
@@ -151,6 +175,13 @@ class TradingCalendar:
         """All bar instants of the given sessions as datetime64[us] UTC (naive, UTC by convention)."""
         out = [t.replace(tzinfo=None) for d in sessions for t in self.session_grid_utc(d)]
         return np.array(out, dtype="datetime64[us]")
+
+
+def session_expr(timezone: str, col: str | pl.Expr = "time") -> pl.Expr:
+    """The session of each instant of a column: its calendar date in the instrument's timezone (the
+    vectorized TradingCalendar.session_of; the one expression of a bar's session)."""
+    times = pl.col(col) if isinstance(col, str) else col
+    return times.dt.convert_time_zone(timezone).dt.date()
 
 
 @lru_cache(maxsize=256)

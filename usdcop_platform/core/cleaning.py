@@ -38,8 +38,6 @@ from usdcop_platform.core.quality import (
     PRICE_COLUMNS,
     apply_bar_rules,
     flag_macro,
-    grid_index_expr,
-    local_date_expr,
     macro_gate_frame,
     quarantine_frame,
     session_dates,
@@ -151,8 +149,8 @@ def clean_bars(
         pl.col("time").dt.replace_time_zone(None).dt.replace_time_zone(tz, non_existent="null")
         .dt.convert_time_zone("UTC").alias("_wall"),
     ).with_columns(
-        grid_index_expr(calendar).alias("_k"),
-        grid_index_expr(calendar, "_wall").alias("_k_wall"),
+        calendar.grid_index_expr().alias("_k"),
+        calendar.grid_index_expr("_wall").alias("_k_wall"),
     )
     mislabelled = pl.col("_k").is_null() & pl.col("_k_wall").is_not_null() & pl.lit(repair_timezone)
     df = df.with_columns(
@@ -160,7 +158,7 @@ def clean_bars(
         pl.when(mislabelled).then(pl.col("_wall")).otherwise(pl.col("time")).alias("time"),
         pl.when(mislabelled).then(pl.col("_k_wall")).otherwise(pl.col("_k")).alias("_k"),
     ).drop("_wall", "_k_wall")
-    df = df.with_columns(local_date_expr(calendar).alias("_d"))
+    df = df.with_columns(calendar.session_expr().alias("_d"))
     repaired = int(df["_repaired"].sum())
 
     # 2. calendar
@@ -273,7 +271,7 @@ def screen_live_bar(
     if failed.is_empty():
         return pl.DataFrame(schema=QUARANTINE_SCHEMA)
     return quarantine_frame(
-        failed.with_columns(local_date_expr(calendar).alias("_d")), dataset=BARS_DATASET,
+        failed.with_columns(calendar.session_expr().alias("_d")), dataset=BARS_DATASET,
         partition=pl.col("_d").dt.to_string("%Y-%m-%d"), rule=pl.col("_rule"), field=pl.col("_field"),
         value=pl.col("_value"), row_columns=["time", *PRICE_COLUMNS, "volume"], detected_at=detected_at,
     )
@@ -281,7 +279,7 @@ def screen_live_bar(
 
 def future_bars(raw: pl.DataFrame, calendar: TradingCalendar, as_of: date) -> pl.DataFrame:
     """Raw bars whose instrument-local date is after `as_of` (today): no session can hold them yet."""
-    return raw.filter(local_date_expr(calendar) > as_of)
+    return raw.filter(calendar.session_expr() > as_of)
 
 
 def quarantine_future_bars(
@@ -290,7 +288,7 @@ def quarantine_future_bars(
     """The future-dated rows of a raw bar frame as quarantine rows (rule future_dated, partition =
     the session date they claim), so an export with a wrong clock is reported, never silently
     ignored, and never widens the range an ingest covers."""
-    rows = future_bars(raw, calendar, as_of).with_columns(_d=local_date_expr(calendar))
+    rows = future_bars(raw, calendar, as_of).with_columns(_d=calendar.session_expr())
     return quarantine_frame(
         rows, dataset=BARS_DATASET, partition=pl.col("_d").dt.to_string("%Y-%m-%d"), rule=FUTURE_DATED,
         field="time",

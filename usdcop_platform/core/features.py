@@ -325,27 +325,14 @@ def _prepare_bars(bars: pl.DataFrame, calendar: TradingCalendar) -> pl.DataFrame
     diffs = df["time"].diff().drop_nulls()
     if (diffs <= timedelta(0)).any():
         raise FeatureError("bars must be sorted by time with unique timestamps")
-    inst = calendar.instrument
-    local = pl.col("time").dt.convert_time_zone(inst.timezone)
-    first = inst.first_bar_start.hour * 60 + inst.first_bar_start.minute
-    offset = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32) - first
-    df = df.with_columns(
-        session=local.dt.date(),
-        _offset=offset,
-        _sub_minute=(local.dt.second() != 0) | (local.dt.nanosecond() != 0),
-    )
-    off_grid = df.filter(
-        pl.col("_sub_minute")
-        | (pl.col("_offset") < 0)
-        | (pl.col("_offset") % inst.bar_minutes != 0)
-        | (pl.col("_offset") // inst.bar_minutes >= calendar.bars_per_session)
-    )
+    df = df.with_columns(session=calendar.session_expr(), bar_index=calendar.grid_index_expr())
+    off_grid = df.filter(pl.col("bar_index").is_null())
     if off_grid.height:
         raise FeatureError(f"{off_grid.height} bar(s) off the session grid, first at {off_grid['time'][0]}")
     bad_sessions = [d for d in df["session"].unique().to_list() if not calendar.is_session(d)]
     if bad_sessions:
         raise FeatureError(f"bars on non-session days: {sorted(bad_sessions)[:5]}")
-    return df.with_columns(bar_index=(pl.col("_offset") // inst.bar_minutes).cast(pl.Int32)).drop("_offset", "_sub_minute")
+    return df
 
 
 def time_norm_of_index(bar_index: Any, bars_per_session: int) -> Any:
@@ -794,7 +781,7 @@ def history_gaps(times: pl.Series | None, calendar: TradingCalendar) -> dict[str
     """Missing grid bars and whole missing sessions between the first and last bar of `times`."""
     if times is None or times.len() == 0:
         return {"missing_bars": 0, "missing_sessions": 0, "sessions_with_gaps": []}
-    sessions = times.dt.convert_time_zone(calendar.instrument.timezone).dt.date()
+    sessions = times.to_frame("time").select(calendar.session_expr()).to_series()
     vc = sessions.value_counts()
     counts = dict(zip(vc[sessions.name].to_list(), vc["count"].to_list()))
     first, last = sessions.min(), sessions.max()

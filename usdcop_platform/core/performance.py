@@ -47,6 +47,7 @@ import numpy as np
 import polars as pl
 
 from usdcop_platform.core.actions import ACTION_TO_POSITION
+from usdcop_platform.core.calendar import session_expr
 from usdcop_platform.core.env import BPS
 from usdcop_platform.core.metrics import moments, probabilistic_sharpe_ratio, sharpe_ratio
 
@@ -79,10 +80,6 @@ SESSION_PNL_SCHEMA: dict[str, pl.DataType] = {
 class RealizedPnL:
     per_signal: pl.DataFrame  # SIGNAL_PNL_SCHEMA
     per_session: pl.DataFrame  # SESSION_PNL_SCHEMA
-
-
-def _session_dates(times: pl.Expr, timezone: str) -> pl.Expr:
-    return times.dt.convert_time_zone(timezone).dt.date()
 
 
 def realized_pnl(
@@ -137,7 +134,7 @@ def realized_pnl(
         bars.select(pl.col("time").cast(pl.Datetime("us", "UTC")), pl.col("close").cast(pl.Float64))
         .unique(subset=["time"], keep="last")
         .sort("time")
-        .with_columns(session_date=_session_dates(pl.col("time"), timezone))
+        .with_columns(session_date=session_expr(timezone))
         .with_columns(ret=pl.col("close").shift(-1).over("session_date") / pl.col("close") - 1.0)
     )
     models = sig.select("model_id").unique()

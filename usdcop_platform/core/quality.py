@@ -63,33 +63,7 @@ MOVE_COL = "move_pct"
 SPIKE_COL = "spike_pct"
 
 
-# ---- the session grid, vectorized --------------------------------------------------------------
-def grid_index_expr(calendar: TradingCalendar, col: str = "time") -> pl.Expr:
-    """Index 0..N-1 of a bar start within its session's grid, null when off the grid.
-
-    The vectorized form of TradingCalendar.bar_index (the time of day only: whether the date is a
-    session is checked against `session_dates`). With local time h:m:s in the instrument's timezone,
-    k = (60h + m - first_bar_minutes) / bar_minutes must be an integer in [0, bars_per_session).
-    """
-    inst = calendar.instrument
-    local = pl.col(col).dt.convert_time_zone(inst.timezone)
-    first = inst.first_bar_start.hour * 60 + inst.first_bar_start.minute
-    minutes = local.dt.hour().cast(pl.Int32) * 60 + local.dt.minute().cast(pl.Int32) - first
-    aligned = (
-        (local.dt.second() == 0)
-        & (local.dt.microsecond() == 0)
-        & (minutes >= 0)
-        & (minutes % inst.bar_minutes == 0)
-        & (minutes // inst.bar_minutes < calendar.bars_per_session)
-    )
-    return pl.when(aligned).then(minutes // inst.bar_minutes).otherwise(None).cast(pl.Int32)
-
-
-def local_date_expr(calendar: TradingCalendar, col: str = "time") -> pl.Expr:
-    """The instrument-local calendar date of an instant (the session it would belong to)."""
-    return pl.col(col).dt.convert_time_zone(calendar.instrument.timezone).dt.date()
-
-
+# ---- the session grid, vectorized: TradingCalendar.grid_index_expr / session_expr -----------------------
 def session_dates(calendar: TradingCalendar, dates: pl.Series) -> list[date]:
     """Sessions between the smallest and largest date of `dates` (for vectorized membership)."""
     d = dates.drop_nulls()
@@ -238,7 +212,7 @@ def apply_bar_rules(bars: pl.DataFrame, calendar: TradingCalendar, quality: BarQ
     flagged = bar_static_violations(bars, quality)
     static_bad = flagged.filter(pl.col("_rule").is_not_null())
     ok = flagged.filter(pl.col("_rule").is_null()).sort("time")
-    groups = ok.select(local_date_expr(calendar).dt.epoch("d")).to_series().to_numpy()
+    groups = ok.select(calendar.session_expr().dt.epoch("d")).to_series().to_numpy()
     spikes = spike_mask(ok["close"].to_numpy(), groups, quality.max_one_bar_move_pct)
     ok = ok.with_columns(
         pl.Series("_spike", spikes),
@@ -261,8 +235,8 @@ def bar_gate_frame(bars: pl.DataFrame, calendar: TradingCalendar, quality: BarQu
     `spike_mask`, else 0. The gate expects spike_pct <= max_one_bar_move_pct.
     """
     df = bars.sort("time").with_columns(
-        local_date_expr(calendar).alias("_d"),
-        grid_index_expr(calendar).alias(GRID_INDEX_COL),
+        calendar.session_expr().alias("_d"),
+        calendar.grid_index_expr().alias(GRID_INDEX_COL),
     )
     sessions = session_dates(calendar, df["_d"])
     df = df.with_columns(
@@ -294,8 +268,8 @@ def session_metrics(bars: pl.DataFrame, calendar: TradingCalendar, quality: BarQ
     n_grid = calendar.bars_per_session
     limit = math.log1p(quality.max_one_bar_move_pct / 100.0)
     df = bars.sort("time").with_columns(
-        local_date_expr(calendar).alias("_d"),
-        grid_index_expr(calendar).alias("_k"),
+        calendar.session_expr().alias("_d"),
+        calendar.grid_index_expr().alias("_k"),
     )
     df = df.with_columns(
         (pl.col("close") != pl.col("close").shift(1)).over("_d").fill_null(True).cum_sum().alias("_run"),

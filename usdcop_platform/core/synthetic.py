@@ -402,8 +402,7 @@ def calibration_stats(bars: pl.DataFrame, calendar: TradingCalendar) -> dict[str
     """Facts of published bars (BAR_SCHEMA): median close, per-bar sd and robust vol of
     within-session log returns, overnight gap sd, share of incomplete sessions, share of close-only
     bars, and volatility clustering = rank autocorrelation (lag 1 and 20) of session log median |r|."""
-    tz = calendar.instrument.timezone
-    df = bars.sort("time").with_columns(pl.col("time").dt.convert_time_zone(tz).dt.date().alias("_d"))
+    df = bars.sort("time").with_columns(calendar.session_expr().alias("_d"))
     df = df.with_columns((pl.col("close").log() - pl.col("close").log().shift(1)).over("_d").alias("_r"))
     r = df["_r"].drop_nulls().to_numpy()
     per = df.group_by("_d").agg(

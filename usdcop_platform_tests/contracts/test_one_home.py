@@ -106,3 +106,22 @@ def test_api_has_one_authentication_stack() -> None:
     assert _offenders(r"""this needs \{?['"]?\w""", {"usdcop_platform/api/deps.py"}) == []  # the 403 wording
     assert inspect.iscoroutinefunction(inference.viewer) and inference.viewer.__name__ == "require_viewer_cached"
     assert not inspect.iscoroutinefunction(deps.require_role("viewer"))
+
+
+def test_a_bars_session_and_grid_index_have_one_home(calendar) -> None:  # noqa: ANN001
+    """The session of an instant and its index in the session grid are made in core/calendar.py only;
+    the column forms (session_expr, grid_index_expr) agree with the scalar ones on every minute of a day."""
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+
+    assert _offenders(r"convert_time_zone\([^)]*\)\s*\.dt\.date\(\)|\blocal\.dt\.date\(\)",
+                      {"usdcop_platform/core/calendar.py"}) == []
+    assert _offenders(r"first_bar_start\.hour \* 60", {"usdcop_platform/core/calendar.py"}) == []  # grid minutes
+    start = datetime(2024, 6, 4, 0, 0, tzinfo=UTC)
+    instants = [start + timedelta(minutes=m) for m in range(0, 24 * 60)] + [start + timedelta(hours=14, seconds=1)]
+    frame = pl.DataFrame({"time": instants}).select(
+        pl.col("time"), calendar.session_expr().alias("s"), calendar.grid_index_expr().alias("k"))
+    assert frame["s"].to_list() == [calendar.session_of(t) for t in instants]
+    assert frame["k"].to_list() == [calendar.bar_index(t) for t in instants]
+    assert frame["k"].drop_nulls().to_list() == list(range(calendar.bars_per_session))

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from usdcop_platform.core.quality import (
     bar_gate_frame,
     flag_macro,
-    grid_index_expr,
     macro_staleness,
     session_metrics,
     spike_mask,
@@ -28,7 +27,7 @@ UTC = timezone.utc
 def test_grid_index_matches_the_calendar(calendar, naive, jitter_s):
     t = (naive.replace(second=0, microsecond=0) + timedelta(seconds=jitter_s)).replace(tzinfo=UTC)
     got = pl.DataFrame({"time": [t]}, schema={"time": pl.Datetime("us", "UTC")}).select(
-        grid_index_expr(calendar)
+        calendar.grid_index_expr()
     ).item()
     assert got == calendar.bar_index(t)
 
@@ -36,7 +35,7 @@ def test_grid_index_matches_the_calendar(calendar, naive, jitter_s):
 def test_grid_index_of_a_whole_session(calendar):
     df = pl.DataFrame({"time": calendar.session_grid_utc(date(2024, 3, 5))},
                       schema={"time": pl.Datetime("us", "UTC")})
-    assert df.select(grid_index_expr(calendar)).to_series().to_list() == list(range(60))
+    assert df.select(calendar.grid_index_expr()).to_series().to_list() == list(range(60))
 
 
 def _mask(closes, groups=None, pct=3.0):

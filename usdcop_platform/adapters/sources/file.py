@@ -231,9 +231,7 @@ class FileMarketSource:
                     f"{future['time'].min():%Y-%m-%d %H:%M}Z; future-dated rows are never ingested (check the export's clock)"
                 )
             if future.height:
-                from usdcop_platform.core.quality import local_date_expr
-
-                frame = frame.filter(local_date_expr(self.calendar) <= as_of)
+                frame = frame.filter(self.calendar.session_expr() <= as_of)
         if frame.is_empty():
             raise SourceError(f"{self.path}: the file holds no bars")
         t = frame["time"]

@@ -338,7 +338,7 @@ def m5_features(context: AssetExecutionContext, platform: PlatformResource) -> d
 
     window = _range_window(bars, first, contract.warmup_bars, calendar)
     outcome = evaluate_range(df, full, contract, window, calendar)
-    local = pl.col("time").dt.convert_time_zone(calendar.instrument.timezone).dt.date()
+    local = calendar.session_expr()
     bar_counts = dict(bars.group_by(local.alias("d")).len().iter_rows()) if bars is not None else {}
     by_session = df.partition_by("session", as_dict=True) if df.height else {}
 
@@ -399,7 +399,7 @@ def _range_window(bars: pl.DataFrame | None, first: date, warmup: int, calendar:
     """The last W bars before the range plus the range's own bars (where the gap check looks)."""
     if bars is None:
         return None
-    local = pl.col("time").dt.convert_time_zone(calendar.instrument.timezone).dt.date()
+    local = calendar.session_expr()
     before = bars.filter(local < first).tail(warmup)
     own = bars.filter(local >= first)
     return pl.concat([before, own]) if before.height or own.height else None
