@@ -125,3 +125,12 @@ def test_a_bars_session_and_grid_index_have_one_home(calendar) -> None:  # noqa:
     assert frame["s"].to_list() == [calendar.session_of(t) for t in instants]
     assert frame["k"].to_list() == [calendar.bar_index(t) for t in instants]
     assert frame["k"].drop_nulls().to_list() == list(range(calendar.bars_per_session))
+
+
+def test_shells_read_configuration_through_settings() -> None:
+    """`get_config()` without a directory is the repo's config/, whatever USDCOP_CONFIG_DIR says:
+    the Dagster definitions, the API and the use cases go through settings.platform_config()."""
+    allowed = {"usdcop_platform/contracts/platform.py", "usdcop_platform/contracts/__init__.py"}
+    shells = ("usdcop_platform/defs/", "usdcop_platform/api/", "usdcop_platform/app/")
+    found = [o for o in _offenders(r"\bget_config\(\)", allowed) if o.startswith(shells)]
+    assert found == []
