@@ -15,6 +15,7 @@ here; a run that cannot proceed raises MonitoringError (the assets report it as 
   bars that followed; per-signal and per-session PnL, rolling Sharpe, hit rate, and the production
   model's degradation vs its backtest Sharpe. Beyond the rollback threshold it files a rollback
   proposal (or rolls back when configured so, audited).
+* evaluate_retrain — which retraining triggers (drift streak, degradation, cadence) fire now.
 * shadow_ab — each shadow model vs the production book on paired daily PnL.
 * run_shadow_signals — challengers (servable staging models with a pending proposal) replay the
   production observations; see core.shadow's rules in `shadow_session`.
@@ -24,8 +25,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,74 @@ def check_drift(inputs: MonitoringInputs, now: datetime, dispatcher: Callable[[]
     ref_hash = _reference_hash(lake, experiment)
     return DriftResult(model_id, experiment, report, drifted, drift_cfg.threshold, streak, live_sessions, ref_hash,
                        ref_hash is not None and ref_hash == prod.get("dataset_hash"))
+
+
+# ---- retraining triggers --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetrainDecision:
+    experiment: str | None
+    model_id: str | None
+    reasons: list[str] = field(default_factory=list)
+    skip: str | None = None
+
+    @property
+    def kinds(self) -> list[str]:
+        return [r.split(":", 1)[0] for r in self.reasons]
+
+
+def sessions_between(calendar: TradingCalendar, earlier: datetime, later: datetime) -> int:
+    """Trading sessions after earlier's session up to and including later's session."""
+    a, b = calendar.session_of(earlier), calendar.session_of(later)
+    return 0 if b <= a else len(calendar.sessions(calendar.next_session(a), b))
+
+
+def evaluate_retrain(
+    now: datetime,
+    store: Any,
+    lake: Any,
+    calendar: TradingCalendar,
+    cfg: PlatformConfig,
+    last_trigger_at: datetime | None,
+) -> RetrainDecision:
+    """Which retraining triggers fire now for the production model's experiment, since the last
+    trigger (pure reads, no side effects):
+
+    * drift — the newest `drift.consecutive_checks_for_retrain` drift checks of the production model
+      (SKIPPED runs ignored) all exceeded the drift threshold;
+    * degradation — a realized-performance check graded the production model WARN or ROLLBACK;
+    * schedule — `retrain.every_sessions` sessions passed since the last trigger or the promotion.
+
+    `retrain.cooldown_sessions` sessions must separate two triggers."""
+    prod = store.models.production()
+    if prod is None:
+        return RetrainDecision(None, None, skip="no production model: nothing to retrain against")
+    experiment, model_id = prod["experiment_name"], prod["model_id"]
+    if experiment not in cfg.experiments:
+        return RetrainDecision(experiment, model_id, skip=f"experiment {experiment!r} of the production model is not in config/experiments")
+    rcfg, dcfg = cfg.mlops.monitoring.retrain, cfg.mlops.drift
+    if last_trigger_at is not None and sessions_between(calendar, last_trigger_at, now) < rcfg.cooldown_sessions:
+        return RetrainDecision(experiment, model_id, skip=f"cooldown: last retrain trigger at {last_trigger_at.isoformat()}")
+    since = last_trigger_at or datetime.min.replace(tzinfo=timezone.utc)
+    reasons: list[str] = []
+
+    n = dcfg.consecutive_checks_for_retrain
+    drift = h.read_since(lake, h.DRIFT_DATASET, since, sessions=n + cfg.mlops.monitoring.performance.rolling_sessions)
+    streak = consecutive_drift(drift if drift.height else None, model_id)
+    if streak >= n:
+        reasons.append(f"drift: {streak} consecutive drift checks above {dcfg.threshold} (>= {n})")
+
+    perf = h.read_since(lake, h.PERFORMANCE_HISTORY_DATASET, since, sessions=cfg.mlops.monitoring.performance.rolling_sessions)
+    if perf.height:
+        mine = perf.filter(pl.col("model_id") == model_id).sort("checked_at")
+        if mine.height and mine["status"][-1] in ("WARN", "ROLLBACK"):
+            reasons.append(f"degradation: {mine['reason'][-1]}")
+
+    if rcfg.every_sessions > 0:
+        baseline = max(t for t in (last_trigger_at, prod["promoted_at"], prod["created_at"]) if t is not None)
+        elapsed = sessions_between(calendar, baseline, now)
+        if elapsed >= rcfg.every_sessions:
+            reasons.append(f"schedule: {elapsed} sessions since {baseline.date().isoformat()} (>= {rcfg.every_sessions})")
+    return RetrainDecision(experiment, model_id, reasons)
 
 
 # ---- realized performance -------------------------------------------------------------------------

@@ -14,8 +14,8 @@ from usdcop_platform.defs.monitoring.assets import MonitoringRunConfig
 from usdcop_platform.defs.monitoring.checks import BARS_FRESH_CHECK, FRESHNESS_CHECKS, SIGNALS_FRESH_CHECK
 from usdcop_platform.defs.monitoring.jobs import monitoring_freshness_job, retrain_experiment_job
 from usdcop_platform.defs.monitoring.schedules import FRESHNESS_OPS, freshness_schedule, realized_performance_schedule
+from usdcop_platform.app.monitoring import evaluate_retrain
 from usdcop_platform.defs.monitoring.sensors import (
-    evaluate_retrain,
     monitoring_run_failure_sensor,
     retrain_trigger_sensor,
 )

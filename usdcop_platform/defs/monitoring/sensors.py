@@ -9,25 +9,20 @@ since the last trigger (sensor cursor), any of these holds:
 * degradation — a realized-performance check graded the production model WARN or ROLLBACK;
 * schedule — `retrain.every_sessions` sessions passed since the last trigger or the promotion.
 
-`retrain.cooldown_sessions` sessions must separate two triggers. The job ends at a
-PENDING_APPROVAL proposal: promotion stays a human decision.
+`retrain.cooldown_sessions` sessions must separate two triggers (the decision is
+app.monitoring.evaluate_retrain). The job ends at a PENDING_APPROVAL proposal: promotion stays a
+human decision.
 """
 
 
 import json
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
 import dagster as dg
-import polars as pl
 
-from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.adapters.store import NotFoundError
 from usdcop_platform.core.alerts import retrain_alert, run_failure_alert
-from usdcop_platform.core.calendar import TradingCalendar
-from usdcop_platform.app import monitoring_history as h
-from usdcop_platform.app.monitoring import challengers, consecutive_drift
+from usdcop_platform.app.monitoring import challengers, evaluate_retrain
 from usdcop_platform.defs.monitoring.assets import SHADOW_SIGNALS_KEY, MonitoringRunConfig
 from usdcop_platform.defs.monitoring.jobs import monitoring_shadow_job, retrain_experiment_job
 from usdcop_platform.defs.monitoring.resources import AlertsResource
@@ -36,65 +31,6 @@ from usdcop_platform.defs.resources import PlatformResource
 from usdcop_platform.settings import platform_config
 
 _cfg = platform_config()  # USDCOP_CONFIG_DIR's sensor intervals
-
-
-@dataclass(frozen=True)
-class RetrainDecision:
-    experiment: str | None
-    model_id: str | None
-    reasons: list[str] = field(default_factory=list)
-    skip: str | None = None
-
-    @property
-    def kinds(self) -> list[str]:
-        return [r.split(":", 1)[0] for r in self.reasons]
-
-
-def sessions_between(calendar: TradingCalendar, earlier: datetime, later: datetime) -> int:
-    """Trading sessions after earlier's session up to and including later's session."""
-    a, b = calendar.session_of(earlier), calendar.session_of(later)
-    return 0 if b <= a else len(calendar.sessions(calendar.next_session(a), b))
-
-
-def evaluate_retrain(
-    now: datetime,
-    store: Any,
-    lake: Any,
-    calendar: TradingCalendar,
-    cfg: PlatformConfig,
-    last_trigger_at: datetime | None,
-) -> RetrainDecision:
-    """Which triggers fire now (see the module docstring); pure reads, no side effects."""
-    prod = store.models.production()
-    if prod is None:
-        return RetrainDecision(None, None, skip="no production model: nothing to retrain against")
-    experiment, model_id = prod["experiment_name"], prod["model_id"]
-    if experiment not in cfg.experiments:
-        return RetrainDecision(experiment, model_id, skip=f"experiment {experiment!r} of the production model is not in config/experiments")
-    rcfg, dcfg = cfg.mlops.monitoring.retrain, cfg.mlops.drift
-    if last_trigger_at is not None and sessions_between(calendar, last_trigger_at, now) < rcfg.cooldown_sessions:
-        return RetrainDecision(experiment, model_id, skip=f"cooldown: last retrain trigger at {last_trigger_at.isoformat()}")
-    since = last_trigger_at or datetime.min.replace(tzinfo=timezone.utc)
-    reasons: list[str] = []
-
-    n = dcfg.consecutive_checks_for_retrain
-    drift = h.read_since(lake, h.DRIFT_DATASET, since, sessions=n + cfg.mlops.monitoring.performance.rolling_sessions)
-    streak = consecutive_drift(drift if drift.height else None, model_id)
-    if streak >= n:
-        reasons.append(f"drift: {streak} consecutive drift checks above {dcfg.threshold} (>= {n})")
-
-    perf = h.read_since(lake, h.PERFORMANCE_HISTORY_DATASET, since, sessions=cfg.mlops.monitoring.performance.rolling_sessions)
-    if perf.height:
-        mine = perf.filter(pl.col("model_id") == model_id).sort("checked_at")
-        if mine.height and mine["status"][-1] in ("WARN", "ROLLBACK"):
-            reasons.append(f"degradation: {mine['reason'][-1]}")
-
-    if rcfg.every_sessions > 0:
-        baseline = max(t for t in (last_trigger_at, prod["promoted_at"], prod["created_at"]) if t is not None)
-        elapsed = sessions_between(calendar, baseline, now)
-        if elapsed >= rcfg.every_sessions:
-            reasons.append(f"schedule: {elapsed} sessions since {baseline.date().isoformat()} (>= {rcfg.every_sessions})")
-    return RetrainDecision(experiment, model_id, reasons)
 
 
 def _cursor_time(cursor: str | None) -> datetime | None:
