@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -142,6 +143,19 @@ class Settings(BaseSettings):
 
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def as_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """`base` (an environment) with these settings in it, so a child process's get_settings()
+        equals this one; variables of unset fields are removed."""
+        env = dict(base)
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            alias = field.alias or name
+            env.pop(alias, None)
+            env.pop(alias.upper(), None)
+            if value is not None:
+                env[alias] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        return env
 
 
 @lru_cache(maxsize=1)

@@ -2,9 +2,9 @@
 
 config → database → `usdcop run` on the synthetic source (raw bars + macro → features → dataset →
 PPO model with its ONNX parity gate → out-of-sample backtest → promotion proposal, the first vote;
-resumable) → approval with a demo reviewer key through the approvals API (second vote) → one
-session through the live job (one catch-up run, its bars in time order) → replay check of that
-session's signals. Every asset step runs through Dagster on the local instance (DAGSTER_HOME,
+resumable) → approval with a demo reviewer key through the approvals API (`usdcop serve` in a child
+process: the second vote) → one session through the live job (one catch-up run, its bars in time
+order) → replay check of that session's signals. Every asset step runs through Dagster on the local instance (DAGSTER_HOME,
 default .usdcop/dagster_home), so `dagster dev` shows the runs afterwards; Dagster's logs go to the log file, not the terminal.
 
 The synthetic market carries a planted edge (USDCOP_SYNTHETIC_EDGE, default DEMO_EDGE when unset)
@@ -14,7 +14,14 @@ the oracle's net Sharpe (the best rule on what the observation carries) beside t
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -87,14 +94,54 @@ def second_vote_line(proposal: dict[str, Any], status: str, reviewer: str | None
     return f"second vote: {status}{who} (the first vote was {proposal.get('recommendation')})"
 
 
+@contextlib.contextmanager
+def serving_api(settings: Settings, timeout_s: float = 60.0) -> Iterator[str]:
+    """`usdcop serve` on a free local port in a child process with these settings; yields its base
+    URL once /health answers. Stopped with SIGTERM: uvicorn's graceful shutdown lets the request's
+    background work (the MLflow champion alias after a promotion) finish."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "usdcop_platform.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning"],
+            env=settings.as_env(os.environ), stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    err.seek(0)
+                    raise UserFacingError(f"usdcop serve exited ({proc.returncode}) before answering: "
+                                          f"{err.read().decode(errors='replace')[-2000:]}")
+                try:
+                    if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise UserFacingError(f"usdcop serve did not answer on {base} within {timeout_s:g} s")
+                time.sleep(0.1)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def approve_through_api(proposal_id: str, settings: Settings, notes: str, *, override: bool = False) -> dict[str, Any]:
-    """Approve with a demo reviewer key through the real approvals API (auth, transaction, audit).
-    `override`: the proposal was rated REJECT and this approval knowingly overrides it (the API's
-    override_confirmed; the notes must say why)."""
-    from fastapi.testclient import TestClient
+    """Approve with a demo reviewer key through the real approvals API (auth, transaction, audit),
+    served by `usdcop serve` in a child process. `override`: the proposal was rated REJECT and this
+    approval knowingly overrides it (the API's override_confirmed; the notes must say why)."""
+    import httpx
 
     from usdcop_platform.adapters.store import get_store
-    from usdcop_platform.api.app import create_app
 
     store = get_store(settings.resolved_database_url)
     existing = {k["name"] for k in store.api_keys.list()}
@@ -103,8 +150,9 @@ def approve_through_api(proposal_id: str, settings: Settings, notes: str, *, ove
     body: dict[str, Any] = {"decision": "APPROVE", "notes": notes, "promote_to_production": True}
     if override:  # the API refuses (422) to approve a REJECT-rated proposal without this confirmation
         body["override_confirmed"] = True
-    with TestClient(create_app(settings)) as client:
-        resp = client.post(f"/api/experiments/{proposal_id}/approve", json=body, headers={"X-API-Key": key})
+    with serving_api(settings) as base:
+        resp = httpx.post(f"{base}/api/experiments/{proposal_id}/approve", json=body, headers={"X-API-Key": key},
+                          timeout=120.0)
     if resp.status_code != 200:
         raise UserFacingError(f"approval failed: HTTP {resp.status_code} {resp.text}")
     return resp.json()
