@@ -679,7 +679,8 @@ def run(quick: bool = False) -> list[BenchResult]:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from usdcop_platform.bench.harness import render_table
-    from usdcop_platform.commands.common import console
+    from rich.console import Console
 
-    console.print(render_table("live", run(quick="--quick" in sys.argv)))
+    from usdcop_platform.bench.harness import render_table
+
+    Console().print(render_table("live", run(quick="--quick" in sys.argv)))
