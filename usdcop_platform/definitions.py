@@ -10,6 +10,7 @@ import importlib
 import dagster as dg
 
 from usdcop_platform.defs.resources import build_resources
+from usdcop_platform.settings import Settings
 
 # Each module exposes `defs: dg.Definitions` (assets, checks, jobs, schedules, sensors).
 DOMAIN_MODULES = (
@@ -49,3 +50,12 @@ def asset_def(path: tuple[str, ...]) -> dg.AssetsDefinition:
             if isinstance(asset, dg.AssetsDefinition) and key in asset.keys:
                 return asset
     raise KeyError(f"no asset {key.to_user_string()} in {', '.join(DOMAIN_MODULES)}")
+
+
+def live_location(settings: Settings, *, sensor_interval_s: int | None = None,
+                  frozen_now: str | None = None) -> dg.Definitions:
+    """The live domain as a code location of its own (defs/live/location.py) on `settings`, with an
+    optional sensor interval and frozen feed clock: `usdcop bench live`'s daemon loads it."""
+    from usdcop_platform.defs.live.location import build_location
+
+    return build_location(settings, sensor_interval_s=sensor_interval_s, frozen_now=frozen_now)

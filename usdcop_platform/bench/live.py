@@ -458,25 +458,12 @@ def api_under_load(world: World, seconds: float, app: str = "usdcop_platform.api
 # ---- 4. sensor + daemon: bar available -> signal persisted ------------------------------------------
 
 _DAEMON_DEFS = """
-import dagster as dg
-# every run process of the default workspace imports the whole code location: pay the same cost
-import usdcop_platform.definitions  # noqa: F401
-from usdcop_platform.defs.live.assets import live_signal, live_signal_job
-from usdcop_platform.defs.live.resources import FeatureCacheResource, LiveFeedResource
-from usdcop_platform.defs.live.sensors import build_live_sensor
-from usdcop_platform.defs.monitoring.resources import AlertsResource
-from usdcop_platform.defs.resources import PlatformResource
+# the live location on the bench's settings (the daemon's environment); importing the entry point
+# also pays what every run process of the default workspace pays to start
+from usdcop_platform.definitions import live_location
+from usdcop_platform.settings import get_settings
 
-defs = dg.Definitions(
-    assets=[live_signal], jobs=[live_signal_job], sensors=[build_live_sensor({interval})],
-    resources={{
-        "platform": PlatformResource(data_dir={data!r}, models_dir={models!r}, config_dir={config!r},
-                                     database_url={db!r}, state_dir={state!r}),
-        "live_feed": LiveFeedResource(market_source="file", bars_file={bars!r}, frozen_now={now!r}),
-        "feature_cache": FeatureCacheResource(redis_url=None, namespace="usdcop:bench"),
-        "alerts": AlertsResource(),
-    }},
-)
+defs = live_location(get_settings(), sensor_interval_s={interval}, frozen_now={now!r})
 """
 
 
@@ -489,6 +476,7 @@ def sensor_latencies(world: World, samples: int, budget_s: float, interval_s: in
     from usdcop_platform.core.cleaning import BARS_DATASET
     from usdcop_platform.core.schema import BAR_SCHEMA
     from usdcop_platform.core.synthetic import synthetic_bars
+    from usdcop_platform.settings import Settings
 
     session = world.calendar.sessions(*LIVE_SESSIONS)[-1]
     root = world.root / f"daemon-{tag}"
@@ -507,13 +495,15 @@ def sensor_latencies(world: World, samples: int, budget_s: float, interval_s: in
     bars_file = root / "bars.parquet"
     # frozen at the session's close: every appended bar counts as closed; latency is wall-clock
     now = world.calendar.session_close_utc(session).isoformat()
-    (root / "live_defs.py").write_text(textwrap.dedent(_DAEMON_DEFS.format(
-        interval=interval_s, data=str(lake_root), models=str(world.root / "models"), config=str(world.cfg.config_dir), db=url,
-        state=str(root / "state"), bars=str(bars_file), now=now)))
+    (root / "live_defs.py").write_text(textwrap.dedent(_DAEMON_DEFS.format(interval=interval_s, now=now)))
+    settings = Settings(USDCOP_DATA_DIR=lake_root, USDCOP_MODELS_DIR=world.root / "models",
+                        USDCOP_CONFIG_DIR=world.cfg.config_dir, DATABASE_URL=url, USDCOP_STATE_DIR=root / "state",
+                        DAGSTER_HOME=home, USDCOP_MARKET_SOURCE="file", USDCOP_BARS_FILE=bars_file,
+                        DATABASE_PASSWORD=None, REDIS_URL=None, USDCOP_ALERT_WEBHOOK_URL=None)  # memory cache, no webhook
     (root / "workspace.yaml").write_text(f"load_from:\n  - python_file: {root / 'live_defs.py'}\n")
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     bars.head(0).write_parquet(bars_file)
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    env = settings.as_env(os.environ)
     # its own process group: the daemon spawns a code server and run workers, all stopped below
     daemon = subprocess.Popen(["dagster-daemon", "run", "-w", str(root / "workspace.yaml")], env=env, cwd=root,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)

@@ -169,3 +169,21 @@ def test_live_code_location_loads():
     dg.Definitions.validate_loadable(location)
     assert location.resolve_job_def(LIVE_JOB_NAME).executor_def is dg.in_process_executor
 
+
+
+def test_live_location_on_given_settings(tmp_path):
+    """What `usdcop bench live`'s daemon loads: the live location on its settings, with its own
+    sensor interval and a frozen feed clock."""
+    from usdcop_platform.definitions import live_location
+    from usdcop_platform.settings import Settings
+
+    settings = Settings(USDCOP_DATA_DIR=tmp_path / "lake", USDCOP_STATE_DIR=tmp_path / "state",
+                        USDCOP_MARKET_SOURCE="file", USDCOP_BARS_FILE=tmp_path / "bars.parquet", REDIS_URL=None)
+    now = bogota(LIVE_SESSION, 13, 0).isoformat()
+    location = live_location(settings, sensor_interval_s=5, frozen_now=now)
+    dg.Definitions.validate_loadable(location)
+    (sensor,) = location.sensors
+    assert sensor.name == "live_bar_sensor" and sensor.minimum_interval_seconds == 5
+    feed = location.resources["live_feed"]
+    assert feed.frozen_now == now and feed.bars_file == str(tmp_path / "bars.parquet")
+    assert location.resources["platform"].data_dir == str(tmp_path / "lake")

@@ -16,14 +16,26 @@ from __future__ import annotations
 
 import dagster as dg
 
+from usdcop_platform.defs.live.assets import live_signal, live_signal_job
 from usdcop_platform.defs.live.definitions import defs as live_defs
 from usdcop_platform.defs.live.resources import live_resources
+from usdcop_platform.defs.live.sensors import build_live_sensor
 from usdcop_platform.defs.monitoring.resources import alerts_resources
 from usdcop_platform.defs.resources import PlatformResource
-from usdcop_platform.settings import get_settings
+from usdcop_platform.settings import Settings, get_settings
 
-# Only the keys the live domain uses (build_resources would import MLflow for the training domain).
-_settings = get_settings()
-defs = dg.Definitions.merge(live_defs, dg.Definitions(
-    resources={"platform": PlatformResource.from_settings(_settings), **live_resources(_settings),
-               **alerts_resources(_settings)}))  # the live sensor alerts when it has to pause
+
+def build_location(settings: Settings, *, sensor_interval_s: int | None = None,
+                   frozen_now: str | None = None) -> dg.Definitions:
+    """The live domain with only the resource keys it uses, from `settings` (build_resources would
+    import MLflow for the training domain); the sensor alerts when it has to pause.
+    `sensor_interval_s` (default mlops.yaml's) and `frozen_now` (the feed's clock) serve `usdcop
+    bench live`, whose daemon times bar → signal on a past session."""
+    live = live_defs if sensor_interval_s is None else dg.Definitions(
+        assets=[live_signal], jobs=[live_signal_job], sensors=[build_live_sensor(sensor_interval_s)])
+    return dg.Definitions.merge(live, dg.Definitions(resources={
+        "platform": PlatformResource.from_settings(settings), **live_resources(settings, frozen_now),
+        **alerts_resources(settings)}))
+
+
+defs = build_location(get_settings())

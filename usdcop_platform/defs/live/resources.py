@@ -75,8 +75,9 @@ class FeatureCacheResource(dg.ConfigurableResource):
             return _CACHES[key]
 
 
-def live_resources(settings: Settings) -> dict[str, Any]:
-    """Builder for defs.resources: {"live_feed", "feature_cache"} from settings."""
+def live_resources(settings: Settings, frozen_now: str | None = None) -> dict[str, Any]:
+    """Builder for defs.resources: {"live_feed", "feature_cache"} from settings; `frozen_now` fixes
+    the feed's clock (LiveFeedResource)."""
     feed = LiveFeedResource(
         market_source=settings.market_source,
         bars_file=str(settings.bars_file) if settings.bars_file else None,
@@ -84,6 +85,7 @@ def live_resources(settings: Settings) -> dict[str, Any]:
         synthetic_edge=settings.synthetic_edge,
         twelvedata_api_key=dg.EnvVar("TWELVEDATA_API_KEY") if settings.twelvedata_api_key else None,
         twelvedata_base_url=settings.twelvedata_base_url,
+        frozen_now=frozen_now,
     )
     cache = FeatureCacheResource(redis_url=dg.EnvVar("REDIS_URL") if settings.redis_url else None)
     return {"live_feed": feed, "feature_cache": cache}
