@@ -13,18 +13,10 @@ import pytest
 
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.core.features import compute_features, max_abs_difference
-from usdcop_platform.defs.features.assets import (
-    BARS_DATASET,
-    BLOCKING_CHECKS,
-    CHECK_GAPS,
-    FEATURES_DATASET,
-    FEATURES_KEY,
-    LOOKBACK_SESSIONS,
-    MACRO_DATASET,
-    MACRO_PARTITION,
-    RAW_BARS_KEY,
-    m5_features,
-)
+from usdcop_platform.app.features import BLOCKING_CHECKS, CHECK_GAPS, FEATURES_DATASET
+from usdcop_platform.core.cleaning import BARS_DATASET, MACRO_DATASET, MACRO_PARTITION
+from usdcop_platform.defs.features.assets import FEATURES_KEY, LOOKBACK_SESSIONS, m5_features
+from usdcop_platform.defs.market_data.assets import RAW_BARS_KEY
 from usdcop_platform.defs.partitions import session_partitions
 from usdcop_platform.defs.resources import PlatformResource, build_resources
 from usdcop_platform_tests.core.features_support import real_bars, real_macro

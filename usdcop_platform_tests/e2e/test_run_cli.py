@@ -19,7 +19,10 @@ def test_run_then_rerun_skips_everything(isolated_settings, monkeypatch: pytest.
     from usdcop_platform.defs.features.assets import FEATURES_KEY
     from usdcop_platform.defs.market_data.assets import RAW_BARS_KEY
 
+    from usdcop_platform.settings import get_settings
+
     monkeypatch.setenv("USDCOP_SYNTHETIC_SEED", "7")
+    get_settings.cache_clear()  # importing defs above read the settings (the partitions' calendar) before the seed was set
     clear_store_cache()
     runner = CliRunner()
     first = runner.invoke(app, ["run", "-e", "smoke", "--timesteps", "512"])

@@ -23,7 +23,8 @@ from usdcop_platform.core import datasets as ds
 from usdcop_platform.core.display import metric_entries, num
 from usdcop_platform.core.metrics import Annualization
 from usdcop_platform.defs import catalog
-from usdcop_platform.defs.features.assets import CONTRACT, empty_features
+from usdcop_platform.app.features import empty_features
+from usdcop_platform.defs.features.assets import CONTRACT
 from usdcop_platform.defs.partitions import experiment_partitions
 from usdcop_platform.defs.resources import PlatformResource
 
