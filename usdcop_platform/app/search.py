@@ -470,3 +470,35 @@ def tune(
         )
     return {**report.as_dict(), "importances": importances, "importance_plot": str(plot) if plot else None,
             "best_config_path": str(best_path) if best_path else None}
+
+
+def search_experiment(
+    name: str,
+    exp: ExperimentConfig,
+    contract: Any,
+    *,
+    store: Any,
+    lake: Any,
+    tracking: Any,
+    ann: Annualization,
+    database_url: str,
+    dagster_run_id: str,
+    trials: int,
+    workers: int,
+    use_ray: bool,
+    address: str | None,
+    out_dir: Any,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The search of experiment `name` (config `exp`) over its stored dataset (the use case behind models/search):
+    `tune`'s summary plus the dataset hash and the family's trial count in the ledger afterwards.
+    `tracking` is the MLflow adapter (adapters.tracking.MlflowResource) the trials are logged to."""
+    from usdcop_platform.core import datasets as ds
+
+    dataset = ds.load_dataset(lake, name, contract)
+    inputs = inputs_from_dataset(exp, dataset, contract, ann, database_url)
+    recorder = TrialRecorder(store=store, lake=lake, mlflow=tracking, exp=exp, data_hash=dataset.dataset_hash,
+                             run_id=dagster_run_id)
+    out = tune(inputs, trials=trials, workers=workers, use_ray=use_ray, address=address, recorder=recorder,
+               out_dir=out_dir, progress=progress)
+    return {**out, "dataset_hash": dataset.dataset_hash, "ledger_family_trials": store.trials.count(name)}

@@ -61,33 +61,29 @@ def _trials_markdown(rows: list[dict]) -> str:
 def model_search(
     context: dg.AssetExecutionContext, config: SearchRunConfig, platform: PlatformResource, mlflow: MlflowResource
 ) -> dg.MaterializeResult:
-    from usdcop_platform.app import search as app_search
-    from usdcop_platform.core import datasets as ds
+    from usdcop_platform.app.search import search_experiment
 
-    name = context.partition_key
-    cfg = platform.config
-    exp, contract = cfg.experiment(name), cfg.features
-    dataset = ds.load_dataset(platform.lake, name, contract)
-    store = platform.store()
-    inputs = app_search.inputs_from_dataset(
-        exp, dataset, contract, Annualization.from_calendar(platform.calendar), platform.sql_url
-    )
-    recorder = app_search.TrialRecorder(
-        store=store, lake=platform.lake, mlflow=mlflow, exp=exp, data_hash=dataset.dataset_hash, run_id=context.run_id
-    )
+    name, cfg = context.partition_key, platform.config
 
     def log(p: dict) -> None:
         context.log.info(f"search {name}: {p['finished']}/{p['target']} trials finished; best {p['best']}")
 
-    out = app_search.tune(
-        inputs, trials=config.trials, workers=config.workers, use_ray=config.use_ray, address=config.address,
-        recorder=recorder, out_dir=Path(platform.state_dir) / "search", progress=log,
+    out = search_experiment(
+        name, cfg.experiment(name), cfg.features, store=platform.store(), lake=platform.lake, tracking=mlflow,
+        ann=Annualization.from_calendar(platform.calendar), database_url=platform.sql_url,
+        dagster_run_id=context.run_id, trials=config.trials, workers=config.workers, use_ray=config.use_ray,
+        address=config.address, out_dir=Path(platform.state_dir) / "search", progress=log,
     )
+    return dg.MaterializeResult(metadata=_search_metadata(out),
+                                data_version=dg.DataVersion(f"{out['study_name']}:{out['finished']}"))
+
+
+def _search_metadata(out: dict) -> dict:
     best = out["best"] or {}
     importances = out["importances"]
     metadata: dict = {
         "study": out["study_name"],
-        "dataset_hash": dataset.dataset_hash,
+        "dataset_hash": out["dataset_hash"],
         "executor": out["executor"],
         "trials_finished": out["finished"],
         "trials_complete": out["complete"],
@@ -101,7 +97,7 @@ def model_search(
             "| parameter | importance |\n|---|---|\n" + "\n".join(f"| {k} | {v:.3f} |" for k, v in importances.items())
             if importances else "fewer than two complete trials: no importances yet"
         ),
-        "ledger_family_trials": store.trials.count(name),
+        "ledger_family_trials": out["ledger_family_trials"],
         "mlflow_parent_run_id": out["parent_run_id"] or "",
         "seconds": num(out["seconds"]),
         "next_step": "train the best config as an ordinary experiment version (never promoted directly): "
@@ -113,4 +109,4 @@ def model_search(
         metadata["importance_chart"] = dg.MetadataValue.md(f"![parameter importances](data:image/png;base64,{png})")
     if out["best_config_path"]:
         metadata["best_config"] = dg.MetadataValue.path(out["best_config_path"])
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(f"{out['study_name']}:{out['finished']}"))
+    return metadata
