@@ -168,4 +168,6 @@ def platform_config(settings: Settings | None = None) -> "PlatformConfig":
     sensors are built with. Never `get_config()` bare: that is the repo's config/ whatever the env says."""
     from usdcop_platform.contracts.platform import get_config
 
-    return get_config(str((settings or get_settings()).config_dir))
+    # A fresh Settings, not get_settings(): modules call this at import, and caching the whole
+    # environment then would freeze every other setting (seed, URLs) before a caller sets it.
+    return get_config(str((settings or Settings()).config_dir))
