@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS, training_datasets
 from usdcop_platform.app.trials import record_training_trials
 from usdcop_platform.contracts.experiment import ExperimentConfig
 from usdcop_platform.contracts.features import FeatureContract
@@ -89,7 +88,9 @@ def train_policy(inputs: TrainingInputs, options: TrainingOptions, *, dagster_ru
     name, exp, contract, store = inputs.name, inputs.exp, inputs.contract, inputs.store
     store.contracts.record(exp, contract.feature_order_hash)
     dataset = load_training_dataset(inputs)
-    # torch + SB3 load only in the run that trains: every run process imports the code location
+    # torch + SB3 load only in the run that trains: every run process imports the code location.
+    # adapters.tracking also holds the MLflow Dagster resource: imported here, not with this module.
+    from usdcop_platform.adapters.tracking import training_datasets
     from usdcop_platform.core.training import TrainingData
 
     data = TrainingData(train=dataset.market_data("train", contract), val=dataset.market_data("val", contract),
@@ -143,6 +144,7 @@ def _train_seeds(exp: ExperimentConfig, data: Any, total: int, options: Training
 def _package_and_log(inputs: TrainingInputs, dataset: Any, result: Any, run: Any) -> tuple[Any, Any]:
     """ONNX package of the selected seed (parity-checked), logged to the MLflow run: the package files
     as artifacts, the ONNX file as the run's LoggedModel (the challenger only when it passed parity)."""
+    from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS
     from usdcop_platform.core.training import package_model
 
     name, exp, contract = inputs.name, inputs.exp, inputs.contract
