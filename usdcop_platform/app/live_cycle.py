@@ -115,6 +115,7 @@ class CycleResult:
     pending: PendingBar | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     quarantined: pl.DataFrame | None = None  # the bar's quarantine rows when the bar rules refused it
+    session_bars: int | None = None  # rows of the session's raw partition after this bar was written
 
     @property
     def action(self) -> int:
@@ -381,16 +382,18 @@ class LiveCycle:
                                                 opened.state.get("last_bar"))
                     return CycleResult(bar, session, stored, duplicate=False, timings_ms=timings,
                                        quarantined=verdict), t_write
+                session_bars = None
                 if write_bar:
                     t1 = time.perf_counter()
-                    upsert_bar(self.lake, bar, session)
+                    session_bars = upsert_bar(self.lake, bar, session)
                     timings["lake_upsert"] = (time.perf_counter() - t1) * 1e3
                 pending = self.compute(bar, state_before=pre, registry_version=opened.registry_version)
                 timings["compute"] = pending.compute_ms
                 t_write = time.perf_counter()
                 stored = live_sql.write_bar(conn, self.risk_key, bar.time, pending.journal, pending.signals,
                                             pending.state_after.to_dict(), opened.state.get("last_bar"))
-            return CycleResult(bar, session, stored, duplicate=False, pending=pending, timings_ms=timings), t_write
+            return CycleResult(bar, session, stored, duplicate=False, pending=pending, timings_ms=timings,
+                               session_bars=session_bars), t_write
 
         result, t_write = retry_writes(attempt, f"bar {bar.time.isoformat()}", self.write_budget_s)
         if result.quarantined is not None:

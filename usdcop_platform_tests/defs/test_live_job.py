@@ -77,7 +77,7 @@ def test_sensor_to_signals_end_to_end(world, instance):
                                             tags=req.tags, instance=instance)
         assert res.success
         mats = {e.materialization.asset_key: e.materialization for e in res.get_asset_materialization_events()}
-        assert set(mats) == {LIVE_BAR_KEY, LIVE_FEATURES_KEY, LIVE_SIGNAL_KEY}
+        assert set(mats) == {LIVE_BAR_KEY, LIVE_FEATURES_KEY, LIVE_SIGNAL_KEY, dg.AssetKey(["raw", "usdcop_m5_ohlcv"])}
         assert all(m.partition == LIVE_SESSION.isoformat() for m in mats.values())
         assert mats[LIVE_SIGNAL_KEY].metadata["bar_time"].value == req.run_key
     rows = world.store.signals.list(session_date=LIVE_SESSION)
@@ -89,6 +89,11 @@ def test_sensor_to_signals_end_to_end(world, instance):
         assert abs(r["prob_sell"] + r["prob_hold"] + r["prob_buy"] - 1) < 1e-5 and r["latency_ms"] > 0
     part = world.lake.read(BARS_DATASET, LIVE_SESSION.isoformat())
     assert part.height == 3 and part["close"].to_list() == [b.close for b in world.session_bars()[:3]]
+    # the writes went through the raw asset's key: its partition's history shows each live bar
+    raw = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(["raw", "usdcop_m5_ohlcv"]), asset_partitions=[LIVE_SESSION.isoformat()]), limit=10).records
+    assert [r.asset_materialization.metadata["dagster/row_count"].value for r in raw] == [3, 2, 1]
+    assert {r.asset_materialization.metadata["written_by"].value for r in raw} == {"live/bar"}
     state = world.store.risk.load("live")
     assert state["last_bar"] == bogota(LIVE_SESSION, 8, 10).isoformat()
 
@@ -103,6 +108,8 @@ def test_same_bar_twice_is_idempotent(world, instance):
     mat = [e.materialization for e in again.get_asset_materialization_events()
            if e.materialization.asset_key == LIVE_SIGNAL_KEY][0]
     assert mat.metadata["duplicate"].value is True
+    assert not any(e.materialization.asset_key == dg.AssetKey(["raw", "usdcop_m5_ohlcv"])
+                   for e in again.get_asset_materialization_events())  # nothing written, nothing recorded
     assert world.store.signals.count(LIVE_SESSION) == 2
     after = dict(world.store.risk.load("live"))
     assert {k: v for k, v in after.items() if k != "updated_at"} == {k: v for k, v in before.items() if k != "updated_at"}

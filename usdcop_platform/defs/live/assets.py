@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from usdcop_platform.adapters.store.tables import TradingSignal
+from usdcop_platform.contracts import assets as asset_paths
 from usdcop_platform.core.actions import ACTION_NAMES
 from usdcop_platform.core.display import num, prob
 from usdcop_platform.core.features import FeatureError
@@ -90,7 +91,8 @@ def clear_live_cycles() -> None:
     specs=[
         dg.AssetSpec(LIVE_BAR_KEY, group_name=GROUP, skippable=False, kinds={"polars", "parquet"},
                      owners=[catalog.OWNER_MLOPS], metadata=catalog.columns(catalog.table_schema(BAR_SCHEMA)),
-                     description="The bar, upserted into today's partition of raw/usdcop_m5_ohlcv (keyed on time)."),
+                     description="The bar, upserted into today's partition of raw/usdcop_m5_ohlcv (keyed on time) and "
+                     "recorded as a materialization of that partition: the raw asset owns what it holds."),
         dg.AssetSpec(LIVE_FEATURES_KEY, deps=[LIVE_BAR_KEY], group_name=GROUP, skippable=False,
                      kinds={"python", "redis"}, owners=[catalog.OWNER_MLOPS],
                      metadata=catalog.columns(catalog.table_schema(
@@ -120,7 +122,17 @@ def live_signal(
         raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
     if result.duplicate:
         context.log.info(f"bar {bar.time.isoformat()} was already processed: returning its stored signal(s)")
+    if result.session_bars is not None:  # the write goes through the raw asset's key
+        context.log_event(raw_bar_written(result, context.partition_key))
     yield from materializations(result)
+
+
+def raw_bar_written(result: CycleResult, partition: str) -> dg.AssetMaterialization:
+    """The raw bars partition the live bar was upserted into, as a materialization of its own key."""
+    return dg.AssetMaterialization(asset_key=dg.AssetKey(list(asset_paths.RAW_BARS)), partition=partition, metadata={
+        "dagster/row_count": int(result.session_bars or 0), "written_by": "live/bar",
+        "bar_time": result.bar.time.isoformat(), "published": True,
+    })
 
 
 def materializations(result: CycleResult) -> Iterator[dg.MaterializeResult]:
