@@ -341,9 +341,11 @@ def _walk_forward_folds(exp: ExperimentConfig, period: dict[str, Any], sessions:
 def run_backtest(
     inputs: EvaluationInputs, experiment: str, *, model_id: str | None = None, start: str | None = None,
     end: str | None = None, allow_partial: bool = False, request_id: int | None = None,
+    dagster_run_id: str | None = None,
 ) -> BacktestResult:
     """Backtest the experiment's model (default: its newest) over its test split or [start, end],
-    beside production, buy-and-hold and flat; store series, trades and report; return them."""
+    beside production, buy-and-hold and flat; store series, trades and report; return them.
+    `dagster_run_id`, the evaluation run, joins the lineage (the review page links it)."""
     cfg, store, name = inputs.config, inputs.store, experiment
     exp, contract = cfg.experiment(name), cfg.features
     rec = resolve_model(store, name, model_id)
@@ -355,6 +357,7 @@ def run_backtest(
         rec["model_id"], *(None if d is None else date.fromisoformat(d).isoformat() for d in (start, end))
     )
     base, lineage = _base_report(name, rec, exp, period, frame.height, partition, request_id)
+    lineage["dagster_run_id"] = dagster_run_id
     if frame.height < 2:
         return _insufficient(inputs, name, rec, exp, period, partition, base, lineage, start, end)
 

@@ -222,6 +222,10 @@ def test_backtest_and_proposal_write_to_the_models_run(trained, instance) -> Non
     assert on_model["test/sharpe"].value == pytest.approx(float(report["metrics"]["sharpe"]), rel=1e-12)
     assert on_model["test/sharpe"].dataset_name == f"{EXPERIMENT}/test"
     assert bt["mlflow_run"] == prop["mlflow_run"] == env.mlflow.run_url(run.info.run_id, run.info.experiment_id)
+    # the evaluation run is in the lineage the review page links (report and proposal)
+    assert report["lineage"]["dagster_run_id"] == result.run_id
+    stored = env.store().proposals.by_model(model_id)
+    assert stored["lineage"]["dagster_run_id"] == result.run_id
 
 
 def test_retraining_gives_the_same_model_hash_and_id(trained, instance) -> None:

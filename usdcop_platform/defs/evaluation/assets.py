@@ -248,7 +248,7 @@ def _backtest(
     name = context.partition_key
     result = ev.run_backtest(
         evaluation_inputs(platform, store), name, model_id=config.model_id, start=config.start, end=config.end,
-        allow_partial=config.allow_partial, request_id=request_id,
+        allow_partial=config.allow_partial, request_id=request_id, dagster_run_id=context.run_id,
     )
     rec, report = result.rec, result.report
     if result.insufficient is not None:
