@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
@@ -143,24 +144,36 @@ def _first_price(pred: Callable[[pl.Expr], pl.Expr]) -> tuple[pl.Expr, pl.Expr, 
 
 
 def bar_static_violations(bars: pl.DataFrame, quality: BarQuality) -> pl.DataFrame:
-    """`bars` plus `_rule`, `_field`, `_value`: the first failing row-local rule (null when clean)."""
+    """`bars` plus `_rule`, `_field`, `_value`: the first failing row-local rule (null when clean).
+
+    The usual frame has no failing row: one pass over the rules' conditions says so, and the
+    per-row texts of the values (most of the cost: the live path runs this on every bar) are built
+    only when some row fails."""
     lo, hi = quality.price_band
+    conditions, any_failing = _static_rules(float(lo), float(hi))
+    if bars.is_empty() or not bars.select(any_failing.any()).item():
+        return bars.with_columns(pl.lit(None, dtype=pl.Utf8).alias(c) for c in ("_rule", "_field", "_value"))
+    rule, field, value = _first_failing(conditions)
+    return bars.with_columns(rule.alias("_rule"), field.alias("_field"), value.alias("_value"))
+
+
+@lru_cache(maxsize=8)
+def _static_rules(lo: float, hi: float) -> tuple[list[tuple[str, pl.Expr, pl.Expr, pl.Expr]], pl.Expr]:
+    """The row-local rules in priority order (name, condition, field, value) and "any of them holds"
+    (the one list both are built from; built once per price band)."""
     missing, m_name, m_val = _first_price(lambda c: c.is_null() | c.is_nan())
     nonpos, n_name, n_val = _first_price(lambda c: c <= 0)
     band, b_name, b_val = _first_price(lambda c: (c < lo) | (c > hi))
     o, h, low, c = (pl.col(x) for x in PRICE_COLUMNS)
     ohlc_bad = (low > pl.min_horizontal(o, c)) | (h < pl.max_horizontal(o, c))
-    rule, field, value = _first_failing(
-        [
-            ("missing_price", missing, m_name, m_val),
-            ("non_positive_price", nonpos, n_name, n_val),
-            ("high_below_low", h < low, pl.lit("high"), text("high=", h, " low=", low)),
-            ("ohlc_inconsistent", ohlc_bad, pl.lit("open/close"),
-             text("o=", o, " h=", h, " l=", low, " c=", c)),
-            ("price_out_of_band", band, b_name, b_val),
-        ]
-    )
-    return bars.with_columns(rule.alias("_rule"), field.alias("_field"), value.alias("_value"))
+    conditions = [
+        ("missing_price", missing, m_name, m_val),
+        ("non_positive_price", nonpos, n_name, n_val),
+        ("high_below_low", h < low, pl.lit("high"), text("high=", h, " low=", low)),
+        ("ohlc_inconsistent", ohlc_bad, pl.lit("open/close"), text("o=", o, " h=", h, " l=", low, " c=", c)),
+        ("price_out_of_band", band, b_name, b_val),
+    ]
+    return conditions, pl.any_horizontal([cond for _, cond, _, _ in conditions])
 
 
 def spike_mask(closes: np.ndarray, groups: np.ndarray, max_move_pct: float) -> np.ndarray:

@@ -109,3 +109,35 @@ def test_macro_staleness(platform_config):
     assert row["observations"] == 2 and row["max_gap_business_days"] == 7 and row["business_days_since_last"] == 2
     vix = s.filter(pl.col("variable") == "vix").row(0, named=True)
     assert vix["observations"] == 0 and vix["last_date"] is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["ok", "nan", "zero", "band", "hl", "ohlc"]), min_size=1, max_size=8))
+def test_static_rules_fast_path_equals_the_full_evaluation(platform_config, kinds):
+    """A clean frame skips building the value texts; the verdict is the full rules' verdict either way."""
+    from usdcop_platform.core.quality import _first_failing, _static_rules, bar_static_violations
+
+    q = platform_config.quality.bars
+    lo, hi = q.price_band
+    rows = []
+    for i, k in enumerate(kinds):
+        o = h = low = c = float((lo + hi) / 2)
+        h, low = h + 1, low - 1
+        if k == "nan":
+            c = float("nan")
+        elif k == "zero":
+            low = 0.0
+        elif k == "band":
+            o = c = h = float(hi) * 2
+        elif k == "hl":
+            h, low = low - 5, h + 5
+        elif k == "ohlc":
+            c = h + 3
+        rows.append({"time": datetime(2024, 3, 5, 13, 5 * i, tzinfo=UTC), "open": o, "high": h, "low": low, "close": c})
+    df = pl.DataFrame(rows, schema={"time": pl.Datetime("us", "UTC"), "open": pl.Float64, "high": pl.Float64,
+                                    "low": pl.Float64, "close": pl.Float64})
+    rule, field, value = _first_failing(_static_rules(float(lo), float(hi))[0])
+    full = df.with_columns(rule.alias("_rule"), field.alias("_field"), value.alias("_value"))
+    got = bar_static_violations(df, q)
+    assert got.equals(full, null_equal=True)
+    assert got["_rule"].null_count() == kinds.count("ok")
