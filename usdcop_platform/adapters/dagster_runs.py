@@ -94,3 +94,75 @@ def one_line(cause: Any) -> str:
             return head[1].strip()
         return message
     return f"ingest failed: {message.splitlines()[0] if message else cause.cls_name}"
+
+
+@dataclass(frozen=True)
+class AssetsRun:
+    """A finished run of several assets of one partition: each asset's metadata by key string
+    ("models/ppo_policy") and the names of the checks that did not pass; `stopped` is Dagster's
+    message when it stopped the run itself (e.g. a failed blocking check), else None."""
+
+    run_id: str
+    success: bool
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed_checks: list[str] = field(default_factory=list)
+    stopped: str | None = None
+
+
+@dataclass(frozen=True)
+class RangeRun:
+    """A finished range run of one asset: each partition's own metadata and the checks that did not
+    pass, in the asset's own check order; `error` is a failed step's message (not a check's refusal)."""
+
+    run_id: str
+    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed_checks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class DagsterAssetsLauncher:
+    """Materializes several assets of one partition (train, evaluate), or one asset over a partition
+    range (features), with the given resources on `instance`; the domain error of a failing step is
+    re-raised as itself."""
+
+    def __init__(self, resolve: Callable[[AssetPath], dg.AssetsDefinition], resources: dict[str, Any],
+                 instance: Any) -> None:
+        self._resolve, self._resources, self._instance = resolve, resources, instance
+
+    def __call__(self, paths: list[AssetPath], *, partition_key: str, op_config: dict[AssetPath, dict[str, Any]],
+                 tags: dict[str, str]) -> AssetsRun:
+        ops = {self._resolve(p).op.name: {"config": c} for p, c in op_config.items()}
+        try:
+            result = dg.materialize([self._resolve(p) for p in paths], partition_key=partition_key,
+                                    instance=self._instance, resources=self._resources, run_config={"ops": ops},
+                                    tags=tags)
+        except dg.DagsterExecutionStepExecutionError as exc:
+            if exc.user_exception is not None:
+                raise exc.user_exception from None
+            raise
+        except dg.DagsterError as exc:  # a failed blocking check (e.g. ONNX parity)
+            return AssetsRun("", False, stopped=str(exc))
+        meta = {"/".join(e.materialization.asset_key.path): {k: v.value for k, v in e.materialization.metadata.items()}
+                for e in result.get_asset_materialization_events()}
+        failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+        return AssetsRun(result.run_id, bool(result.success), meta, failed)
+
+    def range_run(self, path: AssetPath, keys: list[str], *, tags: dict[str, str]) -> RangeRun:
+        """One run of `path` over keys[0]..keys[-1]. A blocking check refusing some partitions is in
+        `failed_checks` (the rest is published); any other step failure is the run's `error`."""
+        asset = self._resolve(path)
+        result = dg.materialize(
+            [asset], instance=self._instance, resources=self._resources, raise_on_error=False,
+            tags={**tags, "dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+        )
+        for event in result.get_step_failure_events():
+            err = event.step_failure_data.error
+            if err is not None and err.cls_name == "DagsterAssetCheckFailedError":
+                continue
+            return RangeRun(result.run_id, error=(err.cause or err).message.strip() if err else "see the log")
+        per = {m.partition: {k: v.value for k, v in m.metadata.items()}
+               for m in result.asset_materializations_for_node(asset.op.name)}
+        rank = {spec.name: i for i, spec in enumerate(asset.check_specs)}  # the gates' own order
+        failed = sorted({e.check_name for e in result.get_asset_check_evaluations() if not e.passed},
+                        key=lambda name: (rank.get(name, len(rank)), name))
+        return RangeRun(result.run_id, per, failed)

@@ -124,3 +124,15 @@ def open_local_instance(settings: Any) -> Any:
 
     _route_dagster_console()
     return open_instance(settings.resolved_dagster_home)
+
+
+def run_deps(settings: Any, instance: Any) -> dict[str, Any]:
+    """What the launching use cases (app.train_run, app.evaluate_run, app.pipeline) take: the config,
+    the instance's experiment partitions, and a launcher of the definitions' own assets and resources."""
+    from usdcop_platform import definitions
+    from usdcop_platform.adapters.dagster_runs import DagsterAssetsLauncher
+    from usdcop_platform.contracts.platform import load_platform_config
+
+    return {"config": load_platform_config(settings.config_dir), "config_dir": str(settings.config_dir),
+            "partitions": instance,
+            "launch": DagsterAssetsLauncher(definitions.asset_def, definitions.build_resources(settings), instance)}

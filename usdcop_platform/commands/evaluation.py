@@ -1,157 +1,56 @@
 """`usdcop backtest --experiment NAME [--start D --end D] [--model-id ID]`: backtest -> proposal;
 `usdcop backtest --request-id N`: run a reviewer's backtest request (REQUEST_MORE_TESTS).
 
-`evaluate_experiment()` is the reusable entry (the demo calls it): it materializes
-evaluation/backtest and evaluation/promotion_proposal for one experiment partition on the local
-Dagster instance, with the definitions' own assets and resources, and returns the proposal.
-`run_backtest_request()` serves a request without a Dagster webserver: the same run, tagged with
-the request, so the assets complete it exactly as in a run the API launched.
+`evaluate_experiment()` and `run_backtest_request()` wire the use cases of app/evaluate_run.py
+(evaluation/backtest -> evaluation/promotion_proposal for one experiment partition; a reviewer's
+request served without a Dagster webserver) to the local instance and the definitions' own assets
+and resources.
 """
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from usdcop_platform.commands.common import UserFacingError, cli_errors, console, open_local_instance
+from usdcop_platform.commands.common import UserFacingError, cli_errors, console, open_local_instance, run_deps
 from usdcop_platform.settings import Settings, get_settings
 
 HEADLINE = ("sharpe", "sortino", "max_drawdown", "total_return", "annual_return", "trades", "win_rate",
             "profit_factor", "psr", "dsr", "min_track_record_years")
 
 
-def _check_date(value: str | None, flag: str) -> str | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value).isoformat()
-    except ValueError:
-        raise UserFacingError(f"{flag} must be a date YYYY-MM-DD, got {value!r}") from None
+def evaluate_experiment(name: str, settings: Settings | None = None, **options: Any) -> dict[str, Any]:
+    """app.evaluate_run.evaluate_run on the local instance with the definitions' assets and resources
+    (`options`: start, end, model_id, request_id, allow_partial, timesteps, use_ray).
 
+    Raises the domain error of the failing step (EvaluationError, BacktestInputError, ...) or
+    UserFacingError for bad dates or a failed run."""
+    from usdcop_platform.app.evaluate_run import evaluate_run
 
-def evaluate_experiment(
-    name: str,
-    settings: Settings | None = None,
-    *,
-    start: str | None = None,
-    end: str | None = None,
-    model_id: str | None = None,
-    request_id: int | None = None,
-    allow_partial: bool = False,
-    timesteps: int | None = None,
-    use_ray: bool = False,
-) -> dict[str, Any]:
-    """Backtest the experiment's model (default: its newest) and write its proposal; with
-    `request_id`, serve that backtest request instead (the run carries it in its tags).
-    A period the lake covers only in part is refused unless `allow_partial`; a period touching the
-    model's training data is an IN-SAMPLE diagnostic, and any explicit period a diagnostic: only the
-    test split (and the walk-forward folds) vote, so neither changes the proposal.
-
-    Returns {"experiment", "dagster_run_id", "backtest": <backtest metadata>, "proposal": <row>}.
-    Raises the domain error of the failing step (EvaluationError, BacktestInputError, ...)."""
-    import dagster as dg
-
-    from usdcop_platform.adapters.store import get_store
-    from usdcop_platform.adapters.walk_forward_reports import load_report as load_walk_forward
-    from usdcop_platform.app.backtest_requests import BACKTEST_REQUEST_TAG
-    from usdcop_platform.app.experiments import ensure_experiment_partitions
-    from usdcop_platform.contracts.assets import BACKTEST, PROPOSAL, WALK_FORWARD, key_string
-    from usdcop_platform.contracts.platform import load_platform_config
-    from usdcop_platform.definitions import asset_def, build_resources
-
-    s = settings or get_settings()
-    exp = load_platform_config(s.config_dir).experiment(name)  # unknown name: ConfigError before any work
-    start, end = _check_date(start, "--start"), _check_date(end, "--end")
-    if (start is None) != (end is None):
-        raise UserFacingError("give both --start and --end, or neither (default: the experiment's test split)")
-    resources = build_resources(s)
-    backtest, proposal, walk_forward = asset_def(BACKTEST), asset_def(PROPOSAL), asset_def(WALK_FORWARD)
-    ops: dict[str, Any] = {
-        backtest.op.name: {"config": {"model_id": model_id, "start": start, "end": end, "allow_partial": allow_partial}},
-        proposal.op.name: {"config": {"model_id": model_id}},
-    }
-    assets = [backtest, proposal]
-    # The vote of an experiment with walk-forward folds needs its expanding walk-forward for this config.
-    # `timesteps` (the model's --timesteps override) is the folds' budget too.
-    budget = timesteps or exp.algorithm.total_timesteps
-    if request_id is None and exp.backtest.walk_forward.folds and \
-            load_walk_forward(resources["platform"].lake, name, exp.config_hash, total_timesteps=budget) is None:
-        assets.insert(0, walk_forward)
-        ops[walk_forward.op.name] = {"config": {"total_timesteps": timesteps, "use_ray": use_ray}}
-    instance = open_local_instance(s)
-    try:
-        ensure_experiment_partitions(instance, str(s.config_dir))
-        try:
-            result = dg.materialize(
-                assets,
-                partition_key=name,
-                instance=instance,
-                resources=resources,
-                run_config={"ops": ops},
-                tags={
-                    "usdcop/command": "backtest",
-                    **({} if request_id is None else {BACKTEST_REQUEST_TAG: str(request_id)}),
-                },
-            )
-        except dg.DagsterExecutionStepExecutionError as exc:
-            if exc.user_exception is not None:
-                raise exc.user_exception from None
-            raise
-        if not result.success:
-            raise UserFacingError(f"evaluation of {name!r} failed (dagster run {result.run_id})")
-        meta = {
-            "/".join(e.materialization.asset_key.path): {k: v.value for k, v in e.materialization.metadata.items()}
-            for e in result.get_asset_materialization_events()
-        }
-    finally:
-        instance.dispose()
-    proposal_meta = meta.get(key_string(PROPOSAL), {})
-    store = get_store(s.resolved_database_url)
-    row = store.proposals.get(proposal_meta["proposal_id"]) if proposal_meta.get("proposal_id") else None
-    return {
-        "experiment": name,
-        "dagster_run_id": result.run_id,
-        "backtest": meta.get(key_string(BACKTEST), {}),
-        "walk_forward_train_seconds": meta.get(key_string(WALK_FORWARD), {}).get("train_seconds"),
-        "proposal": dict(row) if row is not None else None,
-    }
+    return _with_deps(evaluate_run, settings, name, **options)
 
 
 def run_backtest_request(request_id: int, settings: Settings | None = None) -> dict[str, Any]:
-    """Run backtest request `request_id` (its model and period) as evaluate_experiment does.
+    """app.evaluate_run.run_backtest_request on the local instance (the request is completed or FAILED)."""
+    from usdcop_platform.app.evaluate_run import run_backtest_request as serve
 
-    The run's assets complete the request (DONE, attached to the proposal, proposal back to
-    PENDING_APPROVAL) or mark it FAILED; a failure before the assets run (e.g. the experiment's
-    YAML is gone) is recorded here the same way. Returns evaluate_experiment's dict plus
-    "request" (the request row after the run). Re-running a request never duplicates anything."""
+    return _with_deps(serve, settings, request_id)
+
+
+def _with_deps(use_case: Any, settings: Settings | None, *args: Any, **options: Any) -> dict[str, Any]:
+    from usdcop_platform.adapters.lake import ParquetLake
     from usdcop_platform.adapters.store import get_store
-    from usdcop_platform.app.backtest_requests import error_text
+    from usdcop_platform.app.train_run import RunFailed
 
     s = settings or get_settings()
-    store = get_store(s.resolved_database_url)
-    request = store.backtest_requests.get(request_id)
-    if request is None:
-        raise UserFacingError(f"backtest request {request_id} does not exist")
-    model = store.models.get(request["model_id"])
-    if model is None:  # pragma: no cover - a foreign key keeps the model
-        raise UserFacingError(f"backtest request {request_id} refers to unknown model {request['model_id']!r}")
-    try:
-        out = evaluate_experiment(
-            model["experiment_name"],
-            s,
-            start=request["start_date"].isoformat(),
-            end=request["end_date"].isoformat(),
-            model_id=request["model_id"],
-            request_id=request_id,
-        )
-    except Exception as exc:
-        store.backtest_requests.fail(request_id, error_text(exc))
-        raise
-    out["request"] = dict(store.backtest_requests.get(request_id) or {})
-    return out
+    with open_local_instance(s) as instance:
+        try:
+            return use_case(*args, **run_deps(s, instance), lake=ParquetLake(s.data_dir),
+                            store=get_store(s.resolved_database_url), **options)
+        except RunFailed as exc:
+            raise UserFacingError(str(exc)) from None
 
 
 def _fmt(v: Any) -> str:
