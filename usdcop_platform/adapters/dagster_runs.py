@@ -166,3 +166,24 @@ class DagsterAssetsLauncher:
         failed = sorted({e.check_name for e in result.get_asset_check_evaluations() if not e.passed},
                         key=lambda name: (rank.get(name, len(rank)), name))
         return RangeRun(result.run_id, per, failed)
+
+
+@dataclass(frozen=True)
+class JobRun:
+    run_id: str
+    success: bool
+
+
+class DagsterJobLauncher:
+    """Executes a job of the definitions in-process on `instance` with the given resources (the
+    entry point's `defs` were bound to the settings of whichever process imported it first)."""
+
+    def __init__(self, resolve_job: Callable[[str], Any], resources: dict[str, Any], instance: Any) -> None:
+        self._resolve_job, self._resources, self._instance = resolve_job, resources, instance
+
+    def __call__(self, job_name: str, *, run_config: dict[str, Any], partition_key: str,
+                 tags: dict[str, str]) -> JobRun:
+        result = self._resolve_job(job_name).execute_in_process(
+            run_config=run_config, partition_key=partition_key, instance=self._instance, tags=tags,
+            raise_on_error=False, resources=self._resources)
+        return JobRun(result.run_id, bool(result.success))

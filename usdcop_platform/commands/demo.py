@@ -40,41 +40,19 @@ EDGE_ENV = "USDCOP_SYNTHETIC_EDGE"
 
 
 def run_live_session(session: date, settings: Settings) -> int:
-    """Send every stored bar of `session` through the live job in ONE run, in time order, as the
-    sensor's catch-up run does (the last bar, carrying the earlier ones): one Dagster run instead of
-    one per bar (~60 run starts of ~0.3 s each), the same cycle per bar, the same signals."""
+    """app.demo.run_live_session on the local instance: the session's stored bars in one live run."""
+    from usdcop_platform.adapters.dagster_runs import DagsterJobLauncher
     from usdcop_platform.adapters.lake import ParquetLake
-    from usdcop_platform.app.live_bars import bar_rows
-    from usdcop_platform.app.live_runs import LIVE_JOB_NAME, live_run_config, live_run_tags
+    from usdcop_platform.app.demo import DemoError
+    from usdcop_platform.app.demo import run_live_session as send_session
     from usdcop_platform.definitions import build_resources, defs
 
-    bars = bar_rows(ParquetLake(settings.data_dir).read("raw/usdcop_m5_ohlcv", session.isoformat()))
-    if not bars:
-        raise UserFacingError(f"no stored bars for session {session}")
-    job = defs.resolve_job_def(LIVE_JOB_NAME)
     with open_local_instance(settings) as instance:
-        result = job.execute_in_process(
-            run_config=live_run_config(bars[-1], tuple(bars[:-1])), partition_key=session.isoformat(),
-            instance=instance, tags={**live_run_tags(bars[-1]), "usdcop/command": "demo"}, raise_on_error=False,
-            # resources from *these* settings: the entry point's defs were bound to the settings
-            # of whichever process imported it first
-            resources=build_resources(settings),
-        )
-    if not result.success:
-        raise UserFacingError(f"live run for the bars of {session} failed (dagster run {result.run_id})")
-    return len(bars)
-
-
-def is_override(proposal: dict[str, Any]) -> bool:
-    """The demo approves whatever the rules said; approving a REJECT overrides the first vote."""
-    return proposal.get("recommendation") == "REJECT"
-
-
-def approval_notes(proposal: dict[str, Any]) -> str:
-    if is_override(proposal):
-        return ("demo override of the first vote: the rules recommended REJECT; approved only to exercise "
-                "the live path on the demo's synthetic market")
-    return f"demo approval (first vote {proposal.get('recommendation')})"
+        try:
+            return send_session(session, lake=ParquetLake(settings.data_dir),
+                                launch=DagsterJobLauncher(defs.resolve_job_def, build_resources(settings), instance))
+        except DemoError as exc:
+            raise UserFacingError(str(exc)) from None
 
 
 def first_vote_line(proposal: dict[str, Any]) -> str:
@@ -87,6 +65,8 @@ def first_vote_line(proposal: dict[str, Any]) -> str:
 
 def second_vote_line(proposal: dict[str, Any], status: str, reviewer: str | None) -> str:
     """The human decision, saying so when it overrides the first vote (an approved REJECT)."""
+    from usdcop_platform.app.demo import is_override
+
     who = f" by {reviewer}" if reviewer else ""
     if status == "APPROVED" and is_override(proposal):
         return (f"second vote: [bold yellow]HUMAN OVERRIDE[/] of the first vote: APPROVED{who} although the rules "
@@ -161,6 +141,7 @@ def approve_through_api(proposal_id: str, settings: Settings, notes: str, *, ove
 def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict[str, Any]:
     """`usdcop run` on the synthetic source, then the second vote and the live path."""
     from usdcop_platform.adapters.store import get_store
+    from usdcop_platform.app.demo import approval_notes, is_override, live_session
     from usdcop_platform.commands.live import replay
     from usdcop_platform.commands.run import run_with_progress, summary_table
     from usdcop_platform.contracts.platform import load_platform_config
@@ -198,8 +179,7 @@ def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict
         console.print(f"[bold]4/5[/] {second_vote_line(proposal, proposal['status'], None)} (same model as a "
                       f"previous run); production model {production['model_id']}")
 
-    live_day = exp.date_ranges.test.end if calendar.is_session(exp.date_ranges.test.end) \
-        else calendar.previous_session(exp.date_ranges.test.end)
+    live_day = live_session(exp, calendar)
     with console.status(f"5/5 live job: the bars of session {live_day} in one catch-up run"):
         n_bars = run_live_session(live_day, settings)
     report = replay(live_day, settings)

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.adapters.store import clear_store_cache, get_store
-from usdcop_platform.commands.demo import (
-    approval_notes,
-    approve_through_api,
-    first_vote_line,
-    is_override,
-    second_vote_line,
-)
+from usdcop_platform.app.demo import approval_notes, is_override
+from usdcop_platform.commands.demo import approve_through_api, first_vote_line, second_vote_line
 from usdcop_platform_tests.api.conftest import make_settings, seed_proposal
 
 REJECTED = {"recommendation": "REJECT", "confidence": 0.9, "reasons": ["FAIL sharpe -0.41 < 0.5"]}
