@@ -40,11 +40,24 @@ class ParquetLake:
 
     def upsert(self, dataset: str, partition: str, df: pl.DataFrame, key: str = "time") -> pl.DataFrame:
         """Insert or replace rows by `key` (new rows win), keep the partition sorted; returns it."""
-        existing = self.read(dataset, partition)
+        return self.merge_write(dataset, partition, self.read(dataset, partition), df, key)
+
+    def merge_write(self, dataset: str, partition: str, existing: pl.DataFrame | None, df: pl.DataFrame,
+                    key: str = "time") -> pl.DataFrame:
+        """`upsert` onto a partition the caller already holds (`existing`, as read or as last written)."""
         merged = df if existing is None else pl.concat([existing, df.select(existing.columns)], how="vertical")
         merged = merged.unique(subset=[key], keep="last", maintain_order=True).sort(key)
         self.write(dataset, partition, merged)
         return merged
+
+    def stamp(self, dataset: str, partition: str) -> tuple[int, int, int] | None:
+        """(inode, mtime ns, size) of the partition file, None when absent: a writer replaces the
+        file atomically, so an unchanged stamp means the contents a caller holds are current."""
+        try:
+            st = self.path(dataset, partition).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     def read(self, dataset: str, partition: str) -> pl.DataFrame | None:
         p = self.path(dataset, partition)

@@ -100,15 +100,17 @@ def bar_rows(frame: pl.DataFrame | None) -> list[Bar]:
     return [Bar.from_mapping(r) for r in frame.sort("time").iter_rows(named=True)]
 
 
-def upsert_bar(lake: ParquetLake, bar: Bar, session: date) -> int:
-    """Insert/replace the bar in its session partition of the raw bars (keyed on time); rows after."""
+def upsert_bar(lake: ParquetLake, bar: Bar, session: date, existing: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Insert/replace the bar in its session partition of the raw bars (keyed on time); returns the
+    partition as written. `existing`: the partition as the caller holds it (current), else read."""
     new = bar.to_frame()
-    existing = lake.read(BARS_DATASET, session.isoformat())
+    if existing is None:
+        existing = lake.read(BARS_DATASET, session.isoformat())
     if existing is not None:
         extra = [c for c in existing.columns if c not in new.columns]
         new = new.with_columns(pl.lit(None, existing.schema[c]).alias(c) for c in extra)
         new = new.with_columns(pl.col(c).cast(existing.schema[c]) for c in existing.columns)
-    return lake.upsert(BARS_DATASET, session.isoformat(), new).height
+    return lake.merge_write(BARS_DATASET, session.isoformat(), existing, new)
 
 
 def warmup_window(lake: ParquetLake, calendar: TradingCalendar, warmup: int, session: date) -> pl.DataFrame:

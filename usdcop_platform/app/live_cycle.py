@@ -186,6 +186,23 @@ class LiveCycle:
         self._sf: SessionFeatures | None = None
         self._macro: pl.DataFrame | None = None
         self._flat_eod: dict[str, bool] = {}  # model id -> its experiment's flat_at_session_end
+        # The session's raw partition as this cycle last read or wrote it, with the file's stamp:
+        # reused only while the file is unchanged (any other writer replaces it, so the stamp moves).
+        self._partition: tuple[str, tuple[int, int, int], pl.DataFrame] | None = None
+
+    def _session_bars(self, session: date) -> pl.DataFrame | None:
+        """The session's raw bars partition (None: none yet), without re-reading an unchanged file."""
+        key = session.isoformat()
+        stamp = self.lake.stamp(BARS_DATASET, key)
+        if stamp is None:
+            return None
+        held = self._partition
+        if held is not None and held[0] == key and held[1] == stamp:
+            return held[2]
+        frame = self.lake.read(BARS_DATASET, key)
+        if frame is not None:
+            self._partition = (key, stamp, frame)
+        return frame
 
     # -- helpers -------------------------------------------------------------------------------
     def risk_state(self) -> RiskState:
@@ -233,7 +250,7 @@ class LiveCycle:
     def screen(self, bar: Bar, session: date) -> pl.DataFrame:
         """The batch bar rules on the session's published bars plus `bar` (core.cleaning
         .screen_live_bar): `bar`'s quarantine rows, empty when it may be traded."""
-        today = self.lake.read(BARS_DATASET, session.isoformat())
+        today = self._session_bars(session)
         before = None if today is None else today.filter(pl.col("time") < bar.time).select(list(BAR_SCHEMA))
         return screen_live_bar(before, bar.to_frame(), self.calendar, self.cfg.quality.bars)
 
@@ -385,7 +402,10 @@ class LiveCycle:
                 session_bars = None
                 if write_bar:
                     t1 = time.perf_counter()
-                    session_bars = upsert_bar(self.lake, bar, session)
+                    written = upsert_bar(self.lake, bar, session, self._session_bars(session))
+                    stamp = self.lake.stamp(BARS_DATASET, session.isoformat())
+                    self._partition = None if stamp is None else (session.isoformat(), stamp, written)
+                    session_bars = written.height
                     timings["lake_upsert"] = (time.perf_counter() - t1) * 1e3
                 pending = self.compute(bar, state_before=pre, registry_version=opened.registry_version)
                 timings["compute"] = pending.compute_ms

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 
+import numpy as np
 import polars as pl
 
 from usdcop_platform.contracts.macro import MacroSSOT
@@ -37,11 +38,13 @@ from usdcop_platform.core.quality import (
     MACRO_FLAG_COLUMNS,
     PRICE_COLUMNS,
     apply_bar_rules,
+    bar_static_violations,
     flag_macro,
     macro_gate_frame,
     quarantine_frame,
     session_dates,
     session_metrics,
+    spike_mask,
     text,
 )
 from usdcop_platform.core.schema import BAR_SCHEMA, MACRO_SCHEMA, QUARANTINE_SCHEMA
@@ -263,13 +266,28 @@ def screen_live_bar(
     verdict on the bars known so far. Returns `bar`'s quarantine rows (QUARANTINE_SCHEMA, same
     rule/field/value as batch cleaning), empty when it passes. A spike is a move beyond the limit
     vs the last accepted close: live cannot wait for the next bar's confirmation, so such a bar is
-    never traded (batch keeps it when the next bar confirms the level; then so does the lake)."""
-    known = bar if session_before is None or session_before.is_empty() else pl.concat(
-        [session_before.select(bar.columns).cast(dict(bar.schema)), bar], how="vertical")
-    known = known.unique(subset="time", keep="last").sort("time")
-    failed = apply_bar_rules(known, calendar, quality).failed.filter(pl.col("time") == bar["time"][0])
-    if failed.is_empty():
-        return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    never traded (batch keeps it when the next bar confirms the level; then so does the lake).
+
+    Evaluated as apply_bar_rules does for the last bar of a session, from its parts: the row-local
+    rules on `bar` alone, then spike_mask over the accepted closes of the session before it plus
+    its own (a live bar is always the session's latest: earlier ones were processed first). A
+    property test holds it equal to apply_bar_rules over the whole session; this is ~5x cheaper,
+    and it runs on every live bar inside the bar's transaction."""
+    t = bar["time"][0]
+    static = bar_static_violations(bar, quality)
+    if static["_rule"][0] is not None:
+        failed = static
+    else:
+        before = None if session_before is None else session_before.filter(pl.col("time") < t)
+        if before is None or before.is_empty():
+            return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+        accepted = bar_static_violations(before.select(bar.columns).cast(dict(bar.schema)), quality)
+        accepted = accepted.filter(pl.col("_rule").is_null()).sort("time")
+        closes = np.append(accepted["close"].to_numpy(), float(bar["close"][0]))
+        if not spike_mask(closes, np.zeros(closes.shape[0], dtype=np.int64), quality.max_one_bar_move_pct)[-1]:
+            return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+        failed = bar.with_columns(pl.lit("spike").alias("_rule"), pl.lit("close").alias("_field"),
+                                  pl.col("close").cast(pl.Utf8).alias("_value"))
     return quarantine_frame(
         failed.with_columns(calendar.session_expr().alias("_d")), dataset=BARS_DATASET,
         partition=pl.col("_d").dt.to_string("%Y-%m-%d"), rule=pl.col("_rule"), field=pl.col("_field"),
