@@ -52,7 +52,7 @@ from usdcop_platform.core.cleaning import BARS_DATASET, screen_live_bar
 from usdcop_platform.core.features import FeatureError
 from usdcop_platform.core.inference import InferenceEngine, Prediction
 from usdcop_platform.core.risk import RiskDecision, RiskState
-from usdcop_platform.core.schema import BAR_SCHEMA, QUARANTINE_SCHEMA
+from usdcop_platform.core.schema import QUARANTINE_SCHEMA
 from usdcop_platform.app.live_bars import (
     Bar,
     LiveError,
@@ -250,9 +250,7 @@ class LiveCycle:
     def screen(self, bar: Bar, session: date) -> pl.DataFrame:
         """The batch bar rules on the session's published bars plus `bar` (core.cleaning
         .screen_live_bar): `bar`'s quarantine rows, empty when it may be traded."""
-        today = self._session_bars(session)
-        before = None if today is None else today.filter(pl.col("time") < bar.time).select(list(BAR_SCHEMA))
-        return screen_live_bar(before, bar.to_frame(), self.calendar, self.cfg.quality.bars)
+        return screen_live_bar(self._session_bars(session), bar.to_frame(), self.calendar, self.cfg.quality.bars)
 
     def refusal(self, bar: Bar, session: date, pre: RiskState, verdict: pl.DataFrame,
                 registry_version: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], RiskState]:

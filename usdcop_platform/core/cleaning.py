@@ -263,7 +263,8 @@ def screen_live_bar(
 ) -> pl.DataFrame:
     """The live path's bar rules: the batch row rules (core.quality.apply_bar_rules, one
     implementation) over the session's published bars before `bar` plus `bar`, i.e. the batch
-    verdict on the bars known so far. Returns `bar`'s quarantine rows (QUARANTINE_SCHEMA, same
+    verdict on the bars known so far (rows of `session_before` at or after `bar` are ignored, so the
+    session's partition can be passed as it is). Returns `bar`'s quarantine rows (QUARANTINE_SCHEMA, same
     rule/field/value as batch cleaning), empty when it passes. A spike is a move beyond the limit
     vs the last accepted close: live cannot wait for the next bar's confirmation, so such a bar is
     never traded (batch keeps it when the next bar confirms the level; then so does the lake).
