@@ -74,9 +74,13 @@ class Bar:
         return {"time": self.time.isoformat(), "open": self.open, "high": self.high, "low": self.low,
                 "close": self.close, "volume": self.volume}
 
+    def row(self) -> dict[str, Any]:
+        """The bar as a row of BAR_SCHEMA (an aware `time`)."""
+        return {"time": self.time, "open": self.open, "high": self.high, "low": self.low, "close": self.close,
+                "volume": self.volume}
+
     def to_frame(self) -> pl.DataFrame:
-        return pl.DataFrame([{"time": self.time, "open": self.open, "high": self.high, "low": self.low,
-                              "close": self.close, "volume": self.volume}], schema=BAR_SCHEMA)
+        return pl.DataFrame([self.row()], schema=BAR_SCHEMA)
 
 
 def validate_bar(bar: Bar, calendar: TradingCalendar) -> date:

@@ -48,7 +48,7 @@ from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.core import risk as risk_core
 from usdcop_platform.core.actions import HOLD
 from usdcop_platform.core.calendar import TradingCalendar
-from usdcop_platform.core.cleaning import BARS_DATASET, screen_live_bar
+from usdcop_platform.core.cleaning import BARS_DATASET, SessionScreen
 from usdcop_platform.core.features import FeatureError
 from usdcop_platform.core.inference import InferenceEngine, Prediction
 from usdcop_platform.core.risk import RiskDecision, RiskState
@@ -86,6 +86,18 @@ QUARANTINED_CHECK: Final = "bar_quarantined:"  # failing_check prefix of a bar t
 
 
 # ---- results ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _HeldPartition:
+    """A session's raw partition as the cycle last read or wrote it, with the file's stamp
+    (reused only while the file is unchanged: any other writer replaces it, so the stamp moves),
+    and the bar rules' screen of it (built on first use, then moved with each bar written)."""
+
+    key: str
+    stamp: tuple[int, int, int]
+    frame: pl.DataFrame
+    screen: SessionScreen | None = None
 
 
 @dataclass(frozen=True)
@@ -186,23 +198,28 @@ class LiveCycle:
         self._sf: SessionFeatures | None = None
         self._macro: pl.DataFrame | None = None
         self._flat_eod: dict[str, bool] = {}  # model id -> its experiment's flat_at_session_end
-        # The session's raw partition as this cycle last read or wrote it, with the file's stamp:
-        # reused only while the file is unchanged (any other writer replaces it, so the stamp moves).
-        self._partition: tuple[str, tuple[int, int, int], pl.DataFrame] | None = None
+        # The session's raw partition as this cycle last read or wrote it (see _HeldPartition).
+        self._partition: _HeldPartition | None = None
 
-    def _session_bars(self, session: date) -> pl.DataFrame | None:
+    def _held(self, session: date) -> _HeldPartition | None:
         """The session's raw bars partition (None: none yet), without re-reading an unchanged file."""
         key = session.isoformat()
         stamp = self.lake.stamp(BARS_DATASET, key)
         if stamp is None:
             return None
         held = self._partition
-        if held is not None and held[0] == key and held[1] == stamp:
-            return held[2]
+        if held is not None and held.key == key and held.stamp == stamp:
+            return held
         frame = self.lake.read(BARS_DATASET, key)
-        if frame is not None:
-            self._partition = (key, stamp, frame)
-        return frame
+        self._partition = None if frame is None else _HeldPartition(key, stamp, frame)
+        return self._partition
+
+    def _session_screen(self, held: _HeldPartition | None) -> SessionScreen:
+        if held is None:
+            return SessionScreen(self.cfg.quality.bars)
+        if held.screen is None:
+            held.screen = SessionScreen.of(held.frame, self.cfg.quality.bars)
+        return held.screen
 
     # -- helpers -------------------------------------------------------------------------------
     def risk_state(self) -> RiskState:
@@ -249,8 +266,9 @@ class LiveCycle:
     # -- bar quality ---------------------------------------------------------------------------
     def screen(self, bar: Bar, session: date) -> pl.DataFrame:
         """The batch bar rules on the session's published bars plus `bar` (core.cleaning
-        .screen_live_bar): `bar`'s quarantine rows, empty when it may be traded."""
-        return screen_live_bar(self._session_bars(session), bar.to_frame(), self.calendar, self.cfg.quality.bars)
+        .screen_live_bar, kept as the session's SessionScreen): `bar`'s quarantine rows, empty
+        when it may be traded."""
+        return self._session_screen(self._held(session)).verdict(bar.row(), self.calendar)
 
     def refusal(self, bar: Bar, session: date, pre: RiskState, verdict: pl.DataFrame,
                 registry_version: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], RiskState]:
@@ -400,9 +418,12 @@ class LiveCycle:
                 session_bars = None
                 if write_bar:
                     t1 = time.perf_counter()
-                    written = upsert_bar(self.lake, bar, session, self._session_bars(session))
+                    held = self._held(session)
+                    screened = self._session_screen(held).with_bar(bar.time, bar.close)  # it passed the screen
+                    written = upsert_bar(self.lake, bar, session, None if held is None else held.frame)
                     stamp = self.lake.stamp(BARS_DATASET, session.isoformat())
-                    self._partition = None if stamp is None else (session.isoformat(), stamp, written)
+                    self._partition = None if stamp is None else _HeldPartition(
+                        session.isoformat(), stamp, written, screened)
                     session_bars = written.height
                     timings["lake_upsert"] = (time.perf_counter() - t1) * 1e3
                 pending = self.compute(bar, state_before=pre, registry_version=opened.registry_version)

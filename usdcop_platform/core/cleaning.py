@@ -24,8 +24,10 @@ Macro: wide daily frame (date + one column per SSOT source column) -> long frame
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -37,6 +39,7 @@ from usdcop_platform.core.quality import (
     CONFLICTING_DUPLICATE,
     MACRO_FLAG_COLUMNS,
     PRICE_COLUMNS,
+    any_static_violation,
     apply_bar_rules,
     bar_static_violations,
     flag_macro,
@@ -268,32 +271,75 @@ def screen_live_bar(
     rule/field/value as batch cleaning), empty when it passes. A spike is a move beyond the limit
     vs the last accepted close: live cannot wait for the next bar's confirmation, so such a bar is
     never traded (batch keeps it when the next bar confirms the level; then so does the lake).
+    A process screening bar after bar keeps a SessionScreen instead (the same verdict)."""
+    return SessionScreen.of(session_before, quality).verdict(bar.row(0, named=True), calendar, detected_at=detected_at)
 
-    Evaluated as apply_bar_rules does for the last bar of a session, from its parts: the row-local
-    rules on `bar` alone, then spike_mask over the accepted closes of the session before it plus
-    its own (a live bar is always the session's latest: earlier ones were processed first). A
-    property test holds it equal to apply_bar_rules over the whole session; this is ~5x cheaper,
-    and it runs on every live bar inside the bar's transaction."""
-    t = bar["time"][0]
-    static = bar_static_violations(bar, quality)
-    if static["_rule"][0] is not None:
-        failed = static
-    else:
-        before = None if session_before is None else session_before.filter(pl.col("time") < t)
-        if before is None or before.is_empty():
-            return pl.DataFrame(schema=QUARANTINE_SCHEMA)
-        accepted = bar_static_violations(before.select(bar.columns).cast(dict(bar.schema)), quality)
-        accepted = accepted.filter(pl.col("_rule").is_null()).sort("time")
-        closes = np.append(accepted["close"].to_numpy(), float(bar["close"][0]))
-        if not spike_mask(closes, np.zeros(closes.shape[0], dtype=np.int64), quality.max_one_bar_move_pct)[-1]:
-            return pl.DataFrame(schema=QUARANTINE_SCHEMA)
-        failed = bar.with_columns(pl.lit("spike").alias("_rule"), pl.lit("close").alias("_field"),
-                                  pl.col("close").cast(pl.Utf8).alias("_value"))
-    return quarantine_frame(
-        failed.with_columns(calendar.session_expr().alias("_d")), dataset=BARS_DATASET,
-        partition=pl.col("_d").dt.to_string("%Y-%m-%d"), rule=pl.col("_rule"), field=pl.col("_field"),
-        value=pl.col("_value"), row_columns=["time", *PRICE_COLUMNS, "volume"], detected_at=detected_at,
-    )
+
+_NO_QUARANTINE: Final = pl.DataFrame(schema=QUARANTINE_SCHEMA)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _bar_frame(bar: Mapping[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame([{c: bar.get(c) for c in BAR_SCHEMA}], schema=BAR_SCHEMA)
+
+
+def _epoch_us(t: datetime) -> int:
+    return (t - _EPOCH) // _MICROSECOND
+
+
+@dataclass(frozen=True, eq=False)
+class SessionScreen:
+    """screen_live_bar's view of one session: the instants (µs since the epoch, ascending) and
+    closes of its bars that pass the row rules (the only ones the spike rule compares against).
+
+    Evaluated as apply_bar_rules does for the last bar of a session, from its parts: the row
+    rules on the new bar alone, then spike_mask over the accepted closes before it plus its own
+    (a live bar is always the session's latest: earlier ones were processed first). A property
+    test holds it equal to apply_bar_rules over the whole session. Built from the session's
+    partition once (polars), then moved bar by bar with `with_bar` (numpy), because it runs on
+    every live bar inside the bar's database transaction."""
+
+    quality: BarQuality
+    times: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    closes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+
+    @classmethod
+    def of(cls, session_bars: pl.DataFrame | None, quality: BarQuality) -> SessionScreen:
+        if session_bars is None or session_bars.is_empty():
+            return cls(quality)
+        bars = session_bars.select(list(BAR_SCHEMA)).cast(BAR_SCHEMA)
+        ok = bar_static_violations(bars, quality).filter(pl.col("_rule").is_null()).sort("time")
+        return cls(quality, ok["time"].dt.epoch("us").to_numpy().astype(np.int64),
+                   ok["close"].to_numpy().astype(np.float64))
+
+    def verdict(self, bar: Mapping[str, Any], calendar: TradingCalendar, *,
+                detected_at: datetime | None = None) -> pl.DataFrame:
+        """The quarantine rows of `bar` (a mapping of BAR_SCHEMA's fields, `time` aware), empty
+        when it may be traded. A bar that passes costs no polars work (no frame is built)."""
+        if any_static_violation(bar, self.quality):
+            failed = bar_static_violations(_bar_frame(bar), self.quality)
+        else:
+            k = int(np.searchsorted(self.times, _epoch_us(bar["time"]), side="left"))
+            closes = np.append(self.closes[:k], float(bar["close"]))
+            if not spike_mask(closes, np.zeros(closes.shape[0], dtype=np.int64), self.quality.max_one_bar_move_pct)[-1]:
+                return _NO_QUARANTINE  # shared: building an empty frame costs more than the rest of the screen
+            failed = _bar_frame(bar).with_columns(pl.lit("spike").alias("_rule"), pl.lit("close").alias("_field"),
+                                                  pl.col("close").cast(pl.Utf8).alias("_value"))
+        return quarantine_frame(
+            failed.with_columns(calendar.session_expr().alias("_d")), dataset=BARS_DATASET,
+            partition=pl.col("_d").dt.to_string("%Y-%m-%d"), rule=pl.col("_rule"), field=pl.col("_field"),
+            value=pl.col("_value"), row_columns=["time", *PRICE_COLUMNS, "volume"], detected_at=detected_at,
+        )
+
+    def with_bar(self, time: datetime, close: float) -> SessionScreen:
+        """The screen once a bar that passed it is written to the session (replacing the bar of
+        the same instant, as the lake's upsert does)."""
+        t = _epoch_us(time)
+        k = int(np.searchsorted(self.times, t, side="left"))
+        after = k + int(k < self.times.shape[0] and self.times[k] == t)
+        return SessionScreen(self.quality, np.concatenate([self.times[:k], [t], self.times[after:]]).astype(np.int64),
+                             np.concatenate([self.closes[:k], [float(close)], self.closes[after:]]))
 
 
 def future_bars(raw: pl.DataFrame, calendar: TradingCalendar, as_of: date) -> pl.DataFrame:

@@ -81,10 +81,8 @@ class NormStats:
         if not np.isfinite(x).all():
             r, c = map(int, np.argwhere(~np.isfinite(x))[0])
             raise NormalizationError(f"row {r} feature {self.names[c]!r} is {x[r, c]!r}: NaN/inf never reaches a model")
-        out = x.copy()
-        idx = self._market_index
-        out[:, idx] = np.clip((x[:, idx] - self._mean) / self._std, -self.clip, self.clip)
-        out32 = out.astype(np.float32)
+        shift, scale, lo, hi = self._full_width
+        out32 = np.clip((x - shift) / scale, lo, hi).astype(np.float32)
         return out32[0] if single else out32
 
     def check_contract(self, contract: FeatureContract) -> None:
@@ -106,6 +104,18 @@ class NormStats:
     @cached_property
     def _std(self) -> np.ndarray:
         return np.asarray(self.std, dtype=np.float64)
+
+    @cached_property
+    def _full_width(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(shift, scale, lo, hi) over all columns, so apply is one expression per row (the live
+        path runs it per bar and model): market columns (x - mean) / std clipped to ±clip; the
+        others (x - 0) / 1 within ±inf, which is x exactly."""
+        n = len(self.names)
+        shift, scale = np.zeros(n), np.ones(n)
+        lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
+        idx = self._market_index
+        shift[idx], scale[idx], lo[idx], hi[idx] = self._mean, self._std, -self.clip, self.clip
+        return shift, scale, lo, hi
 
     # ---- identity and files ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

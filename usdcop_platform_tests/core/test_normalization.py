@@ -114,3 +114,19 @@ def test_bad_inputs(contract) -> None:
     with pytest.raises(NormalizationError, match="feature_order_hash"):
         s.check_contract(other)
     s.check_contract(contract)
+
+
+def test_apply_is_bit_for_bit_the_per_column_formula(contract) -> None:
+    """apply's one full-width expression gives exactly the definition: market columns
+    clip((x - mean) / std, ±clip), every other column untouched, then float32."""
+    rng = np.random.default_rng(5)
+    train = rng.normal(size=(300, contract.n_features)) * rng.uniform(0.001, 1000, contract.n_features)
+    stats = fit(train, contract)
+    x = rng.normal(size=(2000, contract.n_features)) * rng.uniform(0.001, 1e6, contract.n_features)
+    x[:7] = np.array([0.0, -0.0, 1e-300, -1e300, stats.mean[0], 5e-324, 1.0])[:, None]  # zeros, extremes, the mean
+    idx = [contract.names.index(n) for n in contract.market_features]
+    want = x.copy()
+    want[:, idx] = np.clip((x[:, idx] - np.asarray(stats.mean)) / np.asarray(stats.std), -stats.clip, stats.clip)
+    got = stats.apply(x)
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.astype(np.float32).view(np.uint32))
+    assert np.array_equal(stats.apply(x[3]), got[3])

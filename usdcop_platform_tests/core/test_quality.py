@@ -10,11 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from usdcop_platform.core.quality import (
+    PRICE_COLUMNS,
+    any_static_violation,
     bar_gate_frame,
+    bar_static_violations,
     flag_macro,
     macro_staleness,
     session_metrics,
     spike_mask,
+    static_rule_codes,
+    text,
 )
 from usdcop_platform_tests.core.test_cleaning import bars_frame, session_bars
 
@@ -111,33 +116,63 @@ def test_macro_staleness(platform_config):
     assert vix["observations"] == 0 and vix["last_date"] is None
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(["ok", "nan", "zero", "band", "hl", "ohlc"]), min_size=1, max_size=8))
-def test_static_rules_fast_path_equals_the_full_evaluation(platform_config, kinds):
-    """A clean frame skips building the value texts; the verdict is the full rules' verdict either way."""
-    from usdcop_platform.core.quality import _first_failing, _static_rules, bar_static_violations
+def _reference_static_violations(bars: pl.DataFrame, lo: float, hi: float) -> pl.DataFrame:
+    """The row rules as polars expressions, written straight from their definitions (the module
+    docstring): the oracle of the numpy implementation."""
+    def first_price(pred):
+        cond = pl.any_horizontal([pred(pl.col(c)) for c in PRICE_COLUMNS])
+        name, val = pl.lit(None, dtype=pl.Utf8), pl.lit(None, dtype=pl.Float64)
+        for c in reversed(PRICE_COLUMNS):
+            name = pl.when(pred(pl.col(c))).then(pl.lit(c)).otherwise(name)
+            val = pl.when(pred(pl.col(c))).then(pl.col(c)).otherwise(val)
+        return cond, name, val
 
+    o, h, low, c = (pl.col(x) for x in PRICE_COLUMNS)
+    conditions = [
+        ("missing_price", *first_price(lambda x: x.is_null() | x.is_nan())),
+        ("non_positive_price", *first_price(lambda x: x <= 0)),
+        ("high_below_low", h < low, pl.lit("high"), text("high=", h, " low=", low)),
+        ("ohlc_inconsistent", (low > pl.min_horizontal(o, c)) | (h < pl.max_horizontal(o, c)), pl.lit("open/close"),
+         text("o=", o, " h=", h, " l=", low, " c=", c)),
+        ("price_out_of_band", *first_price(lambda x: (x < lo) | (x > hi))),
+    ]
+    rule = field = value = pl.lit(None, dtype=pl.Utf8)
+    for name, cond, fld, val in reversed(conditions):
+        rule = pl.when(cond).then(pl.lit(name)).otherwise(rule)
+        field = pl.when(cond).then(fld).otherwise(field)
+        value = pl.when(cond).then(val.cast(pl.Utf8).fill_null("null")).otherwise(value)
+    return bars.with_columns(rule.alias("_rule"), field.alias("_field"), value.alias("_value"))
+
+
+PRICES = st.one_of(st.none(), st.just(float("nan")), st.sampled_from([0.0, -1.0, 1e-9]),
+                   st.floats(1000.0, 8000.0), st.floats(-1e6, 1e6, allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(PRICES, PRICES, PRICES, PRICES), min_size=0, max_size=12), st.booleans())
+def test_static_rules_equal_their_polars_definition(platform_config, rows, float32):
+    """The numpy rules (rule, field and value text of the first failing rule) equal the rules
+    written as polars expressions, on any prices: nulls, NaN, zero, negatives, the band's edges,
+    inconsistent candles; Float64 and Float32 columns."""
     q = platform_config.quality.bars
-    lo, hi = q.price_band
-    rows = []
-    for i, k in enumerate(kinds):
-        o = h = low = c = float((lo + hi) / 2)
-        h, low = h + 1, low - 1
-        if k == "nan":
-            c = float("nan")
-        elif k == "zero":
-            low = 0.0
-        elif k == "band":
-            o = c = h = float(hi) * 2
-        elif k == "hl":
-            h, low = low - 5, h + 5
-        elif k == "ohlc":
-            c = h + 3
-        rows.append({"time": datetime(2024, 3, 5, 13, 5 * i, tzinfo=UTC), "open": o, "high": h, "low": low, "close": c})
-    df = pl.DataFrame(rows, schema={"time": pl.Datetime("us", "UTC"), "open": pl.Float64, "high": pl.Float64,
-                                    "low": pl.Float64, "close": pl.Float64})
-    rule, field, value = _first_failing(_static_rules(float(lo), float(hi))[0])
-    full = df.with_columns(rule.alias("_rule"), field.alias("_field"), value.alias("_value"))
+    lo, hi = (float(x) for x in q.price_band)
+    dtype = pl.Float32 if float32 else pl.Float64
+    df = pl.DataFrame([{"time": datetime(2024, 3, 5, 13, 0, tzinfo=UTC) + timedelta(minutes=5 * i),
+                        **dict(zip(PRICE_COLUMNS, r))} for i, r in enumerate(rows)],
+                      schema={"time": pl.Datetime("us", "UTC"), **{c: dtype for c in PRICE_COLUMNS}})
     got = bar_static_violations(df, q)
-    assert got.equals(full, null_equal=True)
-    assert got["_rule"].null_count() == kinds.count("ok")
+    assert got.equals(_reference_static_violations(df, lo, hi), null_equal=True)
+    assert any_static_violation(df, q) == (got["_rule"].null_count() < df.height)
+    codes, columns = static_rule_codes(df, q)
+    for i, row in enumerate(df.iter_rows(named=True)):  # one bar as a mapping: the live path's form
+        if not float32:
+            assert tuple(x[0] for x in static_rule_codes(row, q)) == (codes[i], columns[i])
+
+
+def test_static_rules_at_the_band_edges(platform_config):
+    q = platform_config.quality.bars
+    lo, hi = (float(x) for x in q.price_band)
+    df = pl.DataFrame({"open": [lo, hi, lo], "high": [hi, hi, hi], "low": [lo, lo, lo], "close": [lo, hi, hi + 1e-6]})
+    got = bar_static_violations(df, q)
+    assert got["_rule"].to_list() == [None, None, "ohlc_inconsistent"]  # close above high comes first
+    assert _reference_static_violations(df, lo, hi).equals(got, null_equal=True)

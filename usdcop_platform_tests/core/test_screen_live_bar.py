@@ -10,7 +10,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from usdcop_platform.core.cleaning import screen_live_bar
+from usdcop_platform.core.cleaning import SessionScreen, screen_live_bar
 from usdcop_platform.core.quality import apply_bar_rules
 from usdcop_platform.core.schema import BAR_SCHEMA, QUARANTINE_SCHEMA
 
@@ -54,3 +54,35 @@ def test_the_live_screen_equals_the_batch_rules_on_the_latest_bar(calendar, plat
     assert got.height == want.height
     if want.height:
         assert got.select("rule", "field", "value").row(0) == want.select("_rule", "_field", "_value").row(0)
+
+
+def _same_rows(got: pl.DataFrame, want: pl.DataFrame) -> bool:
+    cols = ["dataset", "partition", "rule", "field", "value", "row"]
+    return got.height == want.height and got.select(cols).rows() == want.select(cols).rows()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.floats(-0.06, 0.06), st.sampled_from(["ok"] * 6 + ["nan", "band", "ohlc"])),
+                min_size=1, max_size=24),
+       st.integers(0, 23))
+def test_a_session_screen_moved_bar_by_bar_equals_the_screen_over_the_lake(calendar, platform_config, steps, seeded):
+    """What the live cycle keeps (SessionScreen, built once, then moved by each bar it writes)
+    gives, bar after bar, the verdict screen_live_bar gives over the partition as written; also
+    when the partition already holds later bars, or the bar's own instant (replaced by the upsert)."""
+    quality = platform_config.quality.bars
+    lo, hi = quality.price_band
+    closes = list((lo + hi) / 2 * np.exp(np.cumsum([s for s, _ in steps])))
+    frame = _frame(closes, [k for _, k in steps], hi)
+    # a partition seeded with some bars of the session, some of them at or after those replayed
+    lake = frame.sample(n=min(seeded, frame.height), seed=seeded, shuffle=True).sort("time") if seeded else None
+    screen = SessionScreen.of(lake, quality)
+    for i in range(frame.height):
+        bar = frame.slice(i, 1)
+        got = screen.verdict(bar.row(0, named=True), calendar, detected_at=START)
+        want = screen_live_bar(lake, bar, calendar, quality, detected_at=START)
+        assert _same_rows(got, want), i
+        if got.is_empty():  # written to the lake, as the live cycle does
+            lake = bar if lake is None else pl.concat([lake, bar]).unique("time", keep="last").sort("time")
+            screen = screen.with_bar(bar["time"][0], float(bar["close"][0]))
+            assert np.array_equal(screen.times, SessionScreen.of(lake, quality).times)
+            assert np.array_equal(screen.closes, SessionScreen.of(lake, quality).closes)

@@ -189,3 +189,32 @@ def test_postgres_and_memory_sqlite_have_no_checkpointer(tmp_path):
     memory = Store("sqlite://")
     assert wal_checkpointer(memory.engine) is None
     memory.dispose()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/Bogota"])
+def test_a_bar_reads_and_returns_what_the_repositories_read(store, zone):
+    """The bar's statements go to PostgreSQL through the driver (DriverStatement: no SQLAlchemy
+    type processing per bar): what they return must be what SQLAlchemy's path reads, value and
+    type, instants in UTC whatever the session's time zone."""
+    extra = {"cooldown_until": T0 + timedelta(minutes=30), "breaker_reason": "x", "custom": {"a": [1, 2.5]}}
+    _write(store, T0, trades_today=1, **{k: v for k, v in extra.items() if k != "custom"})
+    store.risk.save("live", {**store.risk.load("live"), "custom": extra["custom"]})
+    before = store.risk.load("live")
+    t1 = T0 + timedelta(minutes=5)
+    with store.transaction() as conn:
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql(f"SET LOCAL TIME ZONE '{zone}'")
+        opened = live_sql.open_bar(conn, "live", INITIAL)
+        rows = live_sql.write_bar(conn, "live", t1, _journal(dict(opened.state), t1),
+                                  [_signal(t1, m) for m in ("a", "b")], _state(t1, trades_today=2),
+                                  opened.state.get("last_bar"))
+    assert dict(opened.state) == dict(before) and before["cooldown_until"] == extra["cooldown_until"]
+    assert opened.state["custom"] == extra["custom"] and opened.state["updated_at"].tzinfo == timezone.utc
+    with store.transaction() as conn:
+        stored = live_sql.stored_signals(conn, t1)
+    assert [dict(r) for r in rows] == [dict(r) for r in stored]
+    for r in rows:
+        assert r["bar_time"] == t1 and r["bar_time"].utcoffset() == timedelta(0) and r["created_at"].tzinfo
+        assert r["features"] == [0.1] * 15 and r["session_date"] == date(2024, 3, 5)
+    journal = store.journal.load("live", t1)
+    assert journal["bar"] == {"time": t1.isoformat()} and journal["trades_today"] == 1
