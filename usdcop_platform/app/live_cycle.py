@@ -22,16 +22,26 @@ writes (idempotent statements):
 
 A bar is thus either fully written or not at all; a failed run re-runs it identically. A bar at
 or before the state's last bar is a duplicate: its stored signals are returned, nothing written.
+
+The locked read travels while the bar is worked on: on PostgreSQL it runs on a background
+thread (waiting for the server without the GIL) while this one screens the bar and, in the
+steady state, computes its features and prediction for the position this cycle's last bar left.
+Under the lock the read decides: same position and ensemble, the early inference stands;
+otherwise the same features go to the models again with what holds now (bit for bit what the
+sequential path gives: app/test_live_overlap.py). The bar's write is not touched by this.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as futures
 import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -118,6 +128,44 @@ class PendingBar:
     feature_source: str  # "memory", "cache" or "lake"
 
 
+class _BackgroundCalls:
+    """One daemon thread running submitted calls in order. (Not a ThreadPoolExecutor: its
+    non-daemon worker would keep a process that exits through cli.exit_now waiting.)"""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], futures.Future[Any]]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            fn, future = self._calls.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    future.set_exception(exc)
+
+    def submit(self, fn: Callable[[], T]) -> futures.Future[T]:
+        future: futures.Future[T] = futures.Future()
+        self._calls.put((fn, future))
+        return future
+
+
+@dataclass(frozen=True)
+class _Inference:
+    """A bar's features and the ensemble's prediction for a given position held coming into it."""
+
+    bar_time: datetime
+    position: int
+    snapshot: Any  # the ensemble that predicted
+    inputs: dict[str, Any]
+    vec: np.ndarray
+    flat: bool
+    prediction: Prediction
+    source: str
+    ms: float
+
+
 @dataclass(frozen=True)
 class CycleResult:
     bar: Bar
@@ -200,6 +248,8 @@ class LiveCycle:
         self._flat_eod: dict[str, bool] = {}  # model id -> its experiment's flat_at_session_end
         # The session's raw partition as this cycle last read or wrote it (see _HeldPartition).
         self._partition: _HeldPartition | None = None
+        self._written: RiskState | None = None  # the live state this cycle's last bar committed
+        self._reader: _BackgroundCalls | None = None  # runs the bar's locked read (PostgreSQL)
 
     def _held(self, session: date) -> _HeldPartition | None:
         """The session's raw bars partition (None: none yet), without re-reading an unchanged file."""
@@ -309,18 +359,48 @@ class LiveCycle:
         merged = rows if old is None else pl.concat([old.select(list(QUARANTINE_SCHEMA)), rows], how="vertical")
         self.lake.write(target, part, merged.unique(subset=["rule", "row"], keep="first", maintain_order=True))
 
+    # -- the locked read, and what is computed while it travels ----------------------------------
+    def _open(self, conn: Any) -> futures.Future[live_sql.OpenedBar]:
+        """The bar's locked read of the live state. On PostgreSQL it runs on a background thread,
+        which waits for the server without the GIL while this one screens and computes; on
+        SQLite (in-process, nothing to wait for) it runs here."""
+        if self.store.dialect != "postgresql":
+            done: futures.Future[live_sql.OpenedBar] = futures.Future()
+            try:
+                done.set_result(live_sql.open_bar(conn, self.risk_key, INITIAL_RISK_STATE))
+            except BaseException as exc:  # noqa: BLE001 - raised by result(), as from the thread
+                done.set_exception(exc)
+            return done
+        if self._reader is None:
+            self._reader = _BackgroundCalls("live-bar-read")
+        opening = self._reader.submit(lambda: live_sql.open_bar(conn, self.risk_key, INITIAL_RISK_STATE))
+        time.sleep(0)  # hand the GIL over: the thread runs up to the server round trip, which releases it
+        return opening
+
+    def _speculate(self, bar: Bar, session: date) -> _Inference | None:
+        """The bar's inference for the position this cycle's last bar left, before the state is
+        read: only in the steady state (the bar follows that bar and the session's features are in
+        memory, just before it); compute() checks the position and the ensemble against the read.
+        A failure here is left to compute(), which does the same work again and raises it."""
+        last, sf = self._written, self._sf
+        if (last is None or (last.last_bar is not None and bar.time <= last.last_bar) or sf is None
+                or sf.session != session or (sf.last_time is not None and sf.last_time >= bar.time)):
+            return None
+        try:
+            return self._infer(bar, session, int(last.position))
+        except Exception:  # noqa: BLE001 - raised again by compute(), under the lock, as before
+            self._sf = None
+            return None
+
     # -- compute -------------------------------------------------------------------------------
-    def compute(self, bar: Bar, *, state_before: RiskState | None = None,
-                registry_version: int | None = None) -> PendingBar:
-        """Features, inference and the risk decision for `bar` (nothing written)."""
+    def _infer(self, bar: Bar, session: date, position: int) -> _Inference:
+        """The bar's features (the session's engine moved past it) and the ensemble's prediction,
+        given the position held coming into it."""
         t0 = time.perf_counter()
-        session = validate_bar(bar, self.calendar)
-        pre = state_before if state_before is not None else self.risk_state()
-        self.engine.maybe_reload(version=registry_version)
         snap = self.engine.snapshot
         sf, source = self._features_for(bar, session)
         inputs = sf.inputs()
-        vec = sf.engine.update(bar.to_dict() | {"time": bar.time}, position=float(pre.position))
+        vec = sf.engine.update(bar.to_dict() | {"time": bar.time}, position=float(position))
         sf.consume(bar.time)
         self._sf = sf
         if not np.isfinite(vec).all():
@@ -328,13 +408,40 @@ class LiveCycle:
             raise LiveError(f"features of bar {bar.time.isoformat()} carry NaN/inf in {bad}: no signal is produced "
                             "(NaN never reaches a model; check the macro data in the lake)")
         flat = self.force_flat(bar, snap.primary.model_id)
-        prediction = self.engine.step(vec, pre.position, force_flat=flat)
+        prediction = self.engine.step(vec, position, force_flat=flat)
+        return _Inference(bar.time, int(position), snap, inputs, vec, flat, prediction, source,
+                          (time.perf_counter() - t0) * 1e3)
+
+    def compute(self, bar: Bar, *, state_before: RiskState | None = None, registry_version: int | None = None,
+                early: _Inference | None = None) -> PendingBar:
+        """Features, inference and the risk decision for `bar` (nothing written). `early`: the
+        bar's inference made before the state was read (process), used when its position and
+        ensemble are the ones that hold now, else its features are served again to the models."""
+        t0 = time.perf_counter()
+        session = validate_bar(bar, self.calendar)
+        pre = state_before if state_before is not None else self.risk_state()
+        self.engine.maybe_reload(version=registry_version)
+        snap = self.engine.snapshot
+        position = int(pre.position)
+        if early is not None and early.bar_time != bar.time:
+            early = None
+        if early is None:
+            inf = self._infer(bar, session, position)
+        elif early.position != position or early.snapshot is not snap:  # guessed wrong: same features, new step
+            vec = early.vec.copy()
+            vec[self.engine.position_index] = float(position)
+            flat = self.force_flat(bar, snap.primary.model_id)
+            inf = replace(early, position=position, snapshot=snap, vec=vec, flat=flat,
+                          prediction=self.engine.step(vec, position, force_flat=flat))
+        else:
+            inf = early
+        inputs, vec, flat, prediction, source = inf.inputs, inf.vec, inf.flat, inf.prediction, inf.source
         requested = HOLD if flat else prediction.action
         decision, mid = risk_core.evaluate(pre, self.limits, self.hours, self.calendar, requested,
                                            prediction.confidence, bar.time)
         post = risk_core.apply_decision(mid, self.limits, decision, bar.close, bar.time)
         fh = feature_hash(vec)
-        compute_ms = (time.perf_counter() - t0) * 1e3
+        compute_ms = (time.perf_counter() - t0) * 1e3 + (early.ms if early is not None else 0.0)
         journal = {
             **pre.to_dict(),
             "bar": bar.to_dict(),
@@ -398,16 +505,31 @@ class LiveCycle:
 
         def attempt() -> tuple[CycleResult, float]:
             with self.store.transaction() as conn:
-                opened = live_sql.open_bar(conn, self.risk_key, INITIAL_RISK_STATE)  # row lock until commit
+                # The locked read goes out first; while the database answers, the bar is screened
+                # and, in the steady state, its features and prediction computed for the position
+                # this cycle last wrote (checked against the read below).
+                opening = self._open(conn)
+                try:
+                    stamp = self.lake.stamp(BARS_DATASET, session.isoformat())
+                    verdict = self.screen(bar, session)
+                    early = None if verdict.height else self._speculate(bar, session)
+                finally:
+                    futures.wait([opening])
+                opened = opening.result()  # the row lock is held from here until commit
                 pre = RiskState.from_dict(opened.state)
                 if pre.last_bar is not None and bar.time <= pre.last_bar:
+                    if early is not None:  # features moved past a bar another run processed: rebuild them
+                        self._sf = None
                     rows = live_sql.stored_signals(conn, bar.time)
                     if rows:
                         return CycleResult(bar, session, rows, duplicate=True), 0.0
                     raise StaleBar(f"bar {bar.time.isoformat()} is not after the last processed bar "
                                    f"{pre.last_bar.isoformat()} and has no signal: bars are processed in order")
+                if self.lake.stamp(BARS_DATASET, session.isoformat()) != stamp:  # written before the lock was ours
+                    verdict = self.screen(bar, session)
+                    if verdict.height and early is not None:
+                        self._sf, early = None, None
                 timings: dict[str, float] = {}
-                verdict = self.screen(bar, session)
                 if verdict.height:  # refused by the bar rules: neither in the lake nor seen by the model
                     journal, signals, post = self.refusal(bar, session, pre, verdict, opened.registry_version)
                     t_write = time.perf_counter()
@@ -426,7 +548,7 @@ class LiveCycle:
                         session.isoformat(), stamp, written, screened)
                     session_bars = written.height
                     timings["lake_upsert"] = (time.perf_counter() - t1) * 1e3
-                pending = self.compute(bar, state_before=pre, registry_version=opened.registry_version)
+                pending = self.compute(bar, state_before=pre, registry_version=opened.registry_version, early=early)
                 timings["compute"] = pending.compute_ms
                 t_write = time.perf_counter()
                 stored = live_sql.write_bar(conn, self.risk_key, bar.time, pending.journal, pending.signals,
@@ -443,6 +565,7 @@ class LiveCycle:
             assert result.pending is not None
             result.timings_ms["commit"] = (time.perf_counter() - t_write) * 1e3
             self._cache_put(result.pending)
+        self._written = result.pending.state_after if result.pending is not None else None
         result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return result
 

@@ -185,6 +185,15 @@ def best_config(exp: ExperimentConfig, study: Any, *, version_suffix: str | None
     return tuned.model_copy(update={"version": f"{exp.version}+{suffix}"})
 
 
+def failure_text(exc: BaseException) -> str:
+    """A failed trial task in one line, naming the error it was raised while handling: Optuna's
+    tell asserts "Should not reach." in its own `finally` when a cut connection lost the trial's
+    commit, which would otherwise hide the storage error behind it."""
+    text = f"{type(exc).__name__}: {str(exc)[:300]}"
+    under = exc.__cause__ or exc.__context__
+    return text if under is None else f"{text} (while handling {type(under).__name__}: {str(under)[:300]})"
+
+
 def run_search(
     inputs: SearchInputs,
     *,
@@ -214,7 +223,7 @@ def run_search(
         attempts += len(batch)
         for _i, out in executor.run(run_trial, inputs, batch, num_cpus=1, max_in_flight=workers):
             if isinstance(out, BaseException):
-                failures.append(f"{type(out).__name__}: {str(out)[:300]}")
+                failures.append(failure_text(out))
             if recorder is not None:
                 recorder.record(study, space)
             if progress is not None:

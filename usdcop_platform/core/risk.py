@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Final, Literal, Protocol
 
@@ -149,7 +149,7 @@ class RiskDecision:
         return self.status == APPROVED
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}  # flat fields: no deep copy needed
 
 
 # ---- pure functions ------------------------------------------------------------------------

@@ -120,3 +120,20 @@ def test_study_resumed_after_its_driver_died(tmp_path, exp, postgres_url) -> Non
     # every finished trial (including the dead driver's) is in the ledger exactly once
     rows = [r for r in rec.store.trials.family(slow.name) if r["kind"] == "search_trial"]
     assert sorted(r["details"]["number"] for r in rows) == sorted(n for n, s in after.items() if s in ("COMPLETE", "PRUNED"))
+
+
+def test_a_failure_raised_while_handling_another_names_both() -> None:
+    """Optuna asserts in its own `finally` when a cut connection lost a trial's commit: the report
+    names the storage error underneath, not only "Should not reach."."""
+    from optuna.exceptions import StorageInternalError
+
+    try:
+        try:
+            raise StorageInternalError("An exception is raised during the commit.")
+        finally:
+            assert False, "Should not reach."  # noqa: B011 - what optuna's _optimize does
+    except AssertionError as exc:
+        text = app_search.failure_text(exc)
+    assert text.startswith("AssertionError: Should not reach.")
+    assert "while handling StorageInternalError: An exception is raised during the commit." in text
+    assert app_search.failure_text(ValueError("plain")) == "ValueError: plain"
