@@ -164,71 +164,83 @@ def evaluate_range(
     calendar: TradingCalendar,
 ) -> RangeOutcome:
     """The checks of a range frame (pure: no I/O). `full` None means the window is the full history."""
+    checks = {
+        CHECK_NO_NAN: _no_nan_check(df, contract),
+        CHECK_ORDER: _order_check(df, contract),
+        CHECK_RANGES: _ranges_check(df, contract),
+        CHECK_PARITY: _parity_check(df, full, contract),
+        CHECK_GAPS: _gaps_check(window_bars, calendar),
+    }
     failed: dict[date, list[str]] = {}
-    meta: dict[str, dict[str, Any]] = {}
-    passed: dict[str, bool] = {}
-
-    def fail(check: str, sessions: list[date]) -> None:
-        for d in sessions:
+    for check, (failing, _meta, _passed) in checks.items():
+        for d in failing:
             failed.setdefault(d, []).append(check)
-        passed[check] = not sessions
+    return RangeOutcome(failed_by_session=failed, check_metadata={c: m for c, (_f, m, _p) in checks.items()},
+                        passed={c: ok for c, (_f, _m, ok) in checks.items()})
 
+
+# Each check of a range: (the sessions it fails, its metadata, whether it passed).
+_Check = tuple[list[date], dict[str, Any], bool]
+
+
+def _listed(sessions: list[date]) -> str:
+    return ", ".join(d.isoformat() for d in sessions[:50]) or "none"
+
+
+def _no_nan_check(df: pl.DataFrame, contract: FeatureContract) -> _Check:
     bad = non_finite_rows(df, contract)
     offending = sorted({n for row in bad["features"].to_list() for n in row})
-    bad_sessions = _sessions_of(bad)
-    fail(CHECK_NO_NAN, bad_sessions)
-    meta[CHECK_NO_NAN] = {
+    sessions = _sessions_of(bad)
+    return sessions, {
         "rows_with_nan": bad.height, "features_with_nan": ", ".join(offending) or "none",
-        "sessions_failing": ", ".join(d.isoformat() for d in bad_sessions[:50]) or "none",
-        "first_bad_bar": str(bad["time"][0]) if bad.height else "none",
-    }
+        "sessions_failing": _listed(sessions), "first_bad_bar": str(bad["time"][0]) if bad.height else "none",
+    }, not sessions
 
+
+def _order_check(df: pl.DataFrame, contract: FeatureContract) -> _Check:
     got = feature_order_hash(c for c in df.columns if c not in BAR_COLUMNS)
-    fail(CHECK_ORDER, _sessions_of(df) if got != contract.feature_order_hash else [])
-    meta[CHECK_ORDER] = {"feature_order_hash": got, "contract_feature_order_hash": contract.feature_order_hash}
+    sessions = _sessions_of(df) if got != contract.feature_order_hash else []
+    return sessions, {"feature_order_hash": got, "contract_feature_order_hash": contract.feature_order_hash}, not sessions
 
+
+def _ranges_check(df: pl.DataFrame, contract: FeatureContract) -> _Check:
+    """RSI and ADX within [0, 100], ATR% non-negative (NaN is the NaN check's)."""
     out_of_range = pl.lit(False)
     counts: dict[str, int] = {}
-    for n in _indicator_names("rsi", contract) + _indicator_names("adx", contract):
-        cond = ~pl.col(n).is_between(0.0, 100.0) & pl.col(n).is_not_nan()
+    conditions = [(n, ~pl.col(n).is_between(0.0, 100.0)) for n in
+                  _indicator_names("rsi", contract) + _indicator_names("adx", contract)]
+    conditions += [(n, pl.col(n) < 0.0) for n in _indicator_names("atr_pct", contract)]
+    for n, outside in conditions:
+        cond = outside & pl.col(n).is_not_nan()
         counts[f"{n}_out_of_range"] = df.filter(cond).height
         out_of_range = out_of_range | cond
-    for n in _indicator_names("atr_pct", contract):
-        cond = (pl.col(n) < 0.0) & pl.col(n).is_not_nan()
-        counts[f"{n}_out_of_range"] = df.filter(cond).height
-        out_of_range = out_of_range | cond
-    range_bad = _sessions_of(df.filter(out_of_range))
-    fail(CHECK_RANGES, range_bad)
-    meta[CHECK_RANGES] = {**counts, "sessions_failing": ", ".join(d.isoformat() for d in range_bad[:50]) or "none"}
+    sessions = _sessions_of(df.filter(out_of_range))
+    return sessions, {**counts, "sessions_failing": _listed(sessions)}, not sessions
 
-    names = list(contract.names)
+
+def _parity_check(df: pl.DataFrame, full: pl.DataFrame | None, contract: FeatureContract) -> _Check:
+    """The range's values against the full-history computation, session by session."""
     if full is None:
-        fail(CHECK_PARITY, [])
-        meta[CHECK_PARITY] = {"max_abs_difference": 0.0, "tolerance": num(PARITY_TOLERANCE), "rows": df.height,
-                              "compared": "window read is the full history (identical computation)"}
-    else:
-        diffs = {d: max_abs_difference(df.filter(pl.col("session") == d), full.filter(pl.col("session") == d), names)
-                 for d in sorted(set(_sessions_of(df)) | set(_sessions_of(full)))}
-        parity_bad = [d for d, v in diffs.items() if not v <= PARITY_TOLERANCE]
-        fail(CHECK_PARITY, parity_bad)
-        worst = max((v for v in diffs.values() if np.isfinite(v)), default=0.0)
-        meta[CHECK_PARITY] = {
-            "max_abs_difference": num(worst) if not parity_bad or np.isfinite(worst) else "rows or NaN positions differ",
-            "tolerance": num(PARITY_TOLERANCE), "rows": df.height, "full_history_rows": full.height,
-            "compared": "range vs full-history computation, once per range",
-            "sessions_failing": ", ".join(d.isoformat() for d in parity_bad[:50]) or "none",
-        }
+        return [], {"max_abs_difference": 0.0, "tolerance": num(PARITY_TOLERANCE), "rows": df.height,
+                    "compared": "window read is the full history (identical computation)"}, True
+    names = list(contract.names)
+    diffs = {d: max_abs_difference(df.filter(pl.col("session") == d), full.filter(pl.col("session") == d), names)
+             for d in sorted(set(_sessions_of(df)) | set(_sessions_of(full)))}
+    sessions = [d for d, v in diffs.items() if not v <= PARITY_TOLERANCE]
+    worst = max((v for v in diffs.values() if np.isfinite(v)), default=0.0)
+    return sessions, {
+        "max_abs_difference": num(worst) if not sessions or np.isfinite(worst) else "rows or NaN positions differ",
+        "tolerance": num(PARITY_TOLERANCE), "rows": df.height, "full_history_rows": full.height,
+        "compared": "range vs full-history computation, once per range", "sessions_failing": _listed(sessions),
+    }, not sessions
 
+
+def _gaps_check(window_bars: pl.DataFrame | None, calendar: TradingCalendar) -> _Check:
     gaps = history_gaps(None if window_bars is None else window_bars["time"], calendar)
-    gap_sessions = [date.fromisoformat(k) for k in gaps["sessions_with_gaps"]]
-    for d in gap_sessions:
-        failed.setdefault(d, []).append(CHECK_GAPS)
-    passed[CHECK_GAPS] = gaps["missing_bars"] == 0
-    meta[CHECK_GAPS] = {
+    return [date.fromisoformat(k) for k in gaps["sessions_with_gaps"]], {
         "missing_bars": gaps["missing_bars"], "missing_sessions": gaps["missing_sessions"],
         "sessions_with_gaps": ", ".join(gaps["sessions_with_gaps"][:50]) or "none",
-    }
-    return RangeOutcome(failed_by_session=failed, check_metadata=meta, passed=passed)
+    }, gaps["missing_bars"] == 0
 
 
 def _range_window(bars: pl.DataFrame | None, first: date, warmup: int, calendar: TradingCalendar) -> pl.DataFrame | None:
