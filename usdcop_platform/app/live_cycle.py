@@ -23,9 +23,10 @@ writes (idempotent statements):
 A bar is thus either fully written or not at all; a failed run re-runs it identically. A bar at
 or before the state's last bar is a duplicate: its stored signals are returned, nothing written.
 
-The locked read travels while the bar is worked on: on PostgreSQL it runs on a background
-thread (waiting for the server without the GIL) while this one screens the bar and, in the
-steady state, computes its features and prediction for the position this cycle's last bar left.
+The locked read travels while the bar is worked on: on PostgreSQL the bar is screened and, in
+the steady state, its features and prediction computed for the position this cycle's last bar
+left while the server answers the read (adapters/store/live.read_state_while: psycopg2's wait
+callback runs that work once the statement is out; one thread).
 Under the lock the read decides: same position and ensemble, the early inference stands;
 otherwise the same features go to the models again with what holds now (bit for bit what the
 sequential path gives: app/test_live_overlap.py). The bar's write is not touched by this.
@@ -33,11 +34,8 @@ sequential path gives: app/test_live_overlap.py). The bar's write is not touched
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import contextlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -126,29 +124,6 @@ class PendingBar:
     signals: list[dict[str, Any]]
     compute_ms: float
     feature_source: str  # "memory", "cache" or "lake"
-
-
-class _BackgroundCalls:
-    """One daemon thread running submitted calls in order. (Not a ThreadPoolExecutor: its
-    non-daemon worker would keep a process that exits through cli.exit_now waiting.)"""
-
-    def __init__(self, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], futures.Future[Any]]] = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name=name, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            fn, future = self._calls.get()
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn())
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                    future.set_exception(exc)
-
-    def submit(self, fn: Callable[[], T]) -> futures.Future[T]:
-        future: futures.Future[T] = futures.Future()
-        self._calls.put((fn, future))
-        return future
 
 
 @dataclass(frozen=True)
@@ -249,7 +224,6 @@ class LiveCycle:
         # The session's raw partition as this cycle last read or wrote it (see _HeldPartition).
         self._partition: _HeldPartition | None = None
         self._written: RiskState | None = None  # the live state this cycle's last bar committed
-        self._reader: _BackgroundCalls | None = None  # runs the bar's locked read (PostgreSQL)
 
     def _held(self, session: date) -> _HeldPartition | None:
         """The session's raw bars partition (None: none yet), without re-reading an unchanged file."""
@@ -360,23 +334,6 @@ class LiveCycle:
         self.lake.write(target, part, merged.unique(subset=["rule", "row"], keep="first", maintain_order=True))
 
     # -- the locked read, and what is computed while it travels ----------------------------------
-    def _open(self, conn: Any) -> futures.Future[live_sql.OpenedBar]:
-        """The bar's locked read of the live state. On PostgreSQL it runs on a background thread,
-        which waits for the server without the GIL while this one screens and computes; on
-        SQLite (in-process, nothing to wait for) it runs here."""
-        if self.store.dialect != "postgresql":
-            done: futures.Future[live_sql.OpenedBar] = futures.Future()
-            try:
-                done.set_result(live_sql.open_bar(conn, self.risk_key, INITIAL_RISK_STATE))
-            except BaseException as exc:  # noqa: BLE001 - raised by result(), as from the thread
-                done.set_exception(exc)
-            return done
-        if self._reader is None:
-            self._reader = _BackgroundCalls("live-bar-read")
-        opening = self._reader.submit(lambda: live_sql.open_bar(conn, self.risk_key, INITIAL_RISK_STATE))
-        time.sleep(0)  # hand the GIL over: the thread runs up to the server round trip, which releases it
-        return opening
-
     def _speculate(self, bar: Bar, session: date) -> _Inference | None:
         """The bar's inference for the position this cycle's last bar left, before the state is
         read: only in the steady state (the bar follows that bar and the session's features are in
@@ -508,14 +465,18 @@ class LiveCycle:
                 # The locked read goes out first; while the database answers, the bar is screened
                 # and, in the steady state, its features and prediction computed for the position
                 # this cycle last wrote (checked against the read below).
-                opening = self._open(conn)
-                try:
-                    stamp = self.lake.stamp(BARS_DATASET, session.isoformat())
-                    verdict = self.screen(bar, session)
-                    early = None if verdict.height else self._speculate(bar, session)
-                finally:
-                    futures.wait([opening])
-                opened = opening.result()  # the row lock is held from here until commit
+                found: dict[str, Any] = {}
+
+                def screen() -> None:
+                    found["stamp"] = self.lake.stamp(BARS_DATASET, session.isoformat())
+                    found["verdict"] = self.screen(bar, session)
+
+                def infer() -> None:
+                    found["early"] = None if found["verdict"].height else self._speculate(bar, session)
+
+                rows = live_sql.read_state_while(conn, self.risk_key, screen, infer)
+                opened = live_sql.opened(conn, rows, self.risk_key, INITIAL_RISK_STATE)  # locked until commit
+                stamp, verdict, early = found["stamp"], found["verdict"], found["early"]
                 pre = RiskState.from_dict(opened.state)
                 if pre.last_bar is not None and bar.time <= pre.last_bar:
                     if early is not None:  # features moved past a bar another run processed: rebuild them

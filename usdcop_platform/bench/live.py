@@ -39,6 +39,7 @@ import tempfile
 import textwrap
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -191,13 +192,18 @@ def cycle_latencies(world: World, db_url: str, n_sessions: int, floor_url: str) 
     from usdcop_platform.app.live_bars import Bar
     from usdcop_platform.app.live_cycle import LiveCycle
 
-    store = Store(db_url)
-    store.upgrade()
-    floor = SqlAlone(floor_url)  # opened before the capture starts: its own SQL is never captured
     # the statements of the bar being processed as the driver got them, with the DBAPI connection
     # that sent them (a read session may run beside the bar's transaction) and where each
-    # transaction committed (COMMIT: the driver's commit, which no cursor sees)
+    # transaction committed (COMMIT: the driver's commit, which no cursor sees). On PostgreSQL at
+    # the driver itself (the live path runs its statements on the DBAPI cursor); SQLite's go
+    # through SQLAlchemy, whose events see them.
     sent: list[tuple[int, str, Any]] = []
+    driver = DriverTap(db_url, lambda *sent_one: sent.append(sent_one)) if db_url.startswith("postgresql") else None
+    if driver is not None:
+        driver.install()  # before the store opens its first connection
+    store = Store(db_url)
+    store.upgrade()
+    floor = SqlAlone(floor_url)  # another database: its own SQL is never captured
 
     def capture(conn: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, _many: bool) -> None:
         sent.append((id(conn.connection.dbapi_connection), statement, params))
@@ -212,8 +218,9 @@ def cycle_latencies(world: World, db_url: str, n_sessions: int, floor_url: str) 
         cycle = LiveCycle(world.cfg, world.calendar, world.lake, store, engine)
         sessions = world.calendar.sessions(*LIVE_SESSIONS)[:n_sessions]
         steady, compute, commit, rebuild, alone = [], [], [], [], []
-        sa.event.listen(sa.Engine, "before_cursor_execute", capture)
-        sa.event.listen(sa.Engine, "commit", committed)
+        if driver is None:
+            sa.event.listen(sa.Engine, "before_cursor_execute", capture)
+            sa.event.listen(sa.Engine, "commit", committed)
         try:
             for d in sessions:
                 frame = synthetic_bars(world.calendar, d, d, 11, quirks=False)
@@ -231,14 +238,70 @@ def cycle_latencies(world: World, db_url: str, n_sessions: int, floor_url: str) 
                     compute.append(res.timings_ms["compute"] / 1e3)
                     commit.append(res.timings_ms["commit"] / 1e3)
         finally:
-            sa.event.remove(sa.Engine, "before_cursor_execute", capture)
-            sa.event.remove(sa.Engine, "commit", committed)
+            if driver is None:
+                sa.event.remove(sa.Engine, "before_cursor_execute", capture)
+                sa.event.remove(sa.Engine, "commit", committed)
         return {"total": latency_percentiles(steady), "compute": latency_percentiles(compute),
                 "commit": latency_percentiles(commit), "rebuild_ms": statistics.median(rebuild) * 1e3,
                 "bars": len(steady), "floor": latency_percentiles(alone)}
     finally:
         floor.close()
         store.dispose()
+        if driver is not None:
+            driver.remove()
+
+
+class DriverTap:
+    """Everything the PostgreSQL driver is sent on the connections of one database (its URL's
+    options name the schema): `on_send(connection id, statement, parameters)` for each statement
+    and `on_send(connection id, COMMIT, None)` for each commit, as psycopg2 gets them, before they
+    leave. Installed through SQLAlchemy's `do_connect` event (a psycopg2 connection_factory), so
+    it sees what SQLAlchemy executes and what runs on the DBAPI cursor alike; only connections
+    opened after install() are tapped (dispose a store's pool to reopen them)."""
+
+    def __init__(self, db_url: str, on_send: Callable[[int, Any, Any], None]) -> None:
+        import psycopg2.extensions as pe
+        import sqlalchemy as sa
+
+        self._options = sa.make_url(db_url).query.get("options")
+
+        class Cursor(pe.cursor):
+            def execute(self, query: Any, vars: Any = None) -> Any:  # noqa: A002 - psycopg2's name
+                on_send(id(self.connection), query, vars)
+                return super().execute(query, vars)
+
+            def executemany(self, query: Any, vars_list: Any) -> Any:
+                vars_list = list(vars_list)
+                for v in vars_list:
+                    on_send(id(self.connection), query, v)
+                return super().executemany(query, vars_list)
+
+        class Connection(pe.connection):
+            def cursor(self, *args: Any, **kwargs: Any) -> Any:
+                if kwargs.get("cursor_factory") is None:
+                    kwargs["cursor_factory"] = Cursor
+                return super().cursor(*args, **kwargs)
+
+            def commit(self) -> None:
+                on_send(id(self), COMMIT, None)
+                super().commit()
+
+        self._factory = Connection
+
+    def _connect(self, dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        if dialect.name == "postgresql" and cparams.get("options") == self._options:
+            cparams["connection_factory"] = self._factory
+
+    def install(self) -> DriverTap:
+        import sqlalchemy as sa
+
+        sa.event.listen(sa.Engine, "do_connect", self._connect)
+        return self
+
+    def remove(self) -> None:
+        import sqlalchemy as sa
+
+        sa.event.remove(sa.Engine, "do_connect", self._connect)
 
 
 class SqlAlone:

@@ -8,12 +8,13 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from usdcop_platform.adapters.cache import FeatureCache
 from usdcop_platform.adapters.store import DatabaseUnavailable, clear_store_cache
+from usdcop_platform.bench.live import DriverTap
 from usdcop_platform_tests.defs.live_support import LIVE_SESSION, TcpProxy, make_world
 
 
@@ -26,26 +27,28 @@ def pg_proxy(postgres_url):
 
 
 @contextlib.contextmanager
-def database_down_at_the_write(proxy: TcpProxy, down_s: float | None) -> Iterator[list[float]]:
+def database_down_at_the_write(proxy: TcpProxy, down_s: float | None, store: Any) -> Iterator[list[float]]:
     """Take PostgreSQL down just as the bar's write statement (the CTE: journal, state, signals)
-    is sent, the first time only; bring it back `down_s` later (None: left down). Yields the
-    instants it went down."""
+    reaches the driver, the first time only; bring it back `down_s` later (None: left down).
+    Yields the instants it went down. The bar's statements run on the DBAPI cursor, so the tap is
+    the driver's (the store's pool is reopened through it)."""
     cuts: list[float] = []
     timers: list[threading.Timer] = []
 
-    def before(_conn, _cursor, statement: str, *_args) -> None:
-        if not cuts and statement.lstrip().upper().startswith("WITH"):
+    def before(_connection: int, statement: Any, _params: Any) -> None:
+        if not cuts and isinstance(statement, str) and statement.lstrip().upper().startswith("WITH"):
             cuts.append(time.monotonic())
             proxy.stop()
             if down_s is not None:
                 timers.append(threading.Timer(down_s, proxy.start))
                 timers[-1].start()
 
-    sa.event.listen(sa.Engine, "before_cursor_execute", before)
+    tap = DriverTap(store.url, before).install()
+    store.dispose()
     try:
         yield cuts
     finally:
-        sa.event.remove(sa.Engine, "before_cursor_execute", before)
+        tap.remove()
         for t in timers:
             t.join()
 
@@ -56,7 +59,7 @@ def test_database_down_during_signal_write_is_retried_then_written_once(tmp_path
     cycle = world.cycle()
     bars = world.session_bars()[:3]
     cycle.process(bars[0])
-    with database_down_at_the_write(proxy, 1.5) as cuts:
+    with database_down_at_the_write(proxy, 1.5, world.store) as cuts:
         res = cycle.process(bars[1])
         assert cuts and time.monotonic() - cuts[0] >= 1.4, "the bar waited for the database to come back"
     assert not res.duplicate and [r["bar_time"] for r in res.signals] == [bars[1].time]
@@ -97,7 +100,7 @@ def test_outage_longer_than_the_budget_fails_the_run_and_the_rerun_writes_once(t
     cycle.write_budget_s = 0.5
     bars = world.session_bars()[:2]
     cycle.process(bars[0])
-    with database_down_at_the_write(proxy, None), pytest.raises(DatabaseUnavailable):
+    with database_down_at_the_write(proxy, None, world.store), pytest.raises(DatabaseUnavailable):
         cycle.process(bars[1])
     proxy.start()
     assert world.store.signals.count(LIVE_SESSION) == 1, "nothing of the failed bar was written"

@@ -12,7 +12,9 @@ On `Store.transaction()` (Core, no ORM session, no pre-ping) a bar costs BEGIN +
 COMMIT on PostgreSQL: the round trips, not the work, dominated its latency (it was 8). Every
 statement is a construct SQLAlchemy caches (bind parameters only, rows as SELECT ... UNION ALL
 rather than a multi-row VALUES, which it would recompile per bar at ~5 ms), so each is compiled
-once per shape and only values travel. On SQLite, RETURNING makes SQLAlchemy's
+once per shape and only values travel; on PostgreSQL the compiled text runs on the transaction's
+DBAPI cursor (DriverStatement), and the read can carry work done while the server answers it
+(read_state_while). On SQLite, RETURNING makes SQLAlchemy's
 "insertmanyvalues" send each list of rows as one statement. Rows go through the store's own
 validation and column mapping (signals.normalize_signal, the risk repository's column split and
 its inverse), so the live path writes and reads exactly what the repositories would.
@@ -21,7 +23,7 @@ its inverse), so the live path writes and reads exactly what the repositories wo
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -61,12 +63,111 @@ def open_bar(conn: sa.Connection, risk_key: str, initial_state: Mapping[str, Any
     lock (FOR UPDATE on no row locks nothing). SQLite has no row locks: the transaction took
     the database's write lock at BEGIN IMMEDIATE.
     """
+    return opened(conn, read_state(conn, risk_key), risk_key, initial_state)
+
+
+def read_state(conn: sa.Connection, risk_key: str) -> Rows:
+    """open_bar's statement alone, its rows as the driver returned them (live_sql.opened makes
+    the OpenedBar of them)."""
     st = _statements(conn.dialect.name)
-    rows = _run(conn, st.open, {"key": risk_key})
-    if not rows:
-        conn.execute(st.insert_initial, [_risk_row(risk_key, initial_state, utcnow())])
-        rows = _run(conn, st.open, {"key": risk_key})
-    row = rows[0]
+    if conn.dialect.name != "postgresql":
+        return Rows.of(conn.execute(st.open, {"key": risk_key}))
+    return _driver_statement(st.open, conn.dialect).send(conn, {"key": risk_key})
+
+
+def read_state_while(conn: sa.Connection, risk_key: str, *work: Callable[[], None]) -> Rows:
+    """read_state, with `work` done while the server answers. On psycopg2 a wait callback
+    (psycopg2's hook for waiting on the socket, set only for this read) runs it once a command
+    has left: when psycopg2 opens the transaction first (its own BEGIN round trip), the first
+    piece of work during BEGIN and the rest during the read, else all during the read; then it
+    waits as the driver would. One thread: nothing to wake, no GIL to hand over. Elsewhere
+    (SQLite: in-process, nothing to wait for) the work runs after the read. An error of the work
+    is raised once the read is done, so the connection stays usable."""
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg2":
+        rows = read_state(conn, risk_key)
+        for piece in work:
+            piece()
+        return rows
+    import psycopg2.extensions as pe
+
+    dbapi = conn.connection.dbapi_connection
+    begins = dbapi.status == pe.STATUS_READY  # no transaction open yet: psycopg2 sends BEGIN first
+    plan = [list(work[:1]), list(work[1:])] if begins and len(work) > 1 else [list(work)]
+    waiter = _WorkWhileWaiting(dbapi, plan, other=pe.get_wait_callback())
+    pe.set_wait_callback(waiter)
+    try:
+        rows = read_state(conn, risk_key)
+    finally:
+        pe.set_wait_callback(waiter.other)
+    waiter.finish()
+    return rows
+
+
+class _WorkWhileWaiting:
+    """A psycopg2 wait callback (called once per command the driver sends while it is set): for
+    `connection`'s next command it flushes the command, runs the next batch of `plan`, then waits
+    for the answer; every other wait is psycopg2.extras.wait_select's (or the callback it replaced)."""
+
+    def __init__(self, connection: Any, plan: list[list[Callable[[], None]]], *, other: Any) -> None:
+        self.connection, self.plan, self.other = connection, plan, other
+        self.error: BaseException | None = None
+
+    def __call__(self, conn: Any) -> None:
+        import select
+
+        import psycopg2.extensions as pe
+
+        if conn is not self.connection or not self.plan:
+            return (self.other or _wait_select)(conn)
+        batch: list[Callable[[], None]] | None = self.plan.pop(0)
+        while True:
+            state = conn.poll()
+            if state == pe.POLL_OK:
+                break
+            if state == pe.POLL_READ:
+                if batch is not None:  # the command is out: the server is working on it
+                    self._run(batch)
+                    batch = None
+                    continue
+                select.select([conn.fileno()], [], [])
+            elif state == pe.POLL_WRITE:
+                select.select([], [conn.fileno()], [])
+            else:
+                raise pe.OperationalError(f"bad state from poll: {state}")
+        if batch is not None:  # answered before it could run
+            self._run(batch)
+        return None
+
+    def _run(self, batch: list[Callable[[], None]]) -> None:
+        for piece in batch:
+            if self.error is not None:
+                return
+            try:
+                piece()
+            except BaseException as exc:  # noqa: BLE001 - raised by finish(), after the read
+                self.error = exc
+
+    def finish(self) -> None:
+        """Run what no wait ran (the read needed fewer commands); raise what the work raised."""
+        while self.plan:
+            self._run(self.plan.pop(0))
+        if self.error is not None:
+            raise self.error
+
+
+def _wait_select(conn: Any) -> None:
+    from psycopg2.extras import wait_select
+
+    wait_select(conn)
+
+
+def opened(conn: sa.Connection, rows: Rows, risk_key: str, initial_state: Mapping[str, Any]) -> OpenedBar:
+    """open_bar from read_state's rows (inserting the initial state when there is none)."""
+    records = rows.records()
+    if not records:
+        conn.execute(_statements(conn.dialect.name).insert_initial, [_risk_row(risk_key, initial_state, utcnow())])
+        records = read_state(conn, risk_key).records()
+    row = records[0]
     return OpenedBar(state_record(row), int(row["registry_version"]))
 
 
@@ -134,30 +235,68 @@ def _run(conn: sa.Connection, stmt: Any, params: Mapping[str, Any]) -> Sequence[
     on SQLite (in-process, where the SQL is cheap either way) through SQLAlchemy."""
     if conn.dialect.name != "postgresql":
         return conn.execute(stmt, params).mappings().all()
-    return _driver_statement(stmt, conn.dialect).run(conn, params)
+    return _driver_statement(stmt, conn.dialect).send(conn, params).records()
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A statement's rows as the driver returned them (column names, tuples)."""
+
+    names: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+    @classmethod
+    def of(cls, result: sa.CursorResult[Any]) -> Rows:
+        return cls(tuple(result.keys()), [tuple(r) for r in result.all()])
+
+    def records(self) -> list[dict[str, Any]]:
+        """Dicts, instants in UTC (as adapters/store/types.UTCDateTime reads them)."""
+        return [{k: v.astimezone(timezone.utc) if isinstance(v, datetime) else v for k, v in zip(self.names, row)}
+                for row in self.rows]
 
 
 @dataclass(frozen=True)
 class DriverStatement:
-    """A statement compiled once for the driver and sent with `exec_driver_sql`: per bar, no
-    compile-cache key (SQLAlchemy walks the whole statement to find it: 80 bind parameters for
-    the write), no bind or result processors. What those do for this store's columns is done
-    here: JSON columns sent as the engine's JSON text, instants as aware UTC (timestamptz), and
-    instants read back in UTC (as adapters/store/types.UTCDateTime does). SQLAlchemy's events
-    still see every statement (the benchmark's SQL-alone replay captures them)."""
+    """A statement compiled once for the driver and run on the transaction's DBAPI cursor: per
+    bar, no compile-cache key (SQLAlchemy walks the whole statement to find it: 80 bind
+    parameters for the write), no bind or result processors, no execution context. What those do
+    for this store's columns is done here: JSON columns sent as the engine's JSON text, instants as
+    aware UTC (timestamptz), read back in UTC (Rows.records); a driver error becomes SQLAlchemy's
+    (the connection invalidated when the server is gone), which the store translates as for any
+    statement. SQLAlchemy still owns the transaction and the pool."""
 
     sql: str
     json_params: frozenset[str]
     instant_params: frozenset[str]
     literals: Mapping[str, Any]  # the statement's own values (e.g. the registry row's id)
 
-    def run(self, conn: sa.Connection, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def send(self, conn: sa.Connection, params: Mapping[str, Any]) -> Rows:
         bound = dict(self.literals)
         bound.update((k, json_serializer(v) if k in self.json_params
                       else as_utc(v, k) if k in self.instant_params and v is not None else v)
                      for k, v in params.items())
-        return [{k: v.astimezone(timezone.utc) if isinstance(v, datetime) else v for k, v in row.items()}
-                for row in conn.exec_driver_sql(self.sql, bound).mappings().all()]
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None, "the bar's transaction has a connection"
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(self.sql, bound)
+            names = tuple(d[0] for d in cursor.description) if cursor.description else ()
+            return Rows(names, cursor.fetchall() if names else [])
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise _driver_error(conn, exc, self.sql, cursor) from exc
+        finally:
+            cursor.close()
+
+
+def _driver_error(conn: sa.Connection, exc: Exception, statement: str, cursor: Any) -> sa.exc.DBAPIError:
+    """The driver's error as SQLAlchemy raises it from its own statements, the connection
+    invalidated when the error says the server is gone (so the pool never hands it out again)."""
+    dialect = conn.dialect
+    gone = bool(dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor))
+    if gone:
+        conn.invalidate(exc)
+    return sa.exc.DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True,
+                                      connection_invalidated=gone, dialect=dialect)
 
 
 @functools.lru_cache(maxsize=64)

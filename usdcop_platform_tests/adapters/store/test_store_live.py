@@ -17,6 +17,7 @@ from sqlalchemy import event
 from usdcop_platform.adapters.store import Store
 from usdcop_platform.adapters.store import live as live_sql
 from usdcop_platform.adapters.store.engine import wal_checkpointer
+from usdcop_platform.bench.live import COMMIT, DriverTap
 from usdcop_platform.core.risk import RiskState
 
 T0 = datetime(2024, 3, 5, 13, 0, tzinfo=timezone.utc)
@@ -46,30 +47,44 @@ def _write(store: Store, bar_time: datetime, models: tuple[str, ...] = ("m1", "m
                                   opened.state.get("last_bar"))
 
 
-def _count_statements(conn: Any) -> list[str]:
-    seen: list[str] = []
-    event.listen(conn, "before_cursor_execute", lambda *a: seen.append(a[2].split()[0].upper()))
-    return seen
-
-
 def test_a_bar_costs_one_read_and_one_write_on_postgres(store):
+    """Counted where the statements leave: at the driver on PostgreSQL (the bar's statements run
+    on the DBAPI cursor), through SQLAlchemy's events on SQLite."""
     _write(store, T0)  # the first bar also stores the initial state
-    with store.transaction() as conn:
-        seen = _count_statements(conn)
-        opened = live_sql.open_bar(conn, "live", INITIAL)
-        assert seen == ["SELECT"], "the locked state and the registry version come in one statement"
-        assert opened.registry_version == store.registry_version()
-        assert opened.state["last_bar"] == T0.isoformat()
-        t1 = T0 + timedelta(minutes=5)
-        rows = live_sql.write_bar(conn, "live", t1, _journal(dict(opened.state), t1),
-                                  [_signal(t1, m) for m in ("a", "b", "c")], _state(t1),
-                                  opened.state.get("last_bar"))
-        if store.dialect == "postgresql":  # journal, state and signals in one statement: one round trip
-            assert seen == ["SELECT", "WITH"]
-        else:  # one statement per table (in-process): journal, state, the 3 signals in one insert
-            assert seen == ["SELECT", "INSERT", "INSERT", "INSERT"]
+    sent: list[tuple[int, str, Any]] = []
+    driver = DriverTap(store.url, lambda *one: sent.append(one)) if store.dialect == "postgresql" else None
+    if driver is not None:
+        driver.install()
+        store.dispose()  # the next connections are opened through the capture
+    try:
+        with store.transaction() as conn:
+            mine = id(conn.connection.dbapi_connection)  # the bar's connection (the test reads beside it)
+            if driver is None:
+                event.listen(conn, "before_cursor_execute", lambda *a: sent.append((mine, a[2], a[3])))
+            sent.clear()  # what connecting sent is not the bar's
+            opened = live_sql.open_bar(conn, "live", INITIAL)
+            assert _words(sent, mine) == ["SELECT"], "the locked state and the registry version come in one statement"
+            assert opened.registry_version == store.registry_version()
+            assert opened.state["last_bar"] == T0.isoformat()
+            t1 = T0 + timedelta(minutes=5)
+            rows = live_sql.write_bar(conn, "live", t1, _journal(dict(opened.state), t1),
+                                      [_signal(t1, m) for m in ("a", "b", "c")], _state(t1),
+                                      opened.state.get("last_bar"))
+            if store.dialect == "postgresql":  # journal, state and signals in one statement: one round trip
+                assert _words(sent, mine) == ["SELECT", "WITH"]
+            else:  # one statement per table (in-process): journal, state, the 3 signals in one insert
+                assert _words(sent, mine) == ["SELECT", "INSERT", "INSERT", "INSERT"]
+        if driver is not None:
+            assert _words(sent, mine) == ["SELECT", "WITH", COMMIT], "then the commit: 3 round trips in all"
+    finally:
+        if driver is not None:
+            driver.remove()
     assert [r["model_id"] for r in rows] == ["a", "b", "c"]
     assert store.risk.load("live")["last_bar"] == t1.isoformat()
+
+
+def _words(sent: list[tuple[int, str, Any]], connection: int) -> list[str]:
+    return [s if s is COMMIT else s.split()[0].upper() for c, s, _ in sent if c == connection]
 
 
 def test_the_first_bar_stores_the_initial_state_and_holds_its_lock(store):
@@ -218,3 +233,50 @@ def test_a_bar_reads_and_returns_what_the_repositories_read(store, zone):
         assert r["features"] == [0.1] * 15 and r["session_date"] == date(2024, 3, 5)
     journal = store.journal.load("live", t1)
     assert journal["bar"] == {"time": t1.isoformat()} and journal["trades_today"] == 1
+
+
+def test_work_runs_while_the_locked_read_is_on_the_server(store):
+    """read_state_while: on PostgreSQL each piece of work runs while a command of the read is
+    out (psycopg2 says the connection is executing), the first during psycopg2's own BEGIN when
+    no transaction was open; the wait callback is put back; SQLite runs the work after the read."""
+    _write(store, T0)
+    seen: list[tuple[str, bool]] = []
+    with store.transaction() as conn:
+        dbapi = conn.connection.dbapi_connection
+
+        def piece(name: str):
+            return lambda: seen.append((name, _on_the_server(dbapi) if store.dialect == "postgresql" else False))
+
+        rows = live_sql.read_state_while(conn, "live", piece("screen"), piece("infer"))
+        opened = live_sql.opened(conn, rows, "live", INITIAL)
+    assert opened.state["last_bar"] == T0.isoformat()
+    if store.dialect == "postgresql":
+        import psycopg2.extensions as pe
+
+        assert seen == [("screen", True), ("infer", True)] and pe.get_wait_callback() is None
+    else:
+        assert seen == [("screen", False), ("infer", False)]
+
+
+def test_an_error_of_the_work_is_raised_after_the_read_and_the_connection_stays_usable(store):
+    _write(store, T0)
+
+    def broken() -> None:
+        raise RuntimeError("the screen failed")
+
+    with pytest.raises(RuntimeError, match="the screen failed"):
+        with store.transaction() as conn:
+            live_sql.read_state_while(conn, "live", broken)
+    with store.transaction() as conn:  # the pool's connection answers the next bar
+        t1 = T0 + timedelta(minutes=5)
+        opened = live_sql.open_bar(conn, "live", INITIAL)
+        live_sql.write_bar(conn, "live", t1, _journal(dict(opened.state), t1), [_signal(t1, "m1")], _state(t1),
+                           opened.state.get("last_bar"))
+    assert store.risk.load("live")["last_bar"] == t1.isoformat()
+
+
+def _on_the_server(dbapi: Any) -> bool:
+    """libpq's view: a command of this connection is in progress (sent, its answer not yet read)."""
+    import psycopg2.extensions as pe
+
+    return dbapi.info.transaction_status == pe.TRANSACTION_STATUS_ACTIVE
