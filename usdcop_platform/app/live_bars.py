@@ -26,7 +26,7 @@ from usdcop_platform.contracts.platform import PlatformConfig
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.cleaning import BARS_DATASET, MACRO_DATASET, MACRO_PARTITION
 from usdcop_platform.core.features import IncrementalFeatureEngine
-from usdcop_platform.core.schema import BAR_SCHEMA
+from usdcop_platform.core.schema import BAR_SCHEMA, bar_frame
 
 class LiveError(RuntimeError):
     """The bar cannot go through the live path; the message says why."""
@@ -80,7 +80,7 @@ class Bar:
                 "volume": self.volume}
 
     def to_frame(self) -> pl.DataFrame:
-        return pl.DataFrame([self.row()], schema=BAR_SCHEMA)
+        return bar_frame(self.row())
 
 
 def validate_bar(bar: Bar, calendar: TradingCalendar) -> date:

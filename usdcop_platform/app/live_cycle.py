@@ -292,7 +292,12 @@ class LiveCycle:
         """The batch bar rules on the session's published bars plus `bar` (core.cleaning
         .screen_live_bar, kept as the session's SessionScreen): `bar`'s quarantine rows, empty
         when it may be traded."""
-        return self._session_screen(self._held(session)).verdict(bar.row(), self.calendar)
+        return self._screened(bar, session)[1]
+
+    def _screened(self, bar: Bar, session: date) -> tuple[tuple[int, int, int] | None, pl.DataFrame]:
+        """screen(), with the stamp of the partition file it screened against (None: none)."""
+        held = self._held(session)
+        return None if held is None else held.stamp, self._session_screen(held).verdict(bar.row(), self.calendar)
 
     def refusal(self, bar: Bar, session: date, pre: RiskState, verdict: pl.DataFrame,
                 registry_version: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], RiskState]:
@@ -467,14 +472,13 @@ class LiveCycle:
                 # this cycle last wrote (checked against the read below).
                 found: dict[str, Any] = {}
 
-                def screen() -> None:
-                    found["stamp"] = self.lake.stamp(BARS_DATASET, session.isoformat())
-                    found["verdict"] = self.screen(bar, session)
+                def screen_bar() -> None:
+                    found["stamp"], found["verdict"] = self._screened(bar, session)
 
-                def infer() -> None:
+                def infer_bar() -> None:
                     found["early"] = None if found["verdict"].height else self._speculate(bar, session)
 
-                rows = live_sql.read_state_while(conn, self.risk_key, screen, infer)
+                rows = live_sql.read_state_while(conn, self.risk_key, screen_bar, infer_bar)
                 opened = live_sql.opened(conn, rows, self.risk_key, INITIAL_RISK_STATE)  # locked until commit
                 stamp, verdict, early = found["stamp"], found["verdict"], found["early"]
                 pre = RiskState.from_dict(opened.state)

@@ -50,7 +50,7 @@ from usdcop_platform.core.quality import (
     spike_mask,
     text,
 )
-from usdcop_platform.core.schema import BAR_SCHEMA, MACRO_SCHEMA, QUARANTINE_SCHEMA
+from usdcop_platform.core.schema import BAR_SCHEMA, MACRO_SCHEMA, QUARANTINE_SCHEMA, bar_frame
 
 BARS_DATASET = "raw/usdcop_m5_ohlcv"
 MACRO_DATASET = "raw/macro_daily"
@@ -280,10 +280,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def _bar_frame(bar: Mapping[str, Any]) -> pl.DataFrame:
-    return pl.DataFrame([{c: bar.get(c) for c in BAR_SCHEMA}], schema=BAR_SCHEMA)
-
-
 def _epoch_us(t: datetime) -> int:
     return (t - _EPOCH) // _MICROSECOND
 
@@ -318,13 +314,13 @@ class SessionScreen:
         """The quarantine rows of `bar` (a mapping of BAR_SCHEMA's fields, `time` aware), empty
         when it may be traded. A bar that passes costs no polars work (no frame is built)."""
         if any_static_violation(bar, self.quality):
-            failed = bar_static_violations(_bar_frame(bar), self.quality)
+            failed = bar_static_violations(bar_frame(bar), self.quality)
         else:
             k = int(np.searchsorted(self.times, _epoch_us(bar["time"]), side="left"))
             closes = np.append(self.closes[:k], float(bar["close"]))
             if not spike_mask(closes, np.zeros(closes.shape[0], dtype=np.int64), self.quality.max_one_bar_move_pct)[-1]:
                 return _NO_QUARANTINE  # shared: building an empty frame costs more than the rest of the screen
-            failed = _bar_frame(bar).with_columns(pl.lit("spike").alias("_rule"), pl.lit("close").alias("_field"),
+            failed = bar_frame(bar).with_columns(pl.lit("spike").alias("_rule"), pl.lit("close").alias("_field"),
                                                   pl.col("close").cast(pl.Utf8).alias("_value"))
         return quarantine_frame(
             failed.with_columns(calendar.session_expr().alias("_d")), dataset=BARS_DATASET,

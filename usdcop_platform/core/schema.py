@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import polars as pl
 
 UTC_TIME = pl.Datetime("us", "UTC")
@@ -15,6 +18,12 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
     "close": pl.Float64(),
     "volume": pl.Float64(),
 }
+
+
+def bar_frame(row: Mapping[str, Any]) -> pl.DataFrame:
+    """One bar (a mapping of BAR_SCHEMA's fields; `volume` may be absent) as a one-row frame."""
+    return pl.DataFrame([{c: row.get(c) for c in BAR_SCHEMA}], schema=BAR_SCHEMA)
+
 
 # Daily macro, long by variable: each value with the date it was observed and the date it may be used.
 MACRO_SCHEMA: dict[str, pl.DataType] = {

@@ -23,6 +23,7 @@ its inverse), so the live path writes and reads exactly what the repositories wo
 from __future__ import annotations
 
 import functools
+import select
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -69,10 +70,7 @@ def open_bar(conn: sa.Connection, risk_key: str, initial_state: Mapping[str, Any
 def read_state(conn: sa.Connection, risk_key: str) -> Rows:
     """open_bar's statement alone, its rows as the driver returned them (live_sql.opened makes
     the OpenedBar of them)."""
-    st = _statements(conn.dialect.name)
-    if conn.dialect.name != "postgresql":
-        return Rows.of(conn.execute(st.open, {"key": risk_key}))
-    return _driver_statement(st.open, conn.dialect).send(conn, {"key": risk_key})
+    return _send(conn, _statements(conn.dialect.name).open, {"key": risk_key})
 
 
 def read_state_while(conn: sa.Connection, risk_key: str, *work: Callable[[], None]) -> Rows:
@@ -93,12 +91,13 @@ def read_state_while(conn: sa.Connection, risk_key: str, *work: Callable[[], Non
     dbapi = conn.connection.dbapi_connection
     begins = dbapi.status == pe.STATUS_READY  # no transaction open yet: psycopg2 sends BEGIN first
     plan = [list(work[:1]), list(work[1:])] if begins and len(work) > 1 else [list(work)]
-    waiter = _WorkWhileWaiting(dbapi, plan, other=pe.get_wait_callback())
+    other = pe.get_wait_callback()
+    waiter = _WorkWhileWaiting(dbapi, plan, other=other)
     pe.set_wait_callback(waiter)
     try:
         rows = read_state(conn, risk_key)
     finally:
-        pe.set_wait_callback(waiter.other)
+        pe.set_wait_callback(other)
     waiter.finish()
     return rows
 
@@ -109,16 +108,17 @@ class _WorkWhileWaiting:
     for the answer; every other wait is psycopg2.extras.wait_select's (or the callback it replaced)."""
 
     def __init__(self, connection: Any, plan: list[list[Callable[[], None]]], *, other: Any) -> None:
-        self.connection, self.plan, self.other = connection, plan, other
+        from psycopg2.extras import wait_select
+
+        self.connection, self.plan = connection, plan
+        self.wait: Callable[[Any], None] = other or wait_select  # every other wait
         self.error: BaseException | None = None
 
     def __call__(self, conn: Any) -> None:
-        import select
-
         import psycopg2.extensions as pe
 
         if conn is not self.connection or not self.plan:
-            return (self.other or _wait_select)(conn)
+            return self.wait(conn)
         batch: list[Callable[[], None]] | None = self.plan.pop(0)
         while True:
             state = conn.poll()
@@ -153,12 +153,6 @@ class _WorkWhileWaiting:
             self._run(self.plan.pop(0))
         if self.error is not None:
             raise self.error
-
-
-def _wait_select(conn: Any) -> None:
-    from psycopg2.extras import wait_select
-
-    wait_select(conn)
 
 
 def opened(conn: sa.Connection, rows: Rows, risk_key: str, initial_state: Mapping[str, Any]) -> OpenedBar:
@@ -199,7 +193,7 @@ def write_bar(conn: sa.Connection, risk_key: str, bar_time: datetime, journal: M
         params = {f"{c}_j0": entry[c] for c in _JOURNAL_COLUMNS}
         params |= {f"{c}_s0": risk[c] for c in state_columns} if risk is not None else {}
         params |= {f"{c}_g{i}": r[c] for i, r in enumerate(signal_params) for c in columns}
-        inserted = _run(conn, stmt, params)
+        inserted = _send(conn, stmt, params).records()
     else:
         st = _statements(conn.dialect.name)
         conn.execute(st.insert_journal, entry)
@@ -230,12 +224,12 @@ def _instant(value: datetime | str) -> datetime:
 
 # ---- statements, built once per dialect ------------------------------------------------------------
 
-def _run(conn: sa.Connection, stmt: Any, params: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
-    """The rows of one statement of the bar. On PostgreSQL through the driver (DriverStatement);
-    on SQLite (in-process, where the SQL is cheap either way) through SQLAlchemy."""
+def _send(conn: sa.Connection, stmt: Any, params: Mapping[str, Any]) -> Rows:
+    """One statement of the bar. On PostgreSQL through the driver (DriverStatement); on SQLite
+    (in-process, where the SQL is cheap either way) through SQLAlchemy."""
     if conn.dialect.name != "postgresql":
-        return conn.execute(stmt, params).mappings().all()
-    return _driver_statement(stmt, conn.dialect).send(conn, params).records()
+        return Rows.of(conn.execute(stmt, params))
+    return _driver_statement(stmt, conn.dialect).send(conn, params)
 
 
 @dataclass(frozen=True)
