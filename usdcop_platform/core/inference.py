@@ -17,9 +17,11 @@ Loading a member verifies, and refuses on any mismatch:
     norm_stats_hash, and the stats were fitted for the contract's feature order;
   - the model is servable (it passed ONNX parity) and warms up to finite probabilities.
 
-The live path decides through `step()`, which runs core.policy_runner.policy_step (the per-bar
-decision the backtest uses) once per member and combines the members' probabilities, so batch
-and live share one code path; with a single member the result is policy_step's exactly.
+The live path decides through `step()`: each member's observation is core.policy_runner's
+(`observation`, the per-bar input the backtest's policy_step builds) and its probabilities are
+its graph's; a one-member ensemble runs policy_step itself. Several members run as one fused
+onnxruntime session (core.onnx_ensemble: their graphs side by side, verified at load to give each
+member's own outputs bit for bit, else they run one by one), so a bar pays one session run.
 
 The served ensemble is one immutable snapshot. `maybe_reload()` polls the registry version
 and, when it moved, builds a new snapshot beside the old one and swaps the reference in one
@@ -47,7 +49,8 @@ from usdcop_platform.contracts.features import FeatureContract
 from usdcop_platform.contracts.mlops import EnsembleConfig, EnsembleMember
 from usdcop_platform.core.actions import HOLD, N_ACTIONS
 from usdcop_platform.core.onnx_policy import OnnxPolicy, OnnxPolicyError
-from usdcop_platform.core.policy_runner import PolicyRunError, policy_step
+from usdcop_platform.core.onnx_ensemble import FusedPolicies, fuse
+from usdcop_platform.core.policy_runner import PolicyRunError, observation, policy_step
 
 WARMUP_RUNS: Final = 3  # first runs pay onnxruntime's lazy allocations; do them before serving
 PROB_SUM_TOLERANCE: Final = 1e-4  # softmax outputs of a healthy graph sum to 1 within float32 error
@@ -142,6 +145,7 @@ class EnsembleSnapshot:
     method: str
     registry_version: int | None
     loaded_at: datetime
+    fused: FusedPolicies | None = field(default=None, repr=False, compare=False)  # the members' graphs as one session
 
     @functools.cached_property
     def ensemble_hash(self) -> str:
@@ -342,7 +346,8 @@ class InferenceEngine:
             members.append(self.load_member(rec, m.weight))
         if not members:
             raise NoProductionModel("no ensemble member resolves to a servable model")
-        return EnsembleSnapshot(tuple(members), self.ensemble.method, version, datetime.now(timezone.utc))
+        fused = fuse([m.policy for m in members], self.contract.n_features)
+        return EnsembleSnapshot(tuple(members), self.ensemble.method, version, datetime.now(timezone.utc), fused)
 
     def load(self) -> EnsembleSnapshot:
         """(Re)load now. On failure the previous snapshot keeps serving and the error is raised."""
@@ -431,6 +436,14 @@ class InferenceEngine:
         k = len(snap.members)
         member_probs = np.empty((k, 1, N_ACTIONS), dtype=np.float64)
         values = np.zeros((k, 1), dtype=np.float64)
+        if snap.fused is not None:  # policy_step's input per member, every graph in one session run
+            try:
+                obs = [observation(m.normalizer, x, int(position), self.position_index)[None, :] for m in snap.members]
+            except PolicyRunError as exc:
+                raise InvalidObservation(str(exc)) from None
+            for i, probs in enumerate(snap.fused.probabilities(obs)):
+                member_probs[i, 0] = probs[0]
+            return self._assemble(snap, member_probs, values, force_flat)[0]
         for i, m in enumerate(snap.members):
             try:
                 d = policy_step(m.policy, m.normalizer, x, int(position), position_index=self.position_index,

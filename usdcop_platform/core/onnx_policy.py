@@ -26,6 +26,16 @@ class OnnxPolicyError(ValueError):
     """The ONNX file is missing, malformed, or not a policy of this platform."""
 
 
+def session_options() -> ort.SessionOptions:
+    """How every policy session runs: one intra-op thread (see OnnxPolicy), all graph optimizations."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
 class OnnxPolicy:
     """A loaded policy graph. One intra-op thread: a 15x64x64 MLP is latency-bound, and serving
     runs several models side by side."""
@@ -34,13 +44,8 @@ class OnnxPolicy:
         self.path = Path(path)
         if not self.path.is_file():
             raise OnnxPolicyError(f"{self.path}: ONNX policy file not found")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(str(self.path), session_options(), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise OnnxPolicyError(f"{self.path}: not a loadable ONNX model ({exc})") from exc
         inputs = self._session.get_inputs()

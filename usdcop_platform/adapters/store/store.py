@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +35,12 @@ from usdcop_platform.adapters.store.tables import RegistryVersion
 from usdcop_platform.adapters.store.trials import TrialRepository
 
 
+@dataclass
+class _Held:
+    conn: sa.Connection
+    since: float  # time.monotonic() when checked out
+
+
 class Store:
     """The application's SQL store (SQLite file by default, PostgreSQL when DATABASE_URL is set).
 
@@ -49,6 +57,8 @@ class Store:
         self._write_engine = write_engine(self.engine)
         self._hot_engine: sa.Engine | None = None
         self._hot_lock = threading.Lock()
+        self._held = threading.local()  # the thread's transaction() Connection (_Held)
+        self._held_all: set[sa.Connection] = set()  # every thread's, closed by dispose()
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
 
@@ -111,15 +121,46 @@ class Store:
         PostgreSQL no pre-ping round trip. Commit on success, rollback on error, errors
         translated like the sessions'. For callers that retry the WHOLE transaction on
         DatabaseUnavailable/DatabaseBusy: a connection dropped by a server restart fails the
-        first statement and the retry gets a fresh one."""
+        first statement and the retry gets a fresh one.
+
+        The calling thread keeps its Connection between transactions (no pool checkout, return
+        and Connection object per bar); a transaction that fails gives it back to the pool (which
+        discards it when the error said the server is gone), and it is handed back after
+        pool_recycle_s, so the pool's recycling still applies."""
+        conn: sa.Connection | None = None
         try:
-            with self._hot().begin() as conn:
+            conn = self._held_connection()
+            with conn.begin():
                 yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            translated = translate(self.url, exc)
+        except BaseException as exc:
+            if conn is not None:
+                self._release_held(conn)
+            translated = translate(self.url, exc) if isinstance(exc, sa.exc.SQLAlchemyError) else None
             if translated is not None:
                 raise translated from exc
             raise
+
+    def _held_connection(self) -> sa.Connection:
+        held: _Held | None = getattr(self._held, "value", None)
+        if held is not None and (held.conn.closed or held.conn.invalidated
+                                 or time.monotonic() - held.since > self.tuning.pool_recycle_s):
+            self._release_held(held.conn)
+            held = None
+        if held is None:
+            conn = self._hot().connect()
+            held = self._held.value = _Held(conn, time.monotonic())
+            with self._hot_lock:
+                self._held_all.add(conn)
+        return held.conn
+
+    def _release_held(self, conn: sa.Connection) -> None:
+        held: _Held | None = getattr(self._held, "value", None)
+        if held is not None and held.conn is conn:
+            self._held.value = None
+        with self._hot_lock:
+            self._held_all.discard(conn)
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            conn.close()
 
     def _hot(self) -> sa.Engine:
         if self.engine.dialect.name == "sqlite":
@@ -171,6 +212,12 @@ class Store:
             return int(s.execute(sa.select(RegistryVersion.version).where(RegistryVersion.id == 1)).scalar_one())
 
     def dispose(self) -> None:
+        with self._hot_lock:
+            held, self._held_all = list(self._held_all), set()
+        for conn in held:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.close()
+        self._held = threading.local()
         self.engine.dispose()
         if self._hot_engine is not None:
             self._hot_engine.dispose()

@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -105,14 +106,25 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"value of type {type(value).__name__} cannot be stored in a JSON column")
 
 
+# orjson calls _json_default for what the standard encoder would not write natively either:
+# datetimes (their isoformat, as jsonable writes them), dataclasses (refused, as json refuses them).
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def json_serializer(value: Any) -> str:
     """The engine's JSON serializer (both dialects): json.dumps(jsonable(value)).
 
-    The common case (JSON-native values, datetimes, numpy) goes straight through the C encoder,
-    which calls back only for the non-native values; only a non-finite float, which must become
-    null, takes the slower full walk. Both give the same JSON value (a property test holds them
-    together); the text differs only when two keys of one dict become the same string (True and
-    "true"), where every reader keeps the last one, as the walk does."""
+    The common case goes through orjson (the live bar's journal and features: ~10x the standard
+    encoder), which writes non-finite floats as null and calls back only for non-native values
+    (numpy, dates, Decimal, paths); what it refuses (keys that are not strings, integers beyond
+    64 bits) goes through the standard encoder, and a non-finite float among its values through
+    the full walk. All give the same JSON value (a property test holds them together); the text
+    differs in float spelling (orjson's 1e-05 is 0.00001) and when two keys of one dict become
+    the same string (True and "true"), where every reader keeps the last one, as the walk does."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError: non-string keys, big integers, unknown types
+        pass
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"), default=_json_default)
     except ValueError:

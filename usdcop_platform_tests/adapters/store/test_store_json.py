@@ -1,7 +1,8 @@
-"""The JSON columns' serializer: its fast path (the C encoder calling back for non-native values)
-writes the same JSON value as the full jsonable() walk (the same text unless two keys of a dict
-become the same string, e.g. True and "true": then the text repeats the key and any reader keeps
-the last, as the walk does), NaN/inf become null, unknown types are refused."""
+"""The JSON columns' serializer: its fast paths (orjson, or the standard C encoder for what orjson
+refuses, both calling back for non-native values) write the same JSON value as the full jsonable()
+walk (when two keys of a dict become the same string, e.g. True and "true", the text repeats the
+key and any reader keeps the last, as the walk does), NaN/inf become null, unknown types are
+refused."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ _leaves = st.one_of(
 _keys = st.one_of(st.text(max_size=6), st.integers(-5, 5), st.booleans(), st.none())
 _values = st.recursive(_leaves, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.tuples(inner, inner), st.dictionaries(_keys, inner, max_size=4)), max_leaves=20)
+# string keys only: every value orjson takes (the journal's shape)
+_documents = st.recursive(_leaves, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.tuples(inner, inner), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=20)
 
 
 def _walked(value: object) -> str:
@@ -40,6 +45,17 @@ def _walked(value: object) -> str:
 @given(_values)
 def test_fast_path_writes_what_the_walk_writes(value):
     assert json.loads(json_serializer(value)) == json.loads(_walked(value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_documents)
+def test_orjson_path_writes_what_the_walk_writes(value):
+    assert json.loads(json_serializer(value)) == json.loads(_walked(value))
+
+
+def test_values_orjson_refuses_take_the_standard_encoder():
+    big = {"n": 2**70, "x": [float("nan")]}  # beyond 64 bits
+    assert json.loads(json_serializer(big)) == {"n": 2**70, "x": [None]}
 
 
 def test_same_text_when_no_keys_collide():

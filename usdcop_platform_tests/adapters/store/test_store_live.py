@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from usdcop_platform.adapters.store import Store
+from usdcop_platform.adapters.store import Store, StoreTuning
+from usdcop_platform.adapters.store.errors import DatabaseUnavailable
 from usdcop_platform.adapters.store import live as live_sql
 from usdcop_platform.adapters.store.engine import wal_checkpointer
 from usdcop_platform.bench.live import COMMIT, DriverTap
@@ -280,3 +281,62 @@ def _on_the_server(dbapi: Any) -> bool:
     import psycopg2.extensions as pe
 
     return dbapi.info.transaction_status == pe.TRANSACTION_STATUS_ACTIVE
+
+
+def _dbapi_of(store: Store) -> Any:
+    with store.transaction() as conn:
+        return conn.connection.dbapi_connection
+
+
+def _connection_of(store: Store) -> sa.Connection:
+    with store.transaction() as conn:
+        return conn
+
+
+def test_a_thread_keeps_its_connection_between_bars(store):
+    """No pool checkout per bar: the same DBAPI connection answers consecutive transactions of a
+    thread; another thread gets its own; dispose() closes them."""
+    first = _dbapi_of(store)
+    assert _dbapi_of(store) is first and _connection_of(store) is _connection_of(store)
+    other: list[Any] = []
+    t = threading.Thread(target=lambda: other.append(_dbapi_of(store)))
+    t.start()
+    t.join()
+    assert other[0] is not first
+    store.dispose()
+    assert _dbapi_of(store) is not first
+
+
+def test_a_failed_transaction_gives_its_connection_back(store):
+    """Whatever failed (here the server ends the session), the next bar opens a fresh connection
+    and writes; a transaction that raised never leaves its connection to the next one."""
+    _write(store, T0)
+    kept, first = _connection_of(store), _dbapi_of(store)
+    if store.dialect == "postgresql":
+        with pytest.raises(DatabaseUnavailable):
+            with store.transaction() as conn:
+                live_sql.open_bar(conn, "live", INITIAL)
+                with store.engine.connect() as admin:  # another session ends this one, as a restart would
+                    admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first.info.backend_pid})
+                live_sql.read_state(conn, "live")
+    else:
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                raise RuntimeError("the bar failed")
+    assert _connection_of(store) is not kept
+    if store.dialect == "postgresql":  # the pool dropped the dead one (SQLite's pool hands the same file handle back)
+        assert _dbapi_of(store) is not first
+    t1 = T0 + timedelta(minutes=5)
+    _write(store, t1)
+    assert store.risk.load("live")["last_bar"] == t1.isoformat()
+
+
+def test_the_kept_connection_is_handed_back_after_the_recycle_age(db_url):
+    store = Store(db_url, StoreTuning(pool_recycle_s=0))
+    store.upgrade()
+    try:
+        first = _dbapi_of(store)
+        time.sleep(0.01)
+        assert _dbapi_of(store) is not first or store.dialect == "sqlite"  # SQLite's pool does not recycle
+    finally:
+        store.dispose()
