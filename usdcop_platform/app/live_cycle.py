@@ -58,7 +58,7 @@ from usdcop_platform.core.actions import HOLD
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.core.cleaning import BARS_DATASET, SessionScreen
 from usdcop_platform.core.features import FeatureError
-from usdcop_platform.core.inference import InferenceEngine, Prediction
+from usdcop_platform.core.inference import InferenceEngine, Prediction, ServingModel
 from usdcop_platform.core.risk import RiskDecision, RiskState
 from usdcop_platform.core.schema import QUARANTINE_SCHEMA
 from usdcop_platform.app.live_bars import (
@@ -220,7 +220,6 @@ class LiveCycle:
         self.limits, self.hours = cfg.mlops.risk, cfg.mlops.trading_hours
         self._sf: SessionFeatures | None = None
         self._macro: pl.DataFrame | None = None
-        self._flat_eod: dict[str, bool] = {}  # model id -> its experiment's flat_at_session_end
         # The session's raw partition as this cycle last read or wrote it (see _HeldPartition).
         self._partition: _HeldPartition | None = None
         self._written: RiskState | None = None  # the live state this cycle's last bar committed
@@ -274,18 +273,14 @@ class LiveCycle:
         prior = [b for b in bar_rows(today) if b.time < bar.time]
         return build_session_features(self.cfg, self.calendar, self.lake, session, macro, prior), "lake"
 
-    def force_flat(self, bar: Bar, model_id: str) -> bool:
+    def force_flat(self, bar: Bar, model: ServingModel) -> bool:
         """The last bar of the session is flat when the serving model's experiment says so
         (core.policy_runner's rule, as in training and the backtest)."""
         if self.calendar.bar_index(bar.time) != self.calendar.bars_per_session - 1:
             return False
-        if model_id not in self._flat_eod:
-            rec = self.store.models.get(model_id)
-            exp = self.cfg.experiments.get(rec["experiment_name"]) if rec is not None else None
-            self._flat_eod[model_id] = (
-                exp.environment.flat_at_session_end if exp is not None
+        exp = self.cfg.experiments.get(model.experiment_name) if model.experiment_name else None
+        return (exp.environment.flat_at_session_end if exp is not None
                 else bool(EnvironmentConfig.model_fields["flat_at_session_end"].default))
-        return self._flat_eod[model_id]
 
     # -- bar quality ---------------------------------------------------------------------------
     def screen(self, bar: Bar, session: date) -> pl.DataFrame:
@@ -369,18 +364,19 @@ class LiveCycle:
             bad = [n for n, v in zip(self.cfg.features.names, vec) if not np.isfinite(v)]
             raise LiveError(f"features of bar {bar.time.isoformat()} carry NaN/inf in {bad}: no signal is produced "
                             "(NaN never reaches a model; check the macro data in the lake)")
-        flat = self.force_flat(bar, snap.primary.model_id)
+        flat = self.force_flat(bar, snap.primary)
         prediction = self.engine.step(vec, position, force_flat=flat)
         return _Inference(bar.time, int(position), snap, inputs, vec, flat, prediction, source,
                           (time.perf_counter() - t0) * 1e3)
 
     def compute(self, bar: Bar, *, state_before: RiskState | None = None, registry_version: int | None = None,
-                early: _Inference | None = None) -> PendingBar:
+                early: _Inference | None = None, session: date | None = None) -> PendingBar:
         """Features, inference and the risk decision for `bar` (nothing written). `early`: the
         bar's inference made before the state was read (process), used when its position and
-        ensemble are the ones that hold now, else its features are served again to the models."""
+        ensemble are the ones that hold now, else its features are served again to the models.
+        `session`: validate_bar's answer for `bar`, when the caller has it."""
         t0 = time.perf_counter()
-        session = validate_bar(bar, self.calendar)
+        session = session or validate_bar(bar, self.calendar)
         pre = state_before if state_before is not None else self.risk_state()
         self.engine.maybe_reload(version=registry_version)
         snap = self.engine.snapshot
@@ -392,7 +388,7 @@ class LiveCycle:
         elif early.position != position or early.snapshot is not snap:  # guessed wrong: same features, new step
             vec = early.vec.copy()
             vec[self.engine.position_index] = float(position)
-            flat = self.force_flat(bar, snap.primary.model_id)
+            flat = self.force_flat(bar, snap.primary)
             inf = replace(early, position=position, snapshot=snap, vec=vec, flat=flat,
                           prediction=self.engine.step(vec, position, force_flat=flat))
         else:
@@ -422,6 +418,7 @@ class LiveCycle:
             "state_after": post.to_dict(),
         }
         signed_size = decision.target_position * decision.position_size
+        features = vec.tolist()  # Python floats, as float(v) gives them; one list for every member's row
         signals = []
         for m, mp in zip(snap.members, prediction.members):
             signals.append({
@@ -442,7 +439,7 @@ class LiveCycle:
                 "feature_hash": fh,
                 "feature_order_hash": m.feature_order_hash,
                 "norm_stats_hash": m.norm_stats_hash,
-                "features": [float(v) for v in vec],
+                "features": features,
                 "latency_ms": compute_ms,
             })
         return PendingBar(bar, session, vec, fh, prediction, decision, pre, post, journal, signals, compute_ms, source)
@@ -513,7 +510,8 @@ class LiveCycle:
                         session.isoformat(), stamp, written, screened)
                     session_bars = written.height
                     timings["lake_upsert"] = (time.perf_counter() - t1) * 1e3
-                pending = self.compute(bar, state_before=pre, registry_version=opened.registry_version, early=early)
+                pending = self.compute(bar, state_before=pre, registry_version=opened.registry_version, early=early,
+                                       session=session)
                 timings["compute"] = pending.compute_ms
                 t_write = time.perf_counter()
                 stored = live_sql.write_bar(conn, self.risk_key, bar.time, pending.journal, pending.signals,

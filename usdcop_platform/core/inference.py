@@ -123,6 +123,7 @@ class ServingModel:
     weight: float
     policy: OnnxPolicy = field(repr=False, compare=False)
     normalizer: Normalizer | None = field(repr=False, compare=False)
+    experiment_name: str | None = None  # the registry row's (its experiment's rules, e.g. flat at session end)
 
     def identity(self) -> tuple[str, str, float]:
         return self.model_id, self.onnx_hash, self.weight
@@ -322,7 +323,7 @@ class InferenceEngine:
         if want and meta_ns is not None and meta_ns != want:
             raise ModelVerificationError(f"model {mid!r}: ONNX metadata norm_stats_hash differs from the registry's")
         model = ServingModel(mid, rec["model_hash"], actual, expected_foh, rec.get("norm_stats_hash"),
-                             rec.get("stage", "?"), float(weight), policy, normalizer)
+                             rec.get("stage", "?"), float(weight), policy, normalizer, rec.get("experiment_name"))
         self._warm_up(model)
         return model
 

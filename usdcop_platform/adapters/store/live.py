@@ -189,11 +189,11 @@ def write_bar(conn: sa.Connection, risk_key: str, bar_time: datetime, journal: M
     signal_params = [{c: r.get(c) for c in columns} for r in rows]
     if conn.dialect.name == "postgresql":
         state_columns = tuple(sorted(risk)) if risk is not None else ()
-        stmt = _pg_write(state_columns, len(rows), tuple(columns))
-        params = {f"{c}_j0": entry[c] for c in _JOURNAL_COLUMNS}
-        params |= {f"{c}_s0": risk[c] for c in state_columns} if risk is not None else {}
-        params |= {f"{c}_g{i}": r[c] for i, r in enumerate(signal_params) for c in columns}
-        inserted = _send(conn, stmt, params).records()
+        shape = (state_columns, len(rows), tuple(columns))
+        values = [entry[c] for c in _JOURNAL_COLUMNS]
+        values += [risk[c] for c in state_columns] if risk is not None else []
+        values += [r[c] for r in signal_params for c in columns]
+        inserted = _send(conn, _pg_write(*shape), dict(zip(_pg_write_names(*shape), values))).records()
     else:
         st = _statements(conn.dialect.name)
         conn.execute(st.insert_journal, entry)
@@ -265,10 +265,12 @@ class DriverStatement:
     literals: Mapping[str, Any]  # the statement's own values (e.g. the registry row's id)
 
     def send(self, conn: sa.Connection, params: Mapping[str, Any]) -> Rows:
-        bound = dict(self.literals)
-        bound.update((k, json_serializer(v) if k in self.json_params
-                      else as_utc(v, k) if k in self.instant_params and v is not None else v)
-                     for k, v in params.items())
+        bound = {**self.literals, **params}
+        for k in self.json_params.intersection(params):  # a few of the parameters: no pass over all of them
+            bound[k] = json_serializer(bound[k])
+        for k in self.instant_params.intersection(params):
+            if bound[k] is not None:
+                bound[k] = as_utc(bound[k], k)
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None, "the bar's transaction has a connection"
         cursor = dbapi.cursor()
@@ -338,6 +340,13 @@ def _rows_select(table: sa.Table, columns: tuple[str, ...], n: int, tag: str) ->
                        for c in columns])
             for i in range(n)]
     return rows[0] if n == 1 else sa.union_all(*rows)
+
+
+@functools.lru_cache(maxsize=32)
+def _pg_write_names(state_columns: tuple[str, ...], n_signals: int, signal_columns: tuple[str, ...]) -> tuple[str, ...]:
+    """_pg_write's bind parameter names, in the order write_bar lists the values."""
+    return (*(f"{c}_j0" for c in _JOURNAL_COLUMNS), *(f"{c}_s0" for c in state_columns),
+            *(f"{c}_g{i}" for i in range(n_signals) for c in signal_columns))
 
 
 @functools.lru_cache(maxsize=32)

@@ -50,6 +50,15 @@ def _finite(name: str, value: Any) -> float:
     return x
 
 
+def _finite_list(name: str, values: Any) -> list[float]:
+    """[_finite(name[i], v) ...], the element's name formatted only for the one that fails."""
+    xs = [float(v) for v in values]
+    if not all(map(math.isfinite, xs)):
+        i = next(i for i, x in enumerate(xs) if not math.isfinite(x))
+        _finite(f"{name}[{i}]", xs[i])
+    return xs
+
+
 def normalize_signal(signal: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a signal dict and coerce it to column values (ValueError names the bad field)."""
     reject_unknown("signal", signal, REQUIRED + OPTIONAL)
@@ -75,7 +84,7 @@ def normalize_signal(signal: Mapping[str, Any]) -> dict[str, Any]:
         row["position_recommendation"] = _finite("position_recommendation", row["position_recommendation"])
     if "latency_ms" in row:
         row["latency_ms"] = float(row["latency_ms"])
-    row["features"] = [_finite(f"features[{i}]", v) for i, v in enumerate(signal.get("features") or [])]
+    row["features"] = _finite_list("features", signal.get("features") or [])
     row["created_at"] = as_utc(row["created_at"], "created_at") if "created_at" in row else utcnow()
     return row
 

@@ -49,6 +49,8 @@ def test_bad_signals_are_refused(store: Store) -> None:
         store.signals.upsert(signal(bar_time=datetime(2024, 3, 4, 8, 5)))
     with pytest.raises(ValueError, match="NaN"):
         store.signals.upsert(signal(features=[float("nan")] * 15))
+    with pytest.raises(ValueError, match=r"signal features\[3\] is inf; NaN/inf"):
+        store.signals.upsert(signal(features=[0.5, 1, 2.0, float("inf"), float("nan")]))
     with pytest.raises(ValueError, match="0 \\(SELL\\)"):
         store.signals.upsert(signal(action=3))
     with pytest.raises(ValueError, match="unknown signal field"):
