@@ -7,7 +7,9 @@ anywhere and a study outlives the process that started it:
     is older than GRACE_SECONDS (its worker died) is marked FAIL by the next worker that starts a
     trial (or by `fail_stale`), and RetryHeartbeatStaleTrialCallback queues its parameters once more;
   * `pool_pre_ping`: a connection the database dropped (server restart, terminated backend) is
-    replaced before use instead of failing the trial's next write.
+    replaced before use instead of failing the trial's next write;
+  * opening a study is retried (OPEN_RETRIES, backoff) when its connection is cut mid-open or
+    the server is away, then fails with the store's DatabaseUnavailable naming the database.
 
 Optuna keeps its own tables (studies, trials, ...) and its own `alembic_version` table; the
 platform's migrations use `usdcop_alembic_version`, and Dagster's PostgreSQL storage lives in its
@@ -19,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from usdcop_platform.adapters.store._sql import retry_transient
 from usdcop_platform.contracts.search import SearchConfig
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 HEARTBEAT_SECONDS = 2
 GRACE_SECONDS = 6
 MAX_RETRY = 1  # a failed trial's parameters are tried once more, then the search moves on
+OPEN_RETRIES, OPEN_RETRY_DELAY_S, OPEN_RETRY_MAX_DELAY_S = 3, 0.5, 2.0  # a study opened during a restart
 
 
 def optuna_url(database_url: str) -> str:
@@ -63,10 +67,35 @@ def open_study(database_url: str, name: str, space: SearchConfig) -> "optuna.Stu
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=space.pruner.startup_trials, n_warmup_steps=space.pruner.warmup_evaluations
     )
-    return optuna.create_study(
-        study_name=name, storage=storage(database_url), sampler=sampler, pruner=pruner,
-        direction="maximize", load_if_exists=True,
-    )
+
+    def attempt() -> "optuna.Study":
+        try:
+            return optuna.create_study(
+                study_name=name, storage=storage(database_url), sampler=sampler, pruner=pruner,
+                direction="maximize", load_if_exists=True,
+            )
+        except Exception as exc:
+            transient = _transient(database_url, exc)
+            if transient is not None:
+                raise transient from exc
+            raise
+
+    # Opening is idempotent (load_if_exists): a connection cut mid-open (a server restart; the
+    # pre-ping cannot cover the gap between its ping and the next statement) opens it again.
+    return retry_transient(attempt, OPEN_RETRIES, OPEN_RETRY_DELAY_S, OPEN_RETRY_MAX_DELAY_S)
+
+
+def _transient(database_url: str, exc: BaseException) -> Exception | None:
+    """DatabaseUnavailable/DatabaseBusy for a dropped connection or a busy database, whether
+    SQLAlchemy raised it or Optuna wrapped it (StorageInternalError from the SQLAlchemy error)."""
+    import sqlalchemy as sa
+
+    from usdcop_platform.adapters.store.engine import translate
+    from usdcop_platform.adapters.store.errors import DatabaseBusy, DatabaseUnavailable
+
+    cause = exc if isinstance(exc, sa.exc.SQLAlchemyError) else exc.__cause__
+    translated = translate(database_url, cause) if isinstance(cause, sa.exc.SQLAlchemyError) else None
+    return translated if isinstance(translated, (DatabaseUnavailable, DatabaseBusy)) else None
 
 
 def fail_stale(study: "optuna.Study") -> list[int]:

@@ -14,6 +14,8 @@ operations, so they agree bit for bit (app/live_cycle.py's docstring says where 
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -156,6 +158,7 @@ class SessionFeatures:
     open_utc: datetime  # the session's first bar start
     bar_seconds: float
     consumed: list[datetime] = field(default_factory=list)
+    _indices: list[int] = field(default_factory=list, repr=False)  # index_of each consumed bar, kept as they come
 
     @classmethod
     def start(cls, calendar: TradingCalendar, session: date, engine: IncrementalFeatureEngine,
@@ -170,6 +173,7 @@ class SessionFeatures:
     def consume(self, t: datetime) -> None:
         """Record that the engine has been updated with the session bar starting at `t`."""
         self.consumed.append(t)
+        self._indices.append(self.index_of(t))
 
     def index_of(self, t: datetime) -> int:
         return int((t - self.open_utc).total_seconds() // self.bar_seconds)
@@ -179,9 +183,14 @@ class SessionFeatures:
 
     def inputs(self) -> dict[str, Any]:
         """What the features of the next bar are computed from (recorded in the journal)."""
+        if len(self._indices) != len(self.consumed):  # `consumed` was given, not built by consume()
+            self._indices = [self.index_of(t) for t in self.consumed]
+        return {**self._window, "session_bar_indices": list(self._indices)}
+
+    @functools.cached_property
+    def _window(self) -> dict[str, Any]:
         return {"session": self.session.isoformat(), "warmup_first": self.warmup_first.isoformat(),
-                "warmup_last": self.warmup_last.isoformat(), "n_warmup": self.n_warmup,
-                "session_bar_indices": [self.index_of(t) for t in self.consumed]}
+                "warmup_last": self.warmup_last.isoformat(), "n_warmup": self.n_warmup}
 
     def cache_meta(self) -> dict[str, Any]:
         """The feature-cache entry after the last consumed bar (resume_session_features reads it)."""

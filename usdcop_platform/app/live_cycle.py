@@ -515,7 +515,7 @@ class LiveCycle:
                 timings["compute"] = pending.compute_ms
                 t_write = time.perf_counter()
                 stored = live_sql.write_bar(conn, self.risk_key, bar.time, pending.journal, pending.signals,
-                                            pending.state_after.to_dict(), opened.state.get("last_bar"))
+                                            pending.journal["state_after"], opened.state.get("last_bar"))
             return CycleResult(bar, session, stored, duplicate=False, pending=pending, timings_ms=timings,
                                session_bars=session_bars), t_write
 

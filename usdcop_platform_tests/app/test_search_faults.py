@@ -17,6 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from usdcop_platform.adapters import optuna_store
+from usdcop_platform.adapters.store import DatabaseUnavailable
+from usdcop_platform.bench.tcp_proxy import TcpProxy
 from usdcop_platform.app import search as app_search
 from usdcop_platform.app.execution import InProcessExecutor
 from usdcop_platform_tests.app.search_support import inputs, recorder, small_experiment
@@ -41,6 +43,35 @@ def _terminate(admin: sa.Engine, app_name: str) -> int:
         return len(conn.execute(sa.text(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :n AND pid <> pg_backend_pid()"
         ), {"n": app_name}).all())
+
+
+@pytest.fixture
+def proxied_url(postgres_url):
+    """The test's schema through a TCP proxy the test can stop (the server away) and start again."""
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    yield proxy, postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    proxy.stop()
+
+
+def test_a_study_opened_while_the_server_is_away_opens_once_it_is_back(proxied_url, exp) -> None:
+    proxy, url = proxied_url
+    proxy.stop()
+    back = threading.Timer(1.0, proxy.start)
+    back.start()
+    t0 = time.monotonic()
+    try:
+        study = optuna_store.open_study(url, "opened-during-a-restart", exp.search)
+    finally:
+        back.join()
+    assert time.monotonic() - t0 >= 0.9 and study.study_name == "opened-during-a-restart"
+    assert optuna_store.open_study(url, "opened-during-a-restart", exp.search)._study_id == study._study_id
+
+
+def test_a_study_whose_server_stays_away_fails_with_a_clear_error(proxied_url, exp) -> None:
+    proxy, url = proxied_url
+    proxy.stop()
+    with pytest.raises(DatabaseUnavailable, match="database unavailable"):
+        optuna_store.open_study(url, "never-opened", exp.search)
 
 
 def test_store_connections_dropped_during_a_study(tmp_path, exp, tagged_url) -> None:

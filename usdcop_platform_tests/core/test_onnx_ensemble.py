@@ -24,19 +24,6 @@ from usdcop_platform.core.policy_runner import policy_step
 
 
 @pytest.fixture
-def cfg(platform_config):
-    return platform_config
-
-
-@pytest.fixture
-def train(cfg):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(500, cfg.features.n_features))
-    x[:, cfg.features.names.index("position")] = rng.integers(-1, 2, 500)
-    return x
-
-
-@pytest.fixture
 def ppo_models(tmp_path, cfg, train):
     models, _ = _sb3_models(tmp_path, cfg, train, 3)
     return models
