@@ -8,8 +8,9 @@ anywhere and a study outlives the process that started it:
     trial (or by `fail_stale`), and RetryHeartbeatStaleTrialCallback queues its parameters once more;
   * `pool_pre_ping`: a connection the database dropped (server restart, terminated backend) is
     replaced before use instead of failing the trial's next write;
-  * opening a study is retried (OPEN_RETRIES, backoff) when its connection is cut mid-open or
-    the server is away, then fails with the store's DatabaseUnavailable naming the database.
+  * the driver's own work on a study (opening it, reading and settling its trials: `retrying`) is
+    run again (RETRIES, backoff) when its connection is cut or the server is away, then fails
+    with the store's DatabaseUnavailable naming the database.
 
 Optuna keeps its own tables (studies, trials, ...) and its own `alembic_version` table; the
 platform's migrations use `usdcop_alembic_version`, and Dagster's PostgreSQL storage lives in its
@@ -18,8 +19,9 @@ own database (docker-compose.yml), so the three never meet.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from usdcop_platform.adapters.store._sql import retry_transient
 from usdcop_platform.contracts.search import SearchConfig
@@ -27,10 +29,12 @@ from usdcop_platform.contracts.search import SearchConfig
 if TYPE_CHECKING:
     import optuna
 
+T = TypeVar("T")
+
 HEARTBEAT_SECONDS = 2
 GRACE_SECONDS = 6
 MAX_RETRY = 1  # a failed trial's parameters are tried once more, then the search moves on
-OPEN_RETRIES, OPEN_RETRY_DELAY_S, OPEN_RETRY_MAX_DELAY_S = 3, 0.5, 2.0  # a study opened during a restart
+RETRIES, RETRY_DELAY_S, RETRY_MAX_DELAY_S = 3, 0.5, 2.0  # the driver's study work during a restart (retrying)
 
 
 def optuna_url(database_url: str) -> str:
@@ -67,22 +71,29 @@ def open_study(database_url: str, name: str, space: SearchConfig) -> "optuna.Stu
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=space.pruner.startup_trials, n_warmup_steps=space.pruner.warmup_evaluations
     )
+    # Opening is idempotent (load_if_exists): a connection cut mid-open (a server restart; the
+    # pre-ping cannot cover the gap between its ping and the next statement) opens it again.
+    return retrying(database_url, lambda: optuna.create_study(
+        study_name=name, storage=storage(database_url), sampler=sampler, pruner=pruner,
+        direction="maximize", load_if_exists=True,
+    ))
 
-    def attempt() -> "optuna.Study":
+
+def retrying(database_url: str, fn: Callable[[], T]) -> T:
+    """`fn` (idempotent work on a study: opening it, reading its trials, failing stale ones), run
+    again with backoff while its connection is cut or the database is busy (RETRIES times); then
+    the store's DatabaseUnavailable/DatabaseBusy, naming the database."""
+
+    def attempt() -> T:
         try:
-            return optuna.create_study(
-                study_name=name, storage=storage(database_url), sampler=sampler, pruner=pruner,
-                direction="maximize", load_if_exists=True,
-            )
+            return fn()
         except Exception as exc:
             transient = _transient(database_url, exc)
             if transient is not None:
                 raise transient from exc
             raise
 
-    # Opening is idempotent (load_if_exists): a connection cut mid-open (a server restart; the
-    # pre-ping cannot cover the gap between its ping and the next statement) opens it again.
-    return retry_transient(attempt, OPEN_RETRIES, OPEN_RETRY_DELAY_S, OPEN_RETRY_MAX_DELAY_S)
+    return retry_transient(attempt, RETRIES, RETRY_DELAY_S, RETRY_MAX_DELAY_S)
 
 
 def _transient(database_url: str, exc: BaseException) -> Exception | None:

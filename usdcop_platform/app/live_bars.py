@@ -15,7 +15,6 @@ operations, so they agree bit for bit (app/live_cycle.py's docstring says where 
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -158,7 +157,10 @@ class SessionFeatures:
     open_utc: datetime  # the session's first bar start
     bar_seconds: float
     consumed: list[datetime] = field(default_factory=list)
-    _indices: list[int] = field(default_factory=list, repr=False)  # index_of each consumed bar, kept as they come
+    _indices: list[int] = field(init=False, repr=False)  # index_of each consumed bar, kept as they come
+
+    def __post_init__(self) -> None:
+        self._indices = [self.index_of(t) for t in self.consumed]
 
     @classmethod
     def start(cls, calendar: TradingCalendar, session: date, engine: IncrementalFeatureEngine,
@@ -183,8 +185,6 @@ class SessionFeatures:
 
     def inputs(self) -> dict[str, Any]:
         """What the features of the next bar are computed from (recorded in the journal)."""
-        if len(self._indices) != len(self.consumed):  # `consumed` was given, not built by consume()
-            self._indices = [self.index_of(t) for t in self.consumed]
         return {**self._window, "session_bar_indices": list(self._indices)}
 
     @functools.cached_property

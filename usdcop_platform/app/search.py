@@ -22,6 +22,7 @@ gate, whose DSR now counts the search's trials. Nothing here registers or promot
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -210,13 +211,16 @@ def run_search(
         raise ValueError(f"workers must be >= 1, got {workers}")
     space = S.space_of(inputs.exp)
     study = optuna_store.open_study(inputs.database_url, inputs.study_name, space)
+    # The driver's own work on the study is idempotent: a connection cut under it runs it again
+    # (a trial's own failure is the trial's, counted below).
+    retry = functools.partial(optuna_store.retrying, inputs.database_url)
     t0 = time.perf_counter()
     failures: list[str] = []
     attempts = 0
     budget = MAX_ATTEMPTS_FACTOR * trials + workers
     while True:
-        optuna_store.fail_stale(study)
-        missing = trials - len(finished_trials(study))
+        retry(lambda: optuna_store.fail_stale(study))
+        missing = trials - len(retry(lambda: finished_trials(study)))
         if missing <= 0 or attempts >= budget:
             break
         batch = list(range(attempts, attempts + missing))
@@ -225,23 +229,23 @@ def run_search(
             if isinstance(out, BaseException):
                 failures.append(failure_text(out))
             if recorder is not None:
-                recorder.record(study, space)
+                retry(lambda: recorder.record(study, space))
             if progress is not None:
-                done = finished_trials(study)
+                done, best = retry(lambda: (finished_trials(study), best_trial(study, space)))
                 progress({"finished": len(done), "target": trials, "last": None if isinstance(out, BaseException) else out,
-                          "error": failures[-1] if isinstance(out, BaseException) else None,
-                          "best": best_trial(study, space)})
+                          "error": failures[-1] if isinstance(out, BaseException) else None, "best": best})
         if failures and len(failures) >= budget:
             break
-    optuna_store.settle(study)  # a dead driver's orphan is reported FAIL, not RUNNING
+    retry(lambda: optuna_store.settle(study))  # a dead driver's orphan is reported FAIL, not RUNNING
     if recorder is not None:
-        recorder.record(study, space)
-    all_trials = study.get_trials(deepcopy=False)
-    states = [t.state.name for t in all_trials]
+        retry(lambda: recorder.record(study, space))
+    states, finished, best, rows = retry(lambda: (
+        [t.state.name for t in study.get_trials(deepcopy=False)], len(finished_trials(study)),
+        best_trial(study, space), trial_rows(study, space)))
     report = SearchReport(
-        study_name=inputs.study_name, target=trials, finished=len(finished_trials(study)),
+        study_name=inputs.study_name, target=trials, finished=finished,
         complete=states.count("COMPLETE"), pruned=states.count("PRUNED"), failed=states.count("FAIL"),
-        best=best_trial(study, space), trials=trial_rows(study, space), executor=executor.name,
+        best=best, trials=rows, executor=executor.name,
         seconds=round(time.perf_counter() - t0, 3), task_failures=failures,
         recorded=list(recorder.recorded) if recorder is not None else [],
         parent_run_id=recorder.parent_run_id if recorder is not None else None,

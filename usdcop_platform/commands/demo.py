@@ -139,59 +139,58 @@ def approve_through_api(proposal_id: str, settings: Settings, notes: str, *, ove
 
 
 def run_demo(settings: Settings, experiment: str, timesteps: int | None) -> dict[str, Any]:
-    """`usdcop run` on the synthetic source, then the second vote and the live path."""
+    """app.demo.run_demo with the CLI's steps (`usdcop run`, the approvals API in a child process,
+    the live job on the local instance, replay), printing each step."""
     from usdcop_platform.adapters.store import get_store
-    from usdcop_platform.app.demo import approval_notes, is_override, live_session
+    from usdcop_platform.app.demo import DemoError, DemoSteps
+    from usdcop_platform.app.demo import run_demo as demo
     from usdcop_platform.commands.live import replay
     from usdcop_platform.commands.run import run_with_progress, summary_table
     from usdcop_platform.contracts.platform import load_platform_config
     from usdcop_platform.core.calendar import TradingCalendar
 
-    t0 = time.perf_counter()
     cfg = load_platform_config(settings.config_dir)
-    calendar = TradingCalendar(cfg.instrument)
-    exp = cfg.experiment(experiment)
     console.print(f"[bold]1/5[/] config valid: {len(cfg.experiments)} experiments, feature contract "
                   f"{cfg.features.version} ({cfg.features.feature_order_hash[:12]})")
-
     store = get_store(settings.resolved_database_url)
     console.print(f"[bold]2/5[/] database at head revision {store.revision()} ({store.masked_url})")
     console.print(asset_graph_table())
 
-    out = run_with_progress(console, experiment=experiment, source="synthetic", settings=settings, timesteps=timesteps)
-    console.print("[bold]3/5[/] usdcop run: synthetic bars + macro → features → dataset → model → backtest → proposal")
-    console.print(summary_table(out))
-    trained, proposal = out["trained"], out["proposal"]
-    console.print(edge_table(settings, experiment, out))
+    def on_step(step: str, info: dict[str, Any]) -> None:
+        if step == "pipeline":
+            console.print("[bold]3/5[/] usdcop run: synthetic bars + macro → features → dataset → model → backtest "
+                          "→ proposal")
+            console.print(summary_table(info))
+            console.print(edge_table(settings, experiment, info))
+            console.print(f"[bold]4/5[/] {first_vote_line(info['proposal'])}")
+        elif step == "approved":
+            console.print(f"[bold]4/5[/] {second_vote_line(info['proposal'], 'APPROVED', DEMO_REVIEWER)}: model "
+                          f"{info['model_id']} is in production (registry version "
+                          f"{info['decision'].get('registry_version')})")
+        elif step == "decided before":
+            console.print(f"[bold]4/5[/] {second_vote_line(info['proposal'], info['decision']['status'], None)} "
+                          f"(same model as a previous run); production model {info['model_id']}")
 
-    console.print(f"[bold]4/5[/] {first_vote_line(proposal)}")
-    if proposal["status"] == "PENDING_APPROVAL":
-        decision = approve_through_api(proposal["proposal_id"], settings, approval_notes(proposal),
-                                       override=is_override(proposal))
-        console.print(f"[bold]4/5[/] {second_vote_line(proposal, 'APPROVED', DEMO_REVIEWER)}: model "
-                      f"{trained['model_id']} is in production (registry version {decision.get('registry_version')})")
-    else:  # a re-run: the same config, data and seed minted the same model, already decided
-        decision = {"status": proposal["status"]}
-        production = store.models.production()
-        if production is None:
-            raise UserFacingError(f"proposal {proposal['proposal_id']} is {proposal['status']} and there is "
-                                  "no production model for the live step")
-        console.print(f"[bold]4/5[/] {second_vote_line(proposal, proposal['status'], None)} (same model as a "
-                      f"previous run); production model {production['model_id']}")
+    def pipeline() -> dict[str, Any]:
+        return run_with_progress(console, experiment=experiment, source="synthetic", settings=settings,
+                                 timesteps=timesteps)
 
-    live_day = live_session(exp, calendar)
-    with console.status(f"5/5 live job: the bars of session {live_day} in one catch-up run"):
-        n_bars = run_live_session(live_day, settings)
-    report = replay(live_day, settings)
-    signals = store.signals.list(session_date=live_day, model_id=trained["model_id"])
-    console.print(f"[bold]5/5[/] live path: {n_bars} bars → {len(signals)} signals; replay "
-                  f"{'reproduced them bit for bit' if report.matched else 'FOUND DIFFERENCES'}")
-    console.print(signals_table(signals))
-    return {
-        "run": out, "trained": trained, "proposal": proposal, "decision": decision,
-        "override": is_override(proposal), "live_session": live_day.isoformat(), "signals": len(signals),
-        "replay_matched": bool(report.matched), "seconds": round(time.perf_counter() - t0, 1),
-    }
+    def send_live_session(day: date) -> int:
+        with console.status(f"5/5 live job: the bars of session {day} in one catch-up run"):
+            return run_live_session(day, settings)
+
+    steps = DemoSteps(
+        run_pipeline=pipeline,
+        approve=lambda pid, notes, override: approve_through_api(pid, settings, notes, override=override),
+        send_live_session=send_live_session, replay=lambda day: replay(day, settings))
+    try:
+        outcome = demo(cfg.experiment(experiment), TradingCalendar(cfg.instrument), store, steps, on_step=on_step)
+    except DemoError as exc:
+        raise UserFacingError(str(exc)) from None
+    console.print(f"[bold]5/5[/] live path: {outcome.bars} bars → {len(outcome.signals)} signals; replay "
+                  f"{'reproduced them bit for bit' if outcome.replay_matched else 'FOUND DIFFERENCES'}")
+    console.print(signals_table(outcome.signals))
+    return outcome.summary()
 
 
 def edge_table(settings: Settings, experiment: str, out: dict[str, Any]) -> Table:

@@ -74,6 +74,29 @@ def test_a_study_whose_server_stays_away_fails_with_a_clear_error(proxied_url, e
         optuna_store.open_study(url, "never-opened", exp.search)
 
 
+def test_the_drivers_reads_of_a_study_wait_for_the_server(proxied_url, exp) -> None:
+    """A study's trials read while the server is away (the driver between two trials): read
+    again once it is back; an error that is not the connection's is raised at once."""
+    proxy, url = proxied_url
+    study = optuna_store.open_study(url, "read-during-a-restart", exp.search)
+    proxy.stop()
+    back = threading.Timer(1.0, proxy.start)
+    back.start()
+    try:
+        assert optuna_store.retrying(url, lambda: app_search.finished_trials(study)) == []
+    finally:
+        back.join()
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise ValueError("not a connection error")
+
+    with pytest.raises(ValueError, match="not a connection error"):
+        optuna_store.retrying(url, broken)
+    assert calls == [1]
+
+
 def test_store_connections_dropped_during_a_study(tmp_path, exp, tagged_url) -> None:
     url, app_name = tagged_url
     admin = sa.create_engine(url.split("?")[0])

@@ -126,7 +126,10 @@ class Store:
         The calling thread keeps its Connection between transactions (no pool checkout, return
         and Connection object per bar); a transaction that fails gives it back to the pool (which
         discards it when the error said the server is gone), and it is handed back after
-        pool_recycle_s, so the pool's recycling still applies."""
+        pool_recycle_s, so the pool's recycling still applies. Not re-entrant on one thread."""
+        held: _Held | None = getattr(self._held, "value", None)
+        if held is not None and held.conn.in_transaction():
+            raise StoreError("Store.transaction() is already open on this thread (it is not re-entrant)")
         conn: sa.Connection | None = None
         try:
             conn = self._held_connection()

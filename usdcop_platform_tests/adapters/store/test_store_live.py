@@ -340,3 +340,14 @@ def test_the_kept_connection_is_handed_back_after_the_recycle_age(db_url):
         assert _dbapi_of(store) is not first or store.dialect == "sqlite"  # SQLite's pool does not recycle
     finally:
         store.dispose()
+
+
+def test_a_transaction_inside_another_on_one_thread_is_refused(store):
+    from usdcop_platform.adapters.store.errors import StoreError
+
+    with store.transaction() as conn:
+        with pytest.raises(StoreError, match="not re-entrant"):
+            with store.transaction():
+                pass
+        live_sql.open_bar(conn, "live", INITIAL)  # the outer transaction goes on
+    _write(store, T0)
