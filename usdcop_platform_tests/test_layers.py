@@ -76,3 +76,19 @@ def test_the_walk_sees_imports_inside_functions(tmp_path) -> None:
     src = tmp_path / "m.py"
     src.write_text("def f():\n    from usdcop_platform.api.app import create_app\n")
     assert (2, "usdcop_platform.api.app") in _imports(src)
+
+
+def test_importing_the_use_cases_loads_no_dagster() -> None:
+    """Not through the adapters they import either (the MLflow adapter used to be a Dagster
+    resource; now defs/resources.MlflowResource is the adapter configured for Dagster)."""
+    import subprocess
+    import sys
+
+    modules = [f"usdcop_platform.app.{p.stem}" for p in sorted((PACKAGE / "app").glob("*.py")) if p.stem != "__init__"]
+    modules.append("usdcop_platform.adapters.tracking")
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster' or m.startswith('dagster_')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,6 +1,6 @@
-"""MLflow tracking behind a small Dagster resource.
+"""MLflow tracking (`MlflowTracking`; Dagster's "mlflow" resource is it, configured: defs/resources.py).
 
-Everything goes through an `MlflowClient` bound to this resource's tracking URI, with explicit
+Everything goes through an `MlflowClient` bound to this adapter's tracking URI, with explicit
 run ids: no `mlflow.start_run()`, no process-global active run, no `mlflow.set_tracking_uri()`
 (one scoped exception, `_global_tracking_uri`, for a lookup MLflow's SQL registry makes globally).
 Two trainings in one process therefore never share a run, a tracking URI or a metric buffer.
@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import dagster as dg
+from pydantic import BaseModel
+from typing_extensions import Self
 
 from usdcop_platform.contracts.base import content_hash
 from usdcop_platform.settings import DEFAULT_DAGSTER_UI_URL, DEFAULT_MLFLOW_UI_URL, Settings, get_settings
@@ -386,8 +387,10 @@ def logged_model_url(ui_url: str, experiment_id: str, model_id: str) -> str:
     return f"{ui_url.rstrip('/')}/#/experiments/{exp}/models/{mid}{UI_VIEW}"
 
 
-class MlflowResource(dg.ConfigurableResource):
-    """Resource key "mlflow": where runs, artefacts and registered models go, and the UIs to link."""
+class MlflowTracking(BaseModel):
+    """Where runs, artefacts and registered models go, and the UIs to link. No Dagster here: the
+    use cases take it as it is; the Dagster resource (defs/resources.MlflowResource) adds only
+    Dagster's configuration to it."""
 
     tracking_uri: str
     artifact_root: str
@@ -396,7 +399,7 @@ class MlflowResource(dg.ConfigurableResource):
     dagster_ui_url: str = DEFAULT_DAGSTER_UI_URL  # Dagster UI a browser opens (run links in MLflow tags)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "MlflowResource":
+    def from_settings(cls, settings: Settings | None = None) -> Self:
         s = settings or get_settings()
         return cls(
             tracking_uri=s.resolved_mlflow_uri,

@@ -6,7 +6,7 @@ model never registered in MLflow) is logged and never undoes or fails the approv
 an approval or a rollback) and `usdcop rollback` both call `sync_champion` with their settings.
 
 Which MLflow model version: the registered model is named by the training resource
-(`MlflowResource.registered_model_name(experiment)`), the version is the registry row's
+(`MlflowTracking.registered_model_name(experiment)`), the version is the registry row's
 `mlflow_model_version`; when only `mlflow_run_id` is known, the version created from that run.
 """
 
@@ -54,9 +54,9 @@ def sync_champion(settings: Settings, store: Any) -> str | None:
         model = store.models.production()
         if model is None or not (model.get("mlflow_model_version") or model.get("mlflow_run_id")):
             return None
-        from usdcop_platform.adapters.tracking import MlflowResource
+        from usdcop_platform.adapters.tracking import MlflowTracking
 
-        resource = MlflowResource.from_settings(settings)
+        resource = MlflowTracking.from_settings(settings)
         client = resource.client()
         name = resource.registered_model_name(model["experiment_name"])
         version = _resolve_version(client, name, model)

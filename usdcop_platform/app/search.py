@@ -267,7 +267,7 @@ class TrialRecorder:
 
     store: Any
     lake: Any
-    mlflow: Any  # adapters.tracking.MlflowResource
+    mlflow: Any  # adapters.tracking.MlflowTracking
     exp: ExperimentConfig
     data_hash: str
     run_id: str | None = None  # the Dagster run, when launched from the asset
@@ -505,7 +505,7 @@ def search_experiment(
 ) -> dict[str, Any]:
     """The search of experiment `name` (config `exp`) over its stored dataset (the use case behind models/search):
     `tune`'s summary plus the dataset hash and the family's trial count in the ledger afterwards.
-    `tracking` is the MLflow adapter (adapters.tracking.MlflowResource) the trials are logged to."""
+    `tracking` is the MLflow adapter (adapters.tracking.MlflowTracking) the trials are logged to."""
     from usdcop_platform.core import datasets as ds
 
     dataset = ds.load_dataset(lake, name, contract)

@@ -32,7 +32,7 @@ PACKAGE_ARTIFACT_PATH = "package"  # under the run's artifact root (which MLflow
 class TrainingInputs:
     """What a training reads and writes: the experiment and its feature contract, the store, the lake,
     the models directory, the calendar's annualization and the tracking adapter
-    (adapters.tracking.MlflowResource: `run(...)`, `registered_model_name(name)`)."""
+    (adapters.tracking.MlflowTracking: `run(...)`, `registered_model_name(name)`)."""
 
     name: str
     exp: ExperimentConfig

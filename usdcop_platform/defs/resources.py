@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from usdcop_platform.adapters.lake import ParquetLake
+from usdcop_platform.adapters.tracking import MlflowTracking
 from usdcop_platform.contracts.platform import PlatformConfig, get_config
 from usdcop_platform.core.calendar import TradingCalendar
 from usdcop_platform.settings import DATABASE_PASSWORD_ENV, Settings, get_settings, url_with_password
@@ -90,10 +91,13 @@ def build_resources(settings: Settings | None = None) -> dict[str, Any]:
 _DOMAIN_RESOURCE_BUILDERS: list[Any] = []
 
 
+class MlflowResource(dg.ConfigurableResource, MlflowTracking):
+    """Resource key "mlflow": the MLflow adapter (adapters.tracking.MlflowTracking: its fields and
+    methods) as a Dagster resource, so its configuration shows in the UI. Nothing else."""
+
+
 def _mlflow_resources(s: Settings) -> dict[str, Any]:
     """The "mlflow" resource: tracking URI and artifact root from settings (training domain)."""
-    from usdcop_platform.adapters.tracking import MlflowResource
-
     return {"mlflow": MlflowResource.from_settings(s)}
 
 

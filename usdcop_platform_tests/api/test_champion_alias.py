@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from usdcop_platform.adapters.tracking import MlflowResource, run_url
+from usdcop_platform.adapters.tracking import MlflowTracking, run_url
 from usdcop_platform.api.app import create_app
 from usdcop_platform.app.champion import CHAMPION_ALIAS
 from usdcop_platform_tests.api.conftest import make_settings, seed_proposal
@@ -21,7 +21,7 @@ def db_url(sqlite_url: str) -> str:
     return sqlite_url
 
 
-def _register(resource: MlflowResource, experiment: str) -> tuple[str, str]:
+def _register(resource: MlflowTracking, experiment: str) -> tuple[str, str]:
     """One training run with one registered model version, as training does; (run_id, version)."""
     run = resource.start_run(experiment, "train")
     client = run.client
@@ -38,7 +38,7 @@ def _register(resource: MlflowResource, experiment: str) -> tuple[str, str]:
 
 def test_champion_follows_approvals_and_rollbacks(tmp_path: Path, db_url, store, lake, calendar, keys) -> None:
     settings = make_settings(tmp_path, db_url, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    resource = MlflowResource.from_settings(settings)
+    resource = MlflowTracking.from_settings(settings)
     client = resource.client()
     name = resource.registered_model_name("baseline")
     (run_a, ver_a), (run_b, ver_b), (run_c, ver_c) = (_register(resource, "baseline") for _ in range(3))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.adapters.store import get_store
-from usdcop_platform.adapters.tracking import MlflowResource
+from usdcop_platform.adapters.tracking import MlflowTracking
 from usdcop_platform.app import search as app_search
 from usdcop_platform.contracts.experiment import ExperimentConfig
 from usdcop_platform.core import search as S
@@ -39,5 +39,5 @@ def inputs(exp: ExperimentConfig, database_url: str, *, seed: int = 3) -> app_se
 
 def recorder(root: Path, exp: ExperimentConfig, database_url: str) -> app_search.TrialRecorder:
     store = get_store(database_url)
-    mlflow = MlflowResource(tracking_uri=fresh_mlflow_uri(root / "state"), artifact_root=str(root / "state" / "art"))
+    mlflow = MlflowTracking(tracking_uri=fresh_mlflow_uri(root / "state"), artifact_root=str(root / "state" / "art"))
     return app_search.TrialRecorder(store=store, lake=ParquetLake(root / "lake"), mlflow=mlflow, exp=exp, data_hash="d" * 64)

@@ -22,7 +22,7 @@ import yaml
 from usdcop_platform.adapters import backtests as bt_store
 from usdcop_platform.adapters.lake import ParquetLake
 from usdcop_platform.adapters.store import get_store
-from usdcop_platform.adapters.tracking import MlflowResource
+from usdcop_platform.defs.resources import MlflowResource
 from usdcop_platform.bench.backtest import mlp_policy_onnx
 from usdcop_platform.contracts.base import file_hash, sha256_hex
 from usdcop_platform.contracts.platform import DEFAULT_CONFIG_DIR, load_platform_config

@@ -17,7 +17,8 @@ import yaml
 
 from usdcop_platform.adapters import backtests as bt_store
 from usdcop_platform.adapters.store import ExperimentContractConflict, get_store
-from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS, MlflowResource
+from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS
+from usdcop_platform.defs.resources import MlflowResource
 from usdcop_platform.contracts.base import file_hash
 from usdcop_platform.contracts.platform import DEFAULT_CONFIG_DIR
 from usdcop_platform.core import training as tr

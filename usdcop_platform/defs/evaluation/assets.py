@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 
 from usdcop_platform.adapters.store.tables import PromotionProposal
-from usdcop_platform.adapters.tracking import MlflowResource, RunAnnotation
+from usdcop_platform.adapters.tracking import RunAnnotation
 from usdcop_platform.app import backtest_requests
 from usdcop_platform.app import evaluation as ev
 from usdcop_platform.contracts import assets as A
@@ -27,7 +27,7 @@ from usdcop_platform.core.display import metric_entries, metric_text, num, num_t
 from usdcop_platform.core.schema import BACKTEST_SERIES_SCHEMA, BACKTEST_TRADES_SCHEMA
 from usdcop_platform.defs import catalog
 from usdcop_platform.defs.partitions import experiment_partitions
-from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform.defs.resources import MlflowResource, PlatformResource
 from usdcop_platform.defs.training.assets import DATASET_KEY, MODEL_KEY
 
 BACKTEST_KEY = dg.AssetKey(list(A.BACKTEST))

@@ -11,7 +11,6 @@ from typing import Any
 
 import dagster as dg
 
-from usdcop_platform.adapters.tracking import MlflowResource
 from usdcop_platform.app.training import (
     TrainedPolicy,
     TrainingInputs,
@@ -26,7 +25,7 @@ from usdcop_platform.defs import catalog
 from usdcop_platform.app.features import empty_features
 from usdcop_platform.defs.features.assets import CONTRACT
 from usdcop_platform.defs.partitions import experiment_partitions
-from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform.defs.resources import MlflowResource, PlatformResource
 
 FEATURES_KEY = dg.AssetKey(["features", "m5_features"])
 DATASET_KEY = dg.AssetKey(["datasets", "experiment_dataset"])

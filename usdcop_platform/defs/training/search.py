@@ -13,12 +13,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from usdcop_platform.adapters.tracking import MlflowResource
 from usdcop_platform.core.display import num, num_text
 from usdcop_platform.core.metrics import Annualization
 from usdcop_platform.defs import catalog
 from usdcop_platform.defs.partitions import experiment_partitions
-from usdcop_platform.defs.resources import PlatformResource
+from usdcop_platform.defs.resources import MlflowResource, PlatformResource
 from usdcop_platform.defs.training.assets import DATASET_KEY, GROUP
 
 SEARCH_KEY = dg.AssetKey(["models", "search"])
