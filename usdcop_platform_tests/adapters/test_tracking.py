@@ -8,13 +8,13 @@ import mlflow
 import pytest
 import torch
 
-from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS, MlflowResource, flatten
+from usdcop_platform.adapters.tracking import CHALLENGER_ALIAS, MlflowTracking, flatten
 from usdcop_platform_tests.training_synth import fresh_mlflow_uri
 
 
 @pytest.fixture
-def tracking(tmp_path: Path) -> MlflowResource:
-    return MlflowResource(tracking_uri=fresh_mlflow_uri(tmp_path), artifact_root=str(tmp_path / "art"))
+def tracking(tmp_path: Path) -> MlflowTracking:
+    return MlflowTracking(tracking_uri=fresh_mlflow_uri(tmp_path), artifact_root=str(tmp_path / "art"))
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def onnx_file(tmp_path: Path) -> Path:
 
 
 def test_defaults_come_from_settings(isolated_settings) -> None:
-    res = MlflowResource.from_settings(isolated_settings)
+    res = MlflowTracking.from_settings(isolated_settings)
     assert res.tracking_uri == isolated_settings.resolved_mlflow_uri
     assert res.tracking_uri.startswith("sqlite:///")
     assert res.artifact_root == str(isolated_settings.mlflow_artifact_root)
@@ -37,8 +37,8 @@ def test_flatten_nests_keys_and_bounds_values() -> None:
     }
 
 
-def test_two_runs_in_one_process_stay_separate(tracking: MlflowResource, tmp_path: Path, onnx_file: Path) -> None:
-    other = MlflowResource(tracking_uri=fresh_mlflow_uri(tmp_path / "other"), artifact_root=str(tmp_path / "art2"))
+def test_two_runs_in_one_process_stay_separate(tracking: MlflowTracking, tmp_path: Path, onnx_file: Path) -> None:
+    other = MlflowTracking(tracking_uri=fresh_mlflow_uri(tmp_path / "other"), artifact_root=str(tmp_path / "art2"))
     with tracking.run("smoke", "first", tags={"k": "1"}) as first:
         first.log_params({"algorithm": {"n_envs": 4}})
         for step in range(3):
@@ -66,7 +66,7 @@ def test_two_runs_in_one_process_stay_separate(tracking: MlflowResource, tmp_pat
     assert Path(c1.get_logged_model(logged.model_id).artifact_location.removeprefix("file://")).is_relative_to(tmp_path / "art")
 
 
-def test_a_failing_body_ends_the_run_failed(tracking: MlflowResource) -> None:
+def test_a_failing_body_ends_the_run_failed(tracking: MlflowTracking) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         with tracking.run("smoke", "fails") as run:
             run.log_metrics({"x": 1.0})
@@ -76,7 +76,7 @@ def test_a_failing_body_ends_the_run_failed(tracking: MlflowResource) -> None:
     assert [m.value for m in tracking.client().get_metric_history(run.run_id, "x")] == [1.0]  # flushed anyway
 
 
-def test_no_alias_for_a_model_that_is_not_servable(tracking: MlflowResource, onnx_file: Path) -> None:
+def test_no_alias_for_a_model_that_is_not_servable(tracking: MlflowTracking, onnx_file: Path) -> None:
     with tracking.run("smoke", "unservable") as run:
         logged = run.log_onnx_model(onnx_file, "usdcop-smoke", alias=None)
     client = tracking.client()

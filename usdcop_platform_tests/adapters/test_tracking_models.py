@@ -19,7 +19,7 @@ from usdcop_platform.adapters.tracking import (
     CHALLENGER_ALIAS,
     CHAMPION_ALIAS,
     MODEL_VERSIONS_TAG,
-    MlflowResource,
+    MlflowTracking,
     backtest_dataset,
     backtest_metrics,
     logged_model_name,
@@ -35,8 +35,8 @@ VIEW = "workflowType=machine_learning"  # links open MLflow's "Model training" n
 
 
 @pytest.fixture
-def tracking(tmp_path: Path) -> MlflowResource:
-    return MlflowResource(
+def tracking(tmp_path: Path) -> MlflowTracking:
+    return MlflowTracking(
         tracking_uri=fresh_mlflow_uri(tmp_path), artifact_root=str(tmp_path / "art"),
         ui_url="http://mlflow.example:5000", dagster_ui_url="http://dagster.example:3000/",
     )
@@ -171,7 +171,7 @@ def test_an_explicit_period_has_its_own_metric_names_and_dataset() -> None:
 
 def test_ui_urls_come_from_settings(tmp_path) -> None:
     s = Settings(USDCOP_STATE_DIR=str(tmp_path), MLFLOW_TRACKING_URI=None, USDCOP_DAGSTER_URL=None)
-    res = MlflowResource.from_settings(s)
+    res = MlflowTracking.from_settings(s)
     assert (res.ui_url, res.dagster_ui_url) == ("http://127.0.0.1:5000", "http://127.0.0.1:3000")
     # a tracking / Dagster server is its own UI, unless a browser URL is given
     server = Settings(MLFLOW_TRACKING_URI="https://mlflow.corp/", USDCOP_DAGSTER_URL="http://dagster.corp:3000")
