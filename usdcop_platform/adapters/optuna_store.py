@@ -97,16 +97,15 @@ def retrying(database_url: str, fn: Callable[[], T]) -> T:
 
 
 def _transient(database_url: str, exc: BaseException) -> Exception | None:
-    """DatabaseUnavailable/DatabaseBusy for a dropped connection or a busy database, whether
-    SQLAlchemy raised it or Optuna wrapped it (StorageInternalError from the SQLAlchemy error)."""
+    """The store's translation (DatabaseUnavailable for a dropped connection, DatabaseBusy for a
+    busy database, else None), whether SQLAlchemy raised the error or Optuna wrapped it
+    (StorageInternalError from the SQLAlchemy error)."""
     import sqlalchemy as sa
 
     from usdcop_platform.adapters.store.engine import translate
-    from usdcop_platform.adapters.store.errors import DatabaseBusy, DatabaseUnavailable
 
     cause = exc if isinstance(exc, sa.exc.SQLAlchemyError) else exc.__cause__
-    translated = translate(database_url, cause) if isinstance(cause, sa.exc.SQLAlchemyError) else None
-    return translated if isinstance(translated, (DatabaseUnavailable, DatabaseBusy)) else None
+    return translate(database_url, cause) if isinstance(cause, sa.exc.SQLAlchemyError) else None
 
 
 def fail_stale(study: "optuna.Study") -> list[int]:

@@ -364,10 +364,14 @@ class LiveCycle:
             bad = [n for n, v in zip(self.cfg.features.names, vec) if not np.isfinite(v)]
             raise LiveError(f"features of bar {bar.time.isoformat()} carry NaN/inf in {bad}: no signal is produced "
                             "(NaN never reaches a model; check the macro data in the lake)")
-        flat = self.force_flat(bar, snap.primary)
-        prediction = self.engine.step(vec, position, force_flat=flat)
+        flat, prediction = self._predict(bar, snap, vec, position)
         return _Inference(bar.time, int(position), snap, inputs, vec, flat, prediction, source,
                           (time.perf_counter() - t0) * 1e3)
+
+    def _predict(self, bar: Bar, snap: Any, vec: np.ndarray, position: int) -> tuple[bool, Prediction]:
+        """Whether the bar is forced flat, and the ensemble's prediction for its features."""
+        flat = self.force_flat(bar, snap.primary)
+        return flat, self.engine.step(vec, position, force_flat=flat)
 
     def compute(self, bar: Bar, *, state_before: RiskState | None = None, registry_version: int | None = None,
                 early: _Inference | None = None, session: date | None = None) -> PendingBar:
@@ -388,9 +392,8 @@ class LiveCycle:
         elif early.position != position or early.snapshot is not snap:  # guessed wrong: same features, new step
             vec = early.vec.copy()
             vec[self.engine.position_index] = float(position)
-            flat = self.force_flat(bar, snap.primary)
-            inf = replace(early, position=position, snapshot=snap, vec=vec, flat=flat,
-                          prediction=self.engine.step(vec, position, force_flat=flat))
+            flat, prediction = self._predict(bar, snap, vec, position)
+            inf = replace(early, position=position, snapshot=snap, vec=vec, flat=flat, prediction=prediction)
         else:
             inf = early
         inputs, vec, flat, prediction, source = inf.inputs, inf.vec, inf.flat, inf.prediction, inf.source

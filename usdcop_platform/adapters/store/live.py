@@ -336,17 +336,22 @@ def _statements(dialect: str) -> _Statements:
 def _rows_select(table: sa.Table, columns: tuple[str, ...], n: int, tag: str) -> Any:
     """SELECT CAST(:c_<tag>0 AS type), ... UNION ALL ... : `n` rows of bind parameters. Unlike a
     multi-row VALUES, SQLAlchemy caches this construct, so it is compiled once per shape."""
-    rows = [sa.select(*[sa.cast(sa.bindparam(f"{c}_{tag}{i}", type_=table.c[c].type), table.c[c].type).label(c)
+    rows = [sa.select(*[sa.cast(sa.bindparam(_bind_name(c, tag, i), type_=table.c[c].type), table.c[c].type).label(c)
                        for c in columns])
             for i in range(n)]
     return rows[0] if n == 1 else sa.union_all(*rows)
 
 
+def _bind_name(column: str, tag: str, row: int) -> str:
+    """The bind parameter of `column` in row `row` of a _rows_select tagged `tag`."""
+    return f"{column}_{tag}{row}"
+
+
 @functools.lru_cache(maxsize=32)
 def _pg_write_names(state_columns: tuple[str, ...], n_signals: int, signal_columns: tuple[str, ...]) -> tuple[str, ...]:
     """_pg_write's bind parameter names, in the order write_bar lists the values."""
-    return (*(f"{c}_j0" for c in _JOURNAL_COLUMNS), *(f"{c}_s0" for c in state_columns),
-            *(f"{c}_g{i}" for i in range(n_signals) for c in signal_columns))
+    return (*(_bind_name(c, "j", 0) for c in _JOURNAL_COLUMNS), *(_bind_name(c, "s", 0) for c in state_columns),
+            *(_bind_name(c, "g", i) for i in range(n_signals) for c in signal_columns))
 
 
 @functools.lru_cache(maxsize=32)
@@ -360,7 +365,7 @@ def _pg_write(state_columns: tuple[str, ...], n_signals: int, signal_columns: tu
 
     PostgreSQL runs a CTE's INSERT to completion whether or not the main statement reads it.
     No `state_columns`: the state does not move (a late bar), no risk_upsert. Bind parameters
-    are named `{column}_j0` (journal), `{column}_s0` (risk row) and `{column}_g{i}` (signals)."""
+    are named by _bind_name: `{column}_j0` (journal), `{column}_s0` (risk row) and `{column}_g{i}` (signals)."""
     journal = (postgresql.insert(_JOURNAL)
                .from_select(_JOURNAL_COLUMNS, _rows_select(_JOURNAL, _JOURNAL_COLUMNS, 1, "j"), include_defaults=False)
                .on_conflict_do_nothing(index_elements=["risk_key", "bar_time"])
